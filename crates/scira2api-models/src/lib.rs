@@ -1,0 +1,14 @@
+//! Model names: the mapping between the names clients use (external) and the names the upstream
+//! knows (internal), and the catalog that `/v1/models` lists.
+//!
+//! Mapping is a table of `external:internal` pairs in a fixed order. A name that is not in the
+//! table passes through unchanged in both directions, so a client can always use an upstream's
+//! own model ids.
+
+mod catalog;
+mod defaults;
+mod mapping;
+
+pub use catalog::{Catalog, ModelEntry};
+pub use defaults::{OPENAI_DEFAULT_MAPPINGS, SCIRA_DEFAULT_MAPPINGS, SCIRA_OWNED_BY};
+pub use mapping::{MappingParse, ModelMap};

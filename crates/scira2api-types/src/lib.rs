@@ -1,0 +1,12 @@
+//! Wire types shared by every scira2api crate: the OpenAI request view, OpenAI response
+//! builders, chat messages, and the unified [`Error`] with its OpenAI JSON form.
+
+mod error;
+mod message;
+mod request;
+mod response;
+
+pub use error::{Error, ErrorObject, openai_error_message};
+pub use message::{Content, ContentPart, ImageUrl, Message};
+pub use request::{ChatRequest, RawObject, json_string, rewrite_model};
+pub use response::{ChunkEncoder, Completion, DONE_FRAME, Usage, new_completion_id, unix_now};

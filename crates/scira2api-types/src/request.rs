@@ -1,0 +1,329 @@
+//! The client's chat request, read just deeply enough to route it.
+//!
+//! A gateway must forward every field it does not understand. Instead of deserialising the body
+//! into a struct and serialising it again (which drops or reorders fields and costs time), the
+//! top level of the JSON object is split into raw spans over the original bytes. Only `model`,
+//! `stream`, `stream_options` and `messages` are looked at; everything else travels as the exact
+//! bytes the client sent.
+
+use crate::Error;
+use bytes::Bytes;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::fmt;
+use std::ops::Range;
+
+/// One top-level field of a JSON object: its key and the byte range of its raw value.
+#[derive(Debug, Clone)]
+struct Field {
+    key: String,
+    value: Range<usize>,
+}
+
+/// The top level of a JSON object as key/raw-value spans over the original bytes.
+#[derive(Debug, Clone)]
+pub struct RawObject {
+    body: Bytes,
+    fields: Vec<Field>,
+}
+
+struct FieldsVisitor<'a> {
+    base: &'a [u8],
+}
+
+impl<'de> Visitor<'de> for FieldsVisitor<'de> {
+    type Value = Vec<Field>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        let base = self.base.as_ptr() as usize;
+        while let Some(key) = map.next_key::<String>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let start = raw.get().as_ptr() as usize - base;
+            fields.push(Field {
+                key,
+                value: start..start + raw.get().len(),
+            });
+        }
+        Ok(fields)
+    }
+}
+
+impl RawObject {
+    /// Splits `body` into top-level fields. Fails with a 400 naming line and column when the body
+    /// is not valid JSON, or is JSON but not an object.
+    pub fn parse(body: Bytes) -> Result<Self, Error> {
+        let fields = {
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let fields = de
+                .deserialize_map(FieldsVisitor { base: &body })
+                .and_then(|f| de.end().map(|_| f))
+                .map_err(|e| {
+                    let what = if e.is_data() {
+                        "The request body must be a JSON object"
+                    } else {
+                        "The request body is not valid JSON"
+                    };
+                    Error::invalid(format!("{what}: {e}"), None)
+                })?;
+            fields
+        };
+        Ok(RawObject { body, fields })
+    }
+
+    /// The raw JSON text of a top-level field, if present.
+    pub fn raw(&self, key: &str) -> Option<&str> {
+        let f = self.fields.iter().find(|f| f.key == key)?;
+        // The span was cut from a `&str` produced by serde_json, so it is valid UTF-8.
+        std::str::from_utf8(&self.body[f.value.clone()]).ok()
+    }
+
+    /// Deserialises one top-level field.
+    pub fn get<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Option<serde_json::Result<T>> {
+        self.raw(key).map(serde_json::from_str)
+    }
+
+    /// The original bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Keys in the order the client sent them.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| f.key.as_str())
+    }
+
+    /// Rebuilds the object with some top-level values replaced by new raw JSON; fields not named
+    /// in `replace` keep their exact bytes and order, and replacements for absent keys are
+    /// appended. Returns the original bytes unchanged (no copy) when there is nothing to replace.
+    pub fn with_replaced(&self, replace: &[(&str, &str)]) -> Bytes {
+        if replace.is_empty() {
+            return self.body.clone();
+        }
+        let extra: usize = replace.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut out = Vec::with_capacity(self.body.len() + extra);
+        out.push(b'{');
+        let mut first = true;
+        let mut push_key = |out: &mut Vec<u8>, key: &str| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Keys are plain strings: serialising them cannot fail.
+            let _ = serde_json::to_writer(&mut *out, key);
+            out.push(b':');
+        };
+        for f in &self.fields {
+            push_key(&mut out, &f.key);
+            match replace.iter().find(|(k, _)| *k == f.key) {
+                Some((_, v)) => out.extend_from_slice(v.as_bytes()),
+                None => out.extend_from_slice(&self.body[f.value.clone()]),
+            }
+        }
+        for (k, v) in replace {
+            if !self.fields.iter().any(|f| f.key == *k) {
+                push_key(&mut out, k);
+                out.extend_from_slice(v.as_bytes());
+            }
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// Encodes a string as a JSON string literal.
+pub fn json_string(s: &str) -> String {
+    // Serialising a &str cannot fail.
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// Replaces the top-level `model` of a JSON object (a completion or a stream chunk) with `model`,
+/// keeping every other byte. Returns `None` when `json` is not an object.
+pub fn rewrite_model(json: Bytes, model: &str) -> Option<Bytes> {
+    let obj = RawObject::parse(json).ok()?;
+    let lit = json_string(model);
+    Some(obj.with_replaced(&[("model", &lit)]))
+}
+
+/// A validated chat completion request.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    obj: RawObject,
+    /// The model name the client asked for (external name).
+    pub model: String,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Whether the client asked for the usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+impl ChatRequest {
+    /// Parses and validates a `/v1/chat/completions` body: valid JSON object, `model` a non-empty
+    /// string, `messages` a non-empty array of objects with a string `role`, `stream` a boolean.
+    pub fn parse(body: Bytes) -> Result<Self, Error> {
+        let obj = RawObject::parse(body)?;
+        let model = match obj.get::<String>("model") {
+            None => return Err(Error::invalid("you must provide a model parameter", Some("model"))),
+            Some(Err(_)) => return Err(Error::invalid("`model` must be a string", Some("model"))),
+            Some(Ok(m)) if m.trim().is_empty() => {
+                return Err(Error::invalid("`model` must not be empty", Some("model")));
+            }
+            Some(Ok(m)) => m,
+        };
+        match obj.get::<Vec<&RawValue>>("messages") {
+            None => {
+                return Err(Error::invalid("you must provide a messages parameter", Some("messages")));
+            }
+            Some(Err(_)) => {
+                return Err(Error::invalid("`messages` must be an array", Some("messages")));
+            }
+            Some(Ok(list)) if list.is_empty() => {
+                return Err(Error::invalid("`messages` must contain at least one message", Some("messages")));
+            }
+            Some(Ok(list)) => {
+                for (i, m) in list.iter().enumerate() {
+                    #[derive(Deserialize)]
+                    struct RoleOnly<'a> {
+                        #[serde(borrow, rename = "role")]
+                        _role: std::borrow::Cow<'a, str>,
+                    }
+                    if serde_json::from_str::<RoleOnly>(m.get()).is_err() {
+                        return Err(Error::invalid(
+                            format!("`messages[{i}]` must be an object with a string `role`"),
+                            Some(&format!("messages[{i}].role")),
+                        ));
+                    }
+                }
+            }
+        }
+        let stream = match obj.get::<Option<bool>>("stream") {
+            None => false,
+            Some(Ok(s)) => s.unwrap_or(false),
+            Some(Err(_)) => return Err(Error::invalid("`stream` must be a boolean", Some("stream"))),
+        };
+        let include_usage = match obj.get::<Option<StreamOptions>>("stream_options") {
+            None | Some(Ok(None)) => false,
+            Some(Ok(Some(o))) => o.include_usage.unwrap_or(false),
+            Some(Err(_)) => {
+                return Err(Error::invalid(
+                    "`stream_options` must be an object like {\"include_usage\": true}",
+                    Some("stream_options"),
+                ));
+            }
+        };
+        Ok(ChatRequest {
+            obj,
+            model,
+            stream,
+            include_usage,
+        })
+    }
+
+    /// The request's top-level fields as raw spans.
+    pub fn object(&self) -> &RawObject {
+        &self.obj
+    }
+
+    /// The messages, fully parsed (for providers that must translate them).
+    pub fn messages(&self) -> Result<Vec<crate::Message>, Error> {
+        match self.obj.get::<Vec<crate::Message>>("messages") {
+            Some(Ok(m)) => Ok(m),
+            Some(Err(e)) => Err(Error::invalid(format!("invalid `messages`: {e}"), Some("messages"))),
+            None => Err(Error::invalid("you must provide a messages parameter", Some("messages"))),
+        }
+    }
+
+    /// The body to send to an OpenAI-compatible upstream: the client's exact bytes with only
+    /// `model` replaced (no copy at all when the name does not change).
+    pub fn upstream_body(&self, internal_model: &str) -> Bytes {
+        if internal_model == self.model {
+            return self.obj.bytes().clone();
+        }
+        self.obj.with_replaced(&[("model", &json_string(internal_model))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn req(s: &str) -> Result<ChatRequest, Error> {
+        ChatRequest::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn rewrites_only_model_and_keeps_every_other_byte() {
+        let body = r#"{ "temperature" : 0.5, "model":"gpt-4o","messages":[{"role":"user","content":null}],"x_vendor":{"a":[1,2]},"stream":true}"#;
+        let r = req(body).unwrap();
+        assert_eq!(r.model, "gpt-4o");
+        assert!(r.stream);
+        let out = r.upstream_body("scira-4o");
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(
+            text,
+            r#"{"temperature":0.5,"model":"scira-4o","messages":[{"role":"user","content":null}],"x_vendor":{"a":[1,2]},"stream":true}"#
+        );
+        // same name: the exact original bytes
+        assert_eq!(&r.upstream_body("gpt-4o")[..], body.as_bytes());
+    }
+
+    #[test]
+    fn validation_names_the_param() {
+        let e = req(r#"{"messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+        assert_eq!(e.param(), Some("model"));
+        let e = req(r#"{"model":5,"messages":[]}"#).unwrap_err();
+        assert_eq!(e.param(), Some("model"));
+        let e = req(r#"{"model":"m","messages":[]}"#).unwrap_err();
+        assert_eq!(e.param(), Some("messages"));
+        let e = req(r#"{"model":"m","messages":"hi"}"#).unwrap_err();
+        assert_eq!(e.param(), Some("messages"));
+        let e = req(r#"{"model":"m","messages":[{"content":"x"}]}"#).unwrap_err();
+        assert_eq!(e.param(), Some("messages[0].role"));
+        let e = req(r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#).unwrap_err();
+        assert_eq!(e.param(), Some("stream"));
+        let e = req(r#"{"model":"m","#).unwrap_err();
+        assert!(e.to_string().contains("line 1 column"), "{e}");
+        let e = req(r#"[1,2]"#).unwrap_err();
+        assert!(e.to_string().contains("JSON object"), "{e}");
+        let e = req(r#"{"model":"m","messages":[{"role":"user"}]} trailing"#).unwrap_err();
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
+    fn include_usage_and_stream_null() {
+        let r = req(r#"{"model":"m","messages":[{"role":"user"}],"stream":null,"stream_options":{"include_usage":true}}"#).unwrap();
+        assert!(!r.stream);
+        assert!(r.include_usage);
+    }
+
+    #[test]
+    fn rewrite_model_in_chunk_handles_escaped_keys() {
+        let chunk = Bytes::from_static(br#"{"id":"c1","model":"int","choices":[{"delta":{"content":"\"model\""}}],"k\u00e9y":1}"#);
+        let out = rewrite_model(chunk, "ext").unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "ext");
+        assert_eq!(v["choices"][0]["delta"]["content"], "\"model\"");
+        assert_eq!(v["kéy"], 1);
+        assert!(rewrite_model(Bytes::from_static(b"[1]"), "x").is_none());
+    }
+
+    #[test]
+    fn appends_missing_field() {
+        let o = RawObject::parse(Bytes::from_static(br#"{"a":1}"#)).unwrap();
+        assert_eq!(&o.with_replaced(&[("b", "true")])[..], br#"{"a":1,"b":true}"#);
+        let o = RawObject::parse(Bytes::from_static(br#"{}"#)).unwrap();
+        assert_eq!(&o.with_replaced(&[("b", "2")])[..], br#"{"b":2}"#);
+    }
+}

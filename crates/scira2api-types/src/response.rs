@@ -1,0 +1,311 @@
+//! Building OpenAI responses: `chat.completion` bodies and `chat.completion.chunk` SSE frames.
+//!
+//! Providers that translate a foreign protocol (Scira) and the response cache's replay both
+//! produce OpenAI output through these builders, so the framing rules live in one place:
+//! `data: <json>\n\n` frames, the role in the first delta, `finish_reason` null until the last
+//! choice chunk, the usage chunk with `choices: []`, and `data: [DONE]\n\n`.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The SSE frame that ends every OpenAI stream.
+pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
+
+/// Token usage of one completion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens in the answer.
+    pub completion_tokens: u64,
+    /// Their sum (as reported, or computed).
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// Usage from prompt and completion counts, with the total computed.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
+    }
+}
+
+/// A fresh completion id, `chatcmpl-<32 hex>`.
+pub fn new_completion_id() -> String {
+    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChunkChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<&'a Usage>>,
+}
+
+/// Writes the chunks of one streamed completion, all sharing `id`, `created` and `model`.
+#[derive(Debug, Clone)]
+pub struct ChunkEncoder {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+}
+
+impl ChunkEncoder {
+    /// An encoder with a fresh id and the current time. With `include_usage`, every chunk carries
+    /// `"usage": null` and [`ChunkEncoder::usage`] writes the final usage chunk, as OpenAI does.
+    pub fn new(model: impl Into<String>, include_usage: bool) -> Self {
+        ChunkEncoder {
+            id: new_completion_id(),
+            created: unix_now(),
+            model: model.into(),
+            include_usage,
+        }
+    }
+
+    /// The completion id the chunks carry.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn frame(&self, choices: &[ChunkChoice], usage: Option<&Usage>) -> Bytes {
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage: if self.include_usage { Some(usage) } else { None },
+        };
+        let mut out = Vec::with_capacity(160);
+        out.extend_from_slice(b"data: ");
+        // Serialising these plain structs cannot fail.
+        let _ = serde_json::to_writer(&mut out, &chunk);
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+
+    fn delta(&self, delta: Delta, finish_reason: Option<&str>) -> Bytes {
+        self.frame(
+            &[ChunkChoice {
+                index: 0,
+                delta,
+                logprobs: None,
+                finish_reason,
+            }],
+            None,
+        )
+    }
+
+    /// The first chunk: `delta: {"role":"assistant","content":""}`.
+    pub fn role(&self) -> Bytes {
+        self.delta(
+            Delta {
+                role: Some("assistant"),
+                content: Some(""),
+                reasoning_content: None,
+            },
+            None,
+        )
+    }
+
+    /// A content delta.
+    pub fn content(&self, text: &str) -> Bytes {
+        self.delta(
+            Delta {
+                role: None,
+                content: Some(text),
+                reasoning_content: None,
+            },
+            None,
+        )
+    }
+
+    /// A reasoning delta (`delta.reasoning_content`).
+    pub fn reasoning(&self, text: &str) -> Bytes {
+        self.delta(
+            Delta {
+                role: None,
+                content: None,
+                reasoning_content: Some(text),
+            },
+            None,
+        )
+    }
+
+    /// The last choice chunk: empty delta and the finish reason.
+    pub fn finish(&self, reason: &str) -> Bytes {
+        self.delta(
+            Delta {
+                role: None,
+                content: None,
+                reasoning_content: None,
+            },
+            Some(reason),
+        )
+    }
+
+    /// The usage chunk (`choices: []`). Written only when the client asked for usage.
+    pub fn usage(&self, usage: &Usage) -> Option<Bytes> {
+        self.include_usage.then(|| self.frame(&[], Some(usage)))
+    }
+}
+
+#[derive(Serialize)]
+struct CompletionMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    refusal: Option<()>,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: CompletionMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct CompletionBody<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    usage: &'a Usage,
+}
+
+/// A complete non-streamed answer, ready to be rendered as a `chat.completion` body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    /// The answer text.
+    pub content: String,
+    /// The reasoning text, when the model reasoned.
+    pub reasoning_content: Option<String>,
+    /// OpenAI finish reason (`stop`, `length`, `content_filter`, ...).
+    pub finish_reason: String,
+    /// Token usage.
+    pub usage: Usage,
+}
+
+impl Completion {
+    /// Renders the `chat.completion` JSON with a fresh id, the current time and `model`.
+    pub fn to_json(&self, model: &str) -> Bytes {
+        let id = new_completion_id();
+        let body = CompletionBody {
+            id: &id,
+            object: "chat.completion",
+            created: unix_now(),
+            model,
+            choices: [CompletionChoice {
+                index: 0,
+                message: CompletionMessage {
+                    role: "assistant",
+                    content: &self.content,
+                    reasoning_content: self.reasoning_content.as_deref(),
+                    refusal: None,
+                },
+                logprobs: None,
+                finish_reason: &self.finish_reason,
+            }],
+            usage: &self.usage,
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn parse(frame: &Bytes) -> Value {
+        let s = std::str::from_utf8(frame).unwrap();
+        let json = s.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn chunks_follow_openai_framing() {
+        let enc = ChunkEncoder::new("gpt-4o", true);
+        let role = parse(&enc.role());
+        assert_eq!(role["object"], "chat.completion.chunk");
+        assert_eq!(role["choices"][0]["delta"], json!({"role":"assistant","content":""}));
+        assert_eq!(role["choices"][0]["finish_reason"], Value::Null);
+        assert_eq!(role["usage"], Value::Null);
+        assert!(role.as_object().unwrap().contains_key("usage"));
+        let c = parse(&enc.content("hé\"llo\n"));
+        assert_eq!(c["choices"][0]["delta"], json!({"content":"hé\"llo\n"}));
+        assert_eq!(c["id"], role["id"]);
+        let r = parse(&enc.reasoning("think"));
+        assert_eq!(r["choices"][0]["delta"], json!({"reasoning_content":"think"}));
+        let f = parse(&enc.finish("stop"));
+        assert_eq!(f["choices"][0]["finish_reason"], "stop");
+        assert_eq!(f["choices"][0]["delta"], json!({}));
+        let u = parse(&enc.usage(&Usage::new(3, 4)).unwrap());
+        assert_eq!(u["choices"], json!([]));
+        assert_eq!(u["usage"], json!({"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}));
+    }
+
+    #[test]
+    fn without_include_usage_no_usage_field() {
+        let enc = ChunkEncoder::new("m", false);
+        assert!(!parse(&enc.content("x")).as_object().unwrap().contains_key("usage"));
+        assert!(enc.usage(&Usage::default()).is_none());
+    }
+
+    #[test]
+    fn completion_body() {
+        let c = Completion {
+            content: "hi".into(),
+            reasoning_content: Some("r".into()),
+            finish_reason: "stop".into(),
+            usage: Usage::new(1, 2),
+        };
+        let v: Value = serde_json::from_slice(&c.to_json("m")).unwrap();
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["model"], "m");
+        assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert_eq!(v["choices"][0]["message"]["content"], "hi");
+        assert_eq!(v["choices"][0]["message"]["reasoning_content"], "r");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"]["total_tokens"], 3);
+    }
+}
