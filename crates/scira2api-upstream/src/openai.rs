@@ -1,0 +1,208 @@
+//! The OpenAI-compatible provider: the client's body goes upstream with only `model` changed,
+//! and the answer comes back with `model` changed back, every other byte as the upstream sent it.
+
+use crate::lines::SseEvents;
+use crate::stream::LineDecoder;
+use bytes::Bytes;
+use scira2api_types::{Error, RawObject, json_string, openai_error_message};
+use std::collections::VecDeque;
+
+/// Rewrites the `model` of upstream JSON objects to the name the client asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelRewrite {
+    /// The JSON string literal of the client's name; `None` when no rewrite is needed.
+    literal: Option<String>,
+}
+
+impl ModelRewrite {
+    /// A rewrite to `external`, or none when the upstream already uses that name.
+    pub(crate) fn new(external: &str, internal: &str) -> Self {
+        ModelRewrite {
+            literal: (external != internal).then(|| json_string(external)),
+        }
+    }
+
+    /// Applies the rewrite to one JSON object; anything that is not an object passes unchanged.
+    pub(crate) fn apply(&self, json: Bytes) -> Bytes {
+        let Some(lit) = &self.literal else {
+            return json;
+        };
+        match RawObject::parse(json.clone()) {
+            Ok(obj) if obj.raw("model").is_some() => obj.with_replaced(&[("model", lit)]),
+            _ => json,
+        }
+    }
+}
+
+/// Whether a chunk carries a non-null `finish_reason` (scanned, not parsed: inside JSON strings
+/// the quotes would be escaped, so the unescaped key can only be a real field).
+fn has_finish_reason(json: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\"";
+    let mut rest = json;
+    while let Some(pos) = find(rest, KEY) {
+        rest = &rest[pos + KEY.len()..];
+        let after = trim_start(rest);
+        if let Some(after) = after.strip_prefix(b":") {
+            if trim_start(after).first() == Some(&b'"') {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn trim_start(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &s[n..]
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Passes an OpenAI SSE stream through, event by event.
+pub(crate) struct OpenAiStreamDecoder {
+    events: SseEvents,
+    rewrite: ModelRewrite,
+    saw_finish: bool,
+}
+
+impl OpenAiStreamDecoder {
+    pub(crate) fn new(rewrite: ModelRewrite) -> Self {
+        OpenAiStreamDecoder {
+            events: SseEvents::default(),
+            rewrite,
+            saw_finish: false,
+        }
+    }
+
+    fn event(&mut self, data: Bytes, out: &mut VecDeque<Bytes>) -> Result<bool, Error> {
+        let trimmed = trim_start(&data);
+        if trimmed.starts_with(b"[DONE]") {
+            return Ok(true);
+        }
+        if trimmed.is_empty() {
+            return Ok(false);
+        }
+        if data.starts_with(b"{\"error\"") || openai_error_message(&data).is_some() {
+            let message = openai_error_message(&data).unwrap_or_default();
+            return Err(Error::UpstreamApi {
+                status: 502,
+                body: data,
+                message,
+                retry_after: None,
+            });
+        }
+        if !self.saw_finish && has_finish_reason(&data) {
+            self.saw_finish = true;
+        }
+        let json = self.rewrite.apply(data);
+        let mut frame = Vec::with_capacity(json.len() + 8);
+        frame.extend_from_slice(b"data: ");
+        frame.extend_from_slice(&json);
+        frame.extend_from_slice(b"\n\n");
+        out.push_back(Bytes::from(frame));
+        Ok(false)
+    }
+}
+
+impl LineDecoder for OpenAiStreamDecoder {
+    fn line(&mut self, line: Bytes, out: &mut VecDeque<Bytes>) -> Result<bool, Error> {
+        match self.events.line(line) {
+            Some(data) => self.event(data, out),
+            None => Ok(false),
+        }
+    }
+
+    fn end(&mut self, out: &mut VecDeque<Bytes>) -> Result<(), Error> {
+        if let Some(data) = self.events.take() {
+            if self.event(data, out)? {
+                return Ok(());
+            }
+        }
+        if self.saw_finish {
+            Ok(())
+        } else {
+            Err(Error::upstream(
+                "the upstream stream ended before the answer was complete (no finish_reason, no [DONE])",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn run(body: &str, rewrite: ModelRewrite) -> (Vec<String>, Result<(), Error>) {
+        let mut d = OpenAiStreamDecoder::new(rewrite);
+        let mut out = VecDeque::new();
+        let mut res = Ok(());
+        let mut complete = false;
+        for line in body.split('\n') {
+            match d.line(Bytes::copy_from_slice(line.as_bytes()), &mut out) {
+                Ok(true) => {
+                    complete = true;
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+        if res.is_ok() && !complete {
+            res = d.end(&mut out);
+        }
+        (out.into_iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect(), res)
+    }
+
+    #[test]
+    fn passes_frames_and_rewrites_model() {
+        let body = "data: {\"id\":\"1\",\"model\":\"int\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"{\\\"a\"}}]},\"finish_reason\":null}]}\n\n: keep\n\ndata: {\"model\":\"int\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let (frames, res) = run(body, ModelRewrite::new("ext", "int"));
+        res.unwrap();
+        assert_eq!(frames.len(), 2);
+        let v: Value = serde_json::from_str(frames[0].strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert_eq!(v["model"], "ext");
+        assert_eq!(v["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
+        assert!(frames[0].ends_with("}\n\n"));
+    }
+
+    #[test]
+    fn no_rewrite_is_byte_identical() {
+        let chunk = "{\"model\":\"m\", \"choices\":[{\"finish_reason\": \"stop\"}]}";
+        let (frames, res) = run(&format!("data: {chunk}\n\n"), ModelRewrite::new("m", "m"));
+        res.unwrap();
+        assert_eq!(frames, [format!("data: {chunk}\n\n")]);
+    }
+
+    #[test]
+    fn truncated_stream_is_an_error() {
+        let (frames, res) = run(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"\\\"finish_reason\\\":\\\"x\"},\"finish_reason\":null}]}\n\n",
+            ModelRewrite::new("m", "m"),
+        );
+        assert_eq!(frames.len(), 1);
+        assert!(res.unwrap_err().to_string().contains("ended before"));
+    }
+
+    #[test]
+    fn error_event_becomes_error() {
+        let (_, res) = run(
+            "data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+            ModelRewrite::new("m", "m"),
+        );
+        let e = res.unwrap_err();
+        assert!(e.body().starts_with(b"{\"error\":{\"message\":\"boom\""));
+    }
+
+    #[test]
+    fn finish_reason_scan() {
+        assert!(has_finish_reason(br#"{"finish_reason" : "length"}"#));
+        assert!(!has_finish_reason(br#"{"finish_reason":null}"#));
+        assert!(!has_finish_reason(br#"{"content":"\"finish_reason\":\"stop\""}"#));
+    }
+}

@@ -1,0 +1,174 @@
+//! Turning an upstream response body into a stream of OpenAI SSE frames.
+//!
+//! [`DecodedStream`] reads the body as it arrives, splits it into lines and hands each line to a
+//! protocol [`LineDecoder`] (OpenAI SSE pass-through, or Scira's formats), which writes OpenAI
+//! frames. Every frame is yielded as soon as the line that produced it is complete: nothing is
+//! held back for batching. A silence longer than the idle timeout, a broken body, or a body that
+//! ends before the answer is complete ends the stream with an [`Error`] item, never silently.
+
+use crate::lines::LineBuffer;
+use bytes::Bytes;
+use futures_util::Stream;
+use scira2api_types::Error;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// A stream of complete OpenAI SSE frames (`data: {...}\n\n`), without the final `[DONE]`.
+///
+/// `Ok` items are frames to write as they are. An `Err` item is the last item: the answer broke
+/// off, and the writer sends it as an error event and ends the stream. A stream that ends without
+/// an `Err` finished cleanly, and the writer appends `data: [DONE]\n\n`.
+pub type FrameStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>>>>;
+
+/// The upstream body as awc delivers it.
+pub(crate) type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, awc::error::PayloadError>>>>;
+
+/// A protocol decoder: one upstream line in, OpenAI frames out.
+pub(crate) trait LineDecoder {
+    /// Handles one complete line (without its `\n`). Pushes frames to `out`. Returns `Ok(true)`
+    /// when the answer is complete and the rest of the body can be ignored.
+    fn line(&mut self, line: Bytes, out: &mut VecDeque<Bytes>) -> Result<bool, Error>;
+
+    /// The upstream body ended. Pushes closing frames, or fails when the answer is incomplete.
+    fn end(&mut self, out: &mut VecDeque<Bytes>) -> Result<(), Error>;
+}
+
+enum State {
+    Reading,
+    Failed(Error),
+    Done,
+}
+
+/// Drives a [`LineDecoder`] over an upstream body with an idle timeout between reads.
+pub(crate) struct DecodedStream<D> {
+    body: BodyStream,
+    lines: LineBuffer,
+    decoder: D,
+    out: VecDeque<Bytes>,
+    idle: Duration,
+    sleep: Pin<Box<actix_rt::time::Sleep>>,
+    state: State,
+}
+
+impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
+    /// Decodes `body`; `idle` is the longest silence allowed between two reads, `max_line` the
+    /// longest line accepted.
+    pub(crate) fn new(body: BodyStream, decoder: D, idle: Duration, max_line: usize) -> Self {
+        DecodedStream {
+            body,
+            lines: LineBuffer::new(max_line),
+            decoder,
+            out: VecDeque::new(),
+            idle,
+            sleep: Box::pin(actix_rt::time::sleep(idle)),
+            state: State::Reading,
+        }
+    }
+
+    /// Boxes the stream as a [`FrameStream`].
+    pub(crate) fn boxed(self) -> FrameStream {
+        Box::pin(self)
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        self.lines.push(chunk);
+        loop {
+            match self.lines.next_line() {
+                Ok(Some(line)) => match self.decoder.line(line, &mut self.out) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        self.state = State::Done;
+                        return;
+                    }
+                    Err(e) => {
+                        self.state = State::Failed(e);
+                        return;
+                    }
+                },
+                Ok(None) => return,
+                Err(too_long) => {
+                    self.state = State::Failed(Error::upstream(format!(
+                        "upstream sent a line longer than {} bytes (MAX_BODY_BYTES)",
+                        too_long.0
+                    )));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(last) = self.lines.finish() {
+            match self.decoder.line(last, &mut self.out) {
+                Ok(_) => {}
+                Err(e) => {
+                    self.state = State::Failed(e);
+                    return;
+                }
+            }
+        }
+        self.state = match self.decoder.end(&mut self.out) {
+            Ok(()) => State::Done,
+            Err(e) => State::Failed(e),
+        };
+    }
+}
+
+impl<D: LineDecoder + Unpin + 'static> Stream for DecodedStream<D> {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(frame) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            match std::mem::replace(&mut this.state, State::Reading) {
+                State::Done => {
+                    this.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                State::Failed(e) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                State::Reading => {}
+            }
+            match this.body.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let deadline = actix_rt::time::Instant::now() + this.idle;
+                    this.sleep.as_mut().reset(deadline);
+                    this.feed(&chunk);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.state = State::Failed(Error::upstream(format!(
+                        "the upstream stream broke off: {e}"
+                    )));
+                }
+                Poll::Ready(None) => this.end(),
+                Poll::Pending => {
+                    if this.sleep.as_mut().poll(cx).is_ready() {
+                        this.state = State::Failed(Error::UpstreamTimeout(format!(
+                            "the upstream sent nothing for {} (CLIENT_TIMEOUT); the answer is incomplete",
+                            humantime_short(this.idle)
+                        )));
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// `1.5s`-style rendering of a duration for messages.
+pub(crate) fn humantime_short(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
