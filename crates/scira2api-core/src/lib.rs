@@ -1,0 +1,22 @@
+//! The embeddable core of scira2api: configuration and the [`Gateway`] that composes model
+//! mapping and the upstream providers into one request path.
+//!
+//! ```no_run
+//! use scira2api_core::{Config, Gateway, GatewayState};
+//! let config = Config::from_env().expect("valid settings");
+//! let state = GatewayState::new(config);
+//! // inside each actix worker:
+//! let gateway = Gateway::new(state.clone());
+//! # drop(gateway);
+//! ```
+
+mod config;
+mod gateway;
+mod settings;
+
+pub use config::{Config, ConfigError, SciraBody, SciraConfig};
+pub use gateway::{Gateway, GatewayState};
+pub use scira2api_models::ModelEntry;
+pub use scira2api_types::{ChatRequest, Error};
+pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind};
+pub use settings::{mask_url, parse_duration};

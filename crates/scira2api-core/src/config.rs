@@ -1,0 +1,394 @@
+//! Gateway settings: read from the environment and from `.env` (the environment wins), typed and
+//! validated once at startup.
+//!
+//! Every setting is a plain environment variable (see `.env.example`). A bad value is reported as
+//! a [`ConfigError`] naming the variable, the value and what is accepted; the server binary turns
+//! it into one log line and exit code 2.
+
+use crate::settings::{self, Raw};
+use scira2api_models::{ModelMap, OPENAI_DEFAULT_MAPPINGS, SCIRA_DEFAULT_MAPPINGS};
+use scira2api_upstream::ProviderKind;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+pub use crate::settings::ConfigError;
+
+/// Which request body shape is sent to Scira.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SciraBody {
+    /// AI SDK 5/6 UI messages (`parts` only): what Scira accepts today.
+    V5,
+    /// AI SDK 4 era: `content` beside `parts`, plus `user_id`.
+    V4,
+}
+
+/// Scira provider settings.
+#[derive(Clone)]
+pub struct SciraConfig {
+    /// Path of the chat endpoint under `BASE_URL` (`/api/search`).
+    pub path: String,
+    /// Search group (`chat` = no web tools).
+    pub group: String,
+    /// IANA time zone sent with each request.
+    pub timezone: String,
+    /// Body shape.
+    pub body: SciraBody,
+    /// Browser User-Agent sent upstream.
+    pub user_agent: String,
+    /// Cookie header values (signed-in sessions), rotated round-robin. Secret.
+    pub cookies: Vec<String>,
+    /// `user_id` values for the v4 body, rotated round-robin.
+    pub user_ids: Vec<String>,
+    /// Raw Scira model ids added to `/v1/models`.
+    pub extra_models: Vec<String>,
+}
+
+/// Every gateway setting, validated.
+#[derive(Clone)]
+pub struct Config {
+    /// Listen address.
+    pub host: String,
+    /// Listen port (0 = any free port).
+    pub port: u16,
+    /// Client API keys; empty = no auth. Secret.
+    pub api_keys: Vec<String>,
+    /// Paths reachable without a key (exact match).
+    pub public_paths: Vec<String>,
+    /// Allowed CORS origins; `*` = any.
+    pub cors_origins: Vec<String>,
+    /// Upstream protocol.
+    pub provider: ProviderKind,
+    /// Upstream base URL (no trailing slash).
+    pub base_url: String,
+    /// Keys sent upstream as `Authorization: Bearer`. Secret.
+    pub upstream_api_keys: Vec<String>,
+    /// Response-head / non-stream / stream-idle timeout.
+    pub client_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Attempts in all (1 = no retry).
+    pub retry: u32,
+    /// HTTP CONNECT proxy URL. May hold a password: secret.
+    pub http_proxy: Option<url::Url>,
+    /// SOCKS5 proxy URL. May hold a password: secret.
+    pub socks5_proxy: Option<url::Url>,
+    /// Response and model-list caching.
+    pub cache_enabled: bool,
+    /// Model list cache lifetime.
+    pub model_cache_ttl: Duration,
+    /// Chat response cache lifetime.
+    pub resp_cache_ttl: Duration,
+    /// Upstream keep-alive.
+    pub conn_pool_enabled: bool,
+    /// Most upstream connections per worker and host.
+    pub max_conns_per_host: usize,
+    /// Idle upstream connection lifetime.
+    pub idle_conn_timeout: Duration,
+    /// Longest reuse of one upstream connection.
+    pub conn_lifetime: Duration,
+    /// Rate limiting on/off.
+    pub rate_limit_enabled: bool,
+    /// Token refill per second.
+    pub requests_per_second: f64,
+    /// Bucket capacity.
+    pub burst: u64,
+    /// The model mapping table in force.
+    pub model_map: ModelMap,
+    /// Pairs from `MODEL_MAPPINGS` that could not be read (the default table is used then).
+    pub bad_mapping_pairs: Vec<String>,
+    /// Largest request body, and largest upstream body or stream line.
+    pub max_body_bytes: usize,
+    /// Log filter (`RUST_LOG` overrides it).
+    pub log_level: String,
+    /// Grace period for in-flight requests on shutdown.
+    pub shutdown_timeout: Duration,
+    /// Keep-alive comment interval on silent streams.
+    pub heartbeat_interval: Duration,
+    /// Scira provider settings.
+    pub scira: SciraConfig,
+}
+
+const DEFAULT_SCIRA_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+impl Config {
+    /// Reads the process environment plus `.env` in the working directory (when present; the
+    /// environment wins over it).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_env_and_file(Path::new(".env"))
+    }
+
+    /// Like [`Config::from_env`] with an explicit dotenv file.
+    pub fn from_env_and_file(dotenv: &Path) -> Result<Config, ConfigError> {
+        let mut file_vars = Vec::new();
+        if dotenv.exists() {
+            let iter = dotenvy::from_path_iter(dotenv).map_err(|e| ConfigError::file(dotenv, e))?;
+            for item in iter {
+                file_vars.push(item.map_err(|e| ConfigError::file(dotenv, e))?);
+            }
+        }
+        Config::from_vars(settings::merge(file_vars, std::env::vars()))
+    }
+
+    /// Builds the config from a set of variables (what the environment would hold).
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Config, ConfigError> {
+        let raw = Raw::new(vars)?;
+        let provider = match raw.str("PROVIDER").as_deref().unwrap_or("openai") {
+            "openai" => ProviderKind::OpenAi,
+            "scira" => ProviderKind::Scira,
+            other => return Err(ConfigError::new("PROVIDER", other, "`openai` or `scira`")),
+        };
+        let default_base = match provider {
+            ProviderKind::OpenAi => "https://api.openai.com",
+            ProviderKind::Scira => "https://scira.ai",
+        };
+        let base_url = raw.http_url("BASE_URL", default_base)?;
+        let default_table = match provider {
+            ProviderKind::OpenAi => OPENAI_DEFAULT_MAPPINGS,
+            ProviderKind::Scira => SCIRA_DEFAULT_MAPPINGS,
+        };
+        let mapping = ModelMap::parse(raw.str("MODEL_MAPPINGS").as_deref(), default_table);
+        let requests_per_second = raw.positive_f64("REQUESTS_PER_SECOND", 1.0)?;
+        let burst = raw.u64_min("BURST", 10, 1)?;
+        let scira_body = match raw.str("SCIRA_BODY").as_deref().unwrap_or("v5") {
+            "v5" | "v6" => SciraBody::V5,
+            "v4" => SciraBody::V4,
+            other => return Err(ConfigError::new("SCIRA_BODY", other, "`v5` (current, also `v6`) or `v4`")),
+        };
+        let scira_path = raw.str("SCIRA_PATH").unwrap_or_else(|| "/api/search".to_owned());
+        if !scira_path.starts_with('/') {
+            return Err(ConfigError::new("SCIRA_PATH", &scira_path, "a path starting with `/`"));
+        }
+        let config = Config {
+            host: raw.str("HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
+            port: raw.port("PORT", 8080)?,
+            api_keys: raw.list("APIKEY"),
+            public_paths: raw
+                .str_list("PUBLIC_PATHS")
+                .unwrap_or_else(|| vec!["/health".to_owned(), "/v1/models".to_owned()]),
+            cors_origins: raw.str_list("CORS_ORIGINS").unwrap_or_else(|| vec!["*".to_owned()]),
+            provider,
+            base_url,
+            upstream_api_keys: raw.list("UPSTREAM_API_KEY"),
+            client_timeout: raw.duration("CLIENT_TIMEOUT", Duration::from_secs(600))?,
+            connect_timeout: raw.duration("CONNECT_TIMEOUT", Duration::from_secs(10))?,
+            retry: raw.u64_min("RETRY", 3, 1)?.min(u32::MAX as u64) as u32,
+            http_proxy: raw.proxy_url("HTTP_PROXY", &["http"])?,
+            socks5_proxy: raw.proxy_url("SOCKS5_PROXY", &["socks5", "socks5h"])?,
+            cache_enabled: raw.bool("CACHE_ENABLED", true)?,
+            model_cache_ttl: raw.duration("MODEL_CACHE_TTL", Duration::from_secs(3600))?,
+            resp_cache_ttl: raw.duration("RESP_CACHE_TTL", Duration::from_secs(300))?,
+            conn_pool_enabled: raw.bool("CONN_POOL_ENABLED", true)?,
+            max_conns_per_host: raw.u64_min("MAX_CONNS_PER_HOST", 256, 1)? as usize,
+            idle_conn_timeout: raw.duration("IDLE_CONN_TIMEOUT", Duration::from_secs(90))?,
+            conn_lifetime: raw.duration("CONN_LIFETIME", Duration::from_secs(300))?,
+            rate_limit_enabled: raw.bool("RATE_LIMIT_ENABLED", true)?,
+            requests_per_second,
+            burst,
+            model_map: mapping.map,
+            bad_mapping_pairs: mapping.bad_pairs,
+            max_body_bytes: raw.u64_min("MAX_BODY_BYTES", 16 * 1024 * 1024, 1024)? as usize,
+            log_level: raw.str("LOG_LEVEL").unwrap_or_else(|| "info".to_owned()),
+            shutdown_timeout: raw.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+            heartbeat_interval: raw.duration("HEARTBEAT_INTERVAL", Duration::from_secs(15))?,
+            scira: SciraConfig {
+                path: scira_path,
+                group: raw.str("SCIRA_GROUP").unwrap_or_else(|| "chat".to_owned()),
+                timezone: raw.str("SCIRA_TIMEZONE").unwrap_or_else(|| "UTC".to_owned()),
+                body: scira_body,
+                user_agent: raw.str("SCIRA_USER_AGENT").unwrap_or_else(|| DEFAULT_SCIRA_UA.to_owned()),
+                cookies: raw.list_sep("SCIRA_COOKIE", '|'),
+                user_ids: raw.list("SCIRA_USER_IDS"),
+                extra_models: raw.list("SCIRA_MODELS"),
+            },
+        };
+        if !matches!(config.log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace" | "off") {
+            return Err(ConfigError::new(
+                "LOG_LEVEL",
+                &config.log_level,
+                "one of error, warn, info, debug, trace, off",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The gateway's own `owned_by` for models it lists.
+    pub fn owned_by(&self) -> &'static str {
+        match self.provider {
+            ProviderKind::OpenAi => "scira2api",
+            ProviderKind::Scira => scira2api_models::SCIRA_OWNED_BY,
+        }
+    }
+}
+
+fn count(n: usize, what: &str) -> String {
+    match n {
+        0 => "none".to_owned(),
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
+}
+
+/// One line with the effective settings; secrets are shown only as counts or masked.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = |d: Duration| humantime::format_duration(d).to_string();
+        write!(
+            f,
+            "listen={}:{} provider={} base_url={} apikey={} upstream_api_key={} client_timeout={} \
+             connect_timeout={} retry={} http_proxy={} socks5_proxy={} cache={} model_cache_ttl={} \
+             resp_cache_ttl={} conn_pool={} max_conns_per_host={} rate_limit={} requests_per_second={} \
+             burst={} model_mappings={} max_body_bytes={} shutdown_timeout={} heartbeat={} log_level={}",
+            self.host,
+            self.port,
+            self.provider.as_str(),
+            self.base_url,
+            count(self.api_keys.len(), "key"),
+            count(self.upstream_api_keys.len(), "key"),
+            d(self.client_timeout),
+            d(self.connect_timeout),
+            self.retry,
+            self.http_proxy.as_ref().map(settings::mask_url).unwrap_or_else(|| "none".into()),
+            self.socks5_proxy.as_ref().map(settings::mask_url).unwrap_or_else(|| "none".into()),
+            self.cache_enabled,
+            d(self.model_cache_ttl),
+            d(self.resp_cache_ttl),
+            self.conn_pool_enabled,
+            self.max_conns_per_host,
+            self.rate_limit_enabled,
+            self.requests_per_second,
+            self.burst,
+            count(self.model_map.len(), "pair"),
+            self.max_body_bytes,
+            d(self.shutdown_timeout),
+            d(self.heartbeat_interval),
+            self.log_level,
+        )?;
+        if self.provider == ProviderKind::Scira {
+            write!(
+                f,
+                " scira_path={} scira_group={} scira_timezone={} scira_body={:?} scira_cookie={} scira_user_ids={}",
+                self.scira.path,
+                self.scira.group,
+                self.scira.timezone,
+                self.scira.body,
+                count(self.scira.cookies.len(), "cookie"),
+                count(self.scira.user_ids.len(), "id"),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Same as `Display`: secrets stay masked in debug output too.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Config({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.host, "0.0.0.0");
+        assert_eq!(c.provider, ProviderKind::OpenAi);
+        assert_eq!(c.base_url, "https://api.openai.com");
+        assert_eq!(c.client_timeout, Duration::from_secs(600));
+        assert_eq!(c.retry, 3);
+        assert!(c.cache_enabled && c.conn_pool_enabled && c.rate_limit_enabled);
+        assert_eq!(c.model_cache_ttl, Duration::from_secs(3600));
+        assert_eq!(c.resp_cache_ttl, Duration::from_secs(300));
+        assert_eq!((c.requests_per_second, c.burst), (1.0, 10));
+        assert_eq!(c.max_body_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert!(c.api_keys.is_empty());
+        let s = cfg(&[("PROVIDER", "scira")]).unwrap();
+        assert_eq!(s.base_url, "https://scira.ai");
+        assert_eq!(s.model_map.to_internal("gpt-4o"), "scira-default");
+    }
+
+    #[test]
+    fn durations_and_lists() {
+        let c = cfg(&[
+            ("CLIENT_TIMEOUT", "250ms"),
+            ("CONNECT_TIMEOUT", "7"),
+            ("MODEL_CACHE_TTL", "5m"),
+            ("RESP_CACHE_TTL", "1h"),
+            ("APIKEY", " a , b ,"),
+            ("BASE_URL", "http://127.0.0.1:9/v1/"),
+        ])
+        .unwrap();
+        assert_eq!(c.client_timeout, Duration::from_millis(250));
+        assert_eq!(c.connect_timeout, Duration::from_secs(7));
+        assert_eq!(c.model_cache_ttl, Duration::from_secs(300));
+        assert_eq!(c.resp_cache_ttl, Duration::from_secs(3600));
+        assert_eq!(c.api_keys, ["a", "b"]);
+        assert_eq!(c.base_url, "http://127.0.0.1:9/v1");
+    }
+
+    #[test]
+    fn bad_values_name_variable_value_and_accepted() {
+        for (k, v, want) in [
+            ("PORT", "abc", "PORT"),
+            ("RETRY", "-1", "RETRY"),
+            ("CLIENT_TIMEOUT", "soon", "CLIENT_TIMEOUT"),
+            ("PROVIDER", "foo", "PROVIDER"),
+            ("BASE_URL", "not a url", "BASE_URL"),
+            ("BURST", "0", "BURST"),
+            ("REQUESTS_PER_SECOND", "0", "REQUESTS_PER_SECOND"),
+            ("CACHE_ENABLED", "maybe", "CACHE_ENABLED"),
+            ("HTTP_PROXY", "ftp://x", "HTTP_PROXY"),
+            ("LOG_LEVEL", "loud", "LOG_LEVEL"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains(v), "{e}");
+            assert!(e.contains("expected"), "{e}");
+        }
+    }
+
+    #[test]
+    fn display_masks_secrets() {
+        let c = cfg(&[
+            ("APIKEY", "sekret1"),
+            ("UPSTREAM_API_KEY", "sk-upstream"),
+            ("SOCKS5_PROXY", "socks5://u:pw@h:1080"),
+        ])
+        .unwrap();
+        let s = c.to_string();
+        assert!(!s.contains("sekret1") && !s.contains("sk-upstream") && !s.contains("pw@"), "{s}");
+        assert!(s.contains("apikey=1 key"), "{s}");
+    }
+
+    #[test]
+    fn malformed_mapping_falls_back_with_bad_pairs() {
+        let c = cfg(&[("MODEL_MAPPINGS", "a:b,oops")]).unwrap();
+        assert_eq!(c.bad_mapping_pairs, ["oops"]);
+        assert_eq!(c.model_map.to_internal("a"), "a");
+    }
+
+    #[test]
+    fn dotenv_file_is_read() {
+        let dir = std::env::temp_dir().join(format!("scira2api-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".env");
+        std::fs::write(&file, "# comment\nSCIRA2API_TEST_BAD_ONLY_IN_FILE=1\nPORT=not-a-port\n").unwrap();
+        // PORT from the file is read (and rejected) unless the environment sets PORT.
+        let r = Config::from_env_and_file(&file);
+        if std::env::var("PORT").is_err() {
+            assert_eq!(r.unwrap_err().var, "PORT");
+        }
+        std::fs::write(&file, "not a dotenv line\n").unwrap();
+        assert!(Config::from_env_and_file(&file).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
