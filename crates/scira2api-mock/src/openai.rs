@@ -1,0 +1,163 @@
+//! The OpenAI side of the mock: chat completions (JSON and SSE) and the model list.
+
+use crate::pace::Paced;
+use crate::server::{Fault, MockState, status_response};
+use actix_web::{HttpResponse, web};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Model ids the mock lists.
+pub const MOCK_MODELS: &[&str] = &["mock-gpt", "mock-gpt-mini"];
+
+pub(crate) async fn models(state: web::Data<MockState>, req: actix_web::HttpRequest) -> HttpResponse {
+    let _ = (state, req);
+    let data: Vec<Value> = MOCK_MODELS
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "mock"}))
+        .collect();
+    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+}
+
+/// Per-request knobs from the body's `mock` object.
+struct Knobs {
+    chunks: usize,
+    delay: Duration,
+    latency: Duration,
+    content: Option<String>,
+}
+
+fn knobs(req: &Value, state: &MockState) -> Knobs {
+    let o = state.options();
+    let m = &req["mock"];
+    let ms = |k: &str, d: Duration| m[k].as_u64().map(Duration::from_millis).unwrap_or(d);
+    Knobs {
+        chunks: m["chunks"].as_u64().map(|n| n as usize).unwrap_or(o.chunks).max(1),
+        delay: ms("delay_ms", o.chunk_delay),
+        latency: ms("latency_ms", o.latency),
+        content: m["content"].as_str().map(str::to_owned),
+    }
+}
+
+/// Splits `text` into `n` pieces of nearly equal length on char boundaries.
+pub(crate) fn split_text(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let n = n.clamp(1, chars.len().max(1));
+    let per = chars.len().div_ceil(n).max(1);
+    chars.chunks(per).map(|c| c.iter().collect()).collect()
+}
+
+fn last_user_text(req: &Value) -> String {
+    let msgs = req["messages"].as_array().cloned().unwrap_or_default();
+    msgs.iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+            _ => String::new(),
+        })
+        .unwrap_or_default()
+}
+
+fn prompt_tokens(req: &Value) -> u64 {
+    serde_json::to_string(&req["messages"]).map(|s| s.split_whitespace().count() as u64 + 1).unwrap_or(1)
+}
+
+/// The tool call the mock makes when the request offers tools and the last message is not a
+/// tool result: the first tool, with fixed arguments.
+fn tool_call(req: &Value) -> Option<(String, String)> {
+    let name = req["tools"].as_array()?.first()?["function"]["name"].as_str()?.to_owned();
+    let last_role = req["messages"].as_array()?.last()?["role"].as_str()?;
+    (last_role != "tool").then(|| (name, r#"{"city":"Paris","unit":"celsius"}"#.to_owned()))
+}
+
+pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
+    let mut cut = None;
+    match state.next_fault() {
+        Some(Fault::Status { status, headers, body }) => return status_response(status, &headers, &body),
+        Some(Fault::Hang(d)) => actix_rt::time::sleep(d).await,
+        Some(Fault::CutAfter(n)) => cut = Some(n),
+        None => {}
+    }
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return HttpResponse::BadRequest().json(json!({"error":{"message":"mock: body is not JSON","type":"invalid_request_error","param":null,"code":null}}));
+    };
+    let k = knobs(&req, &state);
+    if !k.latency.is_zero() {
+        actix_rt::time::sleep(k.latency).await;
+    }
+    let model = req["model"].as_str().unwrap_or("mock").to_owned();
+    let content = k
+        .content
+        .clone()
+        .unwrap_or_else(|| format!("Mock answer from {model}: you said \"{}\".", last_user_text(&req)));
+    let prompt = prompt_tokens(&req);
+    let id = "chatcmpl-mock";
+    let created = 1_700_000_000u64;
+    let tool = tool_call(&req);
+    if req["stream"] != Value::Bool(true) {
+        let (message, finish, completion) = match &tool {
+            Some((name, args)) => (
+                json!({"role":"assistant","content":null,"tool_calls":[{"id":"call_mock_1","type":"function","function":{"name":name,"arguments":args}}]}),
+                "tool_calls",
+                8,
+            ),
+            None => (json!({"role":"assistant","content":content}), "stop", k.chunks as u64),
+        };
+        return HttpResponse::Ok().json(json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            "system_fingerprint": "fp_mock"
+        }));
+    }
+    let include_usage = req["stream_options"]["include_usage"] == Value::Bool(true);
+    let chunk = |choices: Value, usage: Option<Value>| {
+        let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": "fp_mock", "choices": choices});
+        if include_usage {
+            c["usage"] = usage.unwrap_or(Value::Null);
+        }
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let mut events = vec![chunk(json!([{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]), None)];
+    let (finish, completion) = match &tool {
+        Some((name, args)) => {
+            events.push(chunk(json!([{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_mock_1","type":"function","function":{"name":name,"arguments":""}}]},"logprobs":null,"finish_reason":null}]), None));
+            for piece in split_text(args, k.chunks) {
+                events.push(chunk(json!([{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":piece}}]},"logprobs":null,"finish_reason":null}]), None));
+            }
+            ("tool_calls", 8u64)
+        }
+        None => {
+            for piece in split_text(&content, k.chunks) {
+                events.push(chunk(json!([{"index":0,"delta":{"content":piece},"logprobs":null,"finish_reason":null}]), None));
+            }
+            ("stop", k.chunks as u64)
+        }
+    };
+    events.push(chunk(json!([{"index":0,"delta":{},"logprobs":null,"finish_reason":finish}]), None));
+    if include_usage {
+        events.push(chunk(json!([]), Some(json!({"prompt_tokens":prompt,"completion_tokens":completion,"total_tokens":prompt+completion}))));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .streaming(Paced::new(events, k.delay, cut, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_text_keeps_everything() {
+        let parts = split_text("héllo wörld", 4);
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts.concat(), "héllo wörld");
+        assert_eq!(split_text("ab", 10), ["a", "b"]);
+        assert_eq!(split_text("", 3), [""; 0]);
+    }
+}

@@ -1,0 +1,281 @@
+//! The mock's HTTP server, its shared state, faults and request record.
+
+use crate::SciraFormat;
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Default behaviour of the mock, changeable at run time through [`MockServer::options`].
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// Content deltas per streamed answer.
+    pub chunks: usize,
+    /// Pause between two streamed events.
+    pub chunk_delay: Duration,
+    /// Pause before the response head.
+    pub latency: Duration,
+    /// Format of generated Scira answers.
+    pub scira_format: SciraFormat,
+    /// A Scira body to replay byte for byte instead of generating one.
+    pub scira_body: Option<Bytes>,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            chunks: 4,
+            chunk_delay: Duration::ZERO,
+            latency: Duration::ZERO,
+            scira_format: SciraFormat::V6,
+            scira_body: None,
+        }
+    }
+}
+
+/// A failure to inject into the next request (one fault per request, in queue order).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer with this status, extra headers and body.
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Extra response headers.
+        headers: Vec<(String, String)>,
+        /// The body, sent as `application/json` when it starts with `{`.
+        body: Bytes,
+    },
+    /// Wait this long before answering normally.
+    Hang(Duration),
+    /// Send the head and this many stream events, then break the connection.
+    CutAfter(usize),
+}
+
+/// One request the mock received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The first header with this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// State shared by the mock's workers and the test that drives it.
+#[derive(Debug, Default)]
+pub struct MockState {
+    options: Mutex<MockOptions>,
+    faults: Mutex<VecDeque<Fault>>,
+    recorded: Mutex<Vec<Recorded>>,
+    /// TCP connections accepted.
+    pub connections: AtomicUsize,
+    /// Streams whose client went away before the end.
+    pub aborted: AtomicUsize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MockState {
+    /// Current options.
+    pub fn options(&self) -> MockOptions {
+        lock(&self.options).clone()
+    }
+
+    pub(crate) fn next_fault(&self) -> Option<Fault> {
+        lock(&self.faults).pop_front()
+    }
+
+    fn record(&self, req: &HttpRequest, body: &Bytes) {
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        lock(&self.recorded).push(Recorded {
+            method: req.method().to_string(),
+            path: req.uri().to_string(),
+            headers,
+            body: body.clone(),
+        });
+    }
+}
+
+/// A running mock server.
+pub struct MockServer {
+    addr: SocketAddr,
+    state: Arc<MockState>,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Starts the mock on `127.0.0.1` with an ephemeral port, on its own thread and runtime.
+    pub fn start() -> std::io::Result<MockServer> {
+        MockServer::start_on("127.0.0.1:0", MockOptions::default(), 1)
+    }
+
+    /// Starts the mock on `addr` with `options` and `workers` threads.
+    pub fn start_on(addr: &str, options: MockOptions, workers: usize) -> std::io::Result<MockServer> {
+        let state = Arc::new(MockState {
+            options: Mutex::new(options),
+            ..MockState::default()
+        });
+        let listener = std::net::TcpListener::bind(addr)?;
+        let local = listener.local_addr()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let st = state.clone();
+        let thread = std::thread::Builder::new().name("mock-upstream".into()).spawn(move || {
+            let sys = actix_rt::System::new();
+            sys.block_on(async move {
+                let conn_state = st.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(web::Data::from(st.clone()))
+                        .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                        .route("/v1/chat/completions", web::post().to(chat))
+                        .route("/chat/completions", web::post().to(chat))
+                        .route("/v1/models", web::get().to(crate::openai::models))
+                        .route("/api/search", web::post().to(search))
+                        .default_service(web::to(not_found))
+                })
+                .workers(workers.max(1))
+                .on_connect(move |_, _| {
+                    conn_state.connections.fetch_add(1, Ordering::SeqCst);
+                })
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener);
+                match server {
+                    Ok(s) => {
+                        let s = s.run();
+                        let _ = tx.send(Ok(s.handle()));
+                        let _ = s.await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })?;
+        let handle = rx
+            .recv()
+            .map_err(|e| std::io::Error::other(format!("mock thread died: {e}")))??;
+        Ok(MockServer {
+            addr: local,
+            state,
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The shared state (counters).
+    pub fn state(&self) -> &Arc<MockState> {
+        &self.state
+    }
+
+    /// Changes the options.
+    pub fn options(&self, f: impl FnOnce(&mut MockOptions)) {
+        f(&mut lock(&self.state.options));
+    }
+
+    /// Queues a fault for a coming request.
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.state.faults).push_back(fault);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state.recorded).clone()
+    }
+
+    /// The last request received.
+    pub fn last_request(&self) -> Option<Recorded> {
+        lock(&self.state.recorded).last().cloned()
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let handle = self.handle.clone();
+            // stop() is a future; run it on a throwaway runtime so this works from any context.
+            let stopper = std::thread::spawn(move || {
+                actix_rt::System::new().block_on(handle.stop(false));
+            });
+            let _ = stopper.join();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The response for a queued [`Fault::Status`].
+pub(crate) fn status_response(status: u16, headers: &[(String, String)], body: &Bytes) -> HttpResponse {
+    let code = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = HttpResponse::build(code);
+    if body.starts_with(b"{") {
+        resp.content_type("application/json");
+    } else if body.starts_with(b"<") {
+        resp.content_type("text/html");
+    }
+    for (k, v) in headers {
+        resp.insert_header((k.as_str(), v.as_str()));
+    }
+    resp.body(body.clone())
+}
+
+async fn chat(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+    state.record(&req, &body);
+    crate::openai::chat(state.into_inner(), body).await
+}
+
+async fn search(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+    state.record(&req, &body);
+    crate::scira::search(state.into_inner(), body).await
+}
+
+async fn not_found(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+    state.record(&req, &body);
+    HttpResponse::NotFound()
+        .content_type("application/json")
+        .body(r#"{"error":{"message":"mock: no such route","type":"invalid_request_error","param":null,"code":"unknown_url"}}"#)
+}
