@@ -121,14 +121,17 @@ impl Config {
 
     /// Like [`Config::from_env`] with an explicit dotenv file.
     pub fn from_env_and_file(dotenv: &Path) -> Result<Config, ConfigError> {
-        let mut file_vars = Vec::new();
-        if dotenv.exists() {
-            let iter = dotenvy::from_path_iter(dotenv).map_err(|e| ConfigError::file(dotenv, e))?;
-            for item in iter {
-                file_vars.push(item.map_err(|e| ConfigError::file(dotenv, e))?);
-            }
-        }
-        Config::from_vars(settings::merge(file_vars, std::env::vars()))
+        Config::from_vars(settings::merge(read_dotenv(dotenv)?, std::env::vars()))
+    }
+
+    /// Like [`Config::from_env`], with `defaults` under and `overrides` over what the environment
+    /// and `.env` say (used by the server's demo mode).
+    pub fn from_env_layered(defaults: &[(&str, &str)], overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut file_vars: Vec<(String, String)> = defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        file_vars.extend(read_dotenv(Path::new(".env"))?);
+        let mut vars = settings::merge(file_vars, std::env::vars());
+        vars.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::from_vars(vars)
     }
 
     /// Builds the config from a set of variables (what the environment would hold).
@@ -220,6 +223,15 @@ impl Config {
             ProviderKind::Scira => scira2api_models::SCIRA_OWNED_BY,
         }
     }
+}
+
+/// The variables of a dotenv file; none when the file does not exist.
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::file(path, e))?;
+    iter.map(|item| item.map_err(|e| ConfigError::file(path, e))).collect()
 }
 
 fn count(n: usize, what: &str) -> String {

@@ -1,0 +1,81 @@
+//! The actix-web surface of scira2api: OpenAI routes, API-key auth, CORS, OpenAI error bodies
+//! and the SSE writer.
+//!
+//! Mount everything into an actix `App` with [`configure`], giving it a [`Gateway`] built inside
+//! the worker factory (the gateway's HTTP client is per worker):
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer};
+//! use scira2api_core::{Config, Gateway, GatewayState};
+//! # async fn run() -> std::io::Result<()> {
+//! let state = GatewayState::new(Config::from_env().expect("settings"));
+//! HttpServer::new(move || App::new().configure(scira2api_http::configure(Gateway::new(state.clone()))))
+//!     .bind(("127.0.0.1", 8080))?
+//!     .run()
+//!     .await
+//! # }
+//! ```
+
+mod auth;
+mod error;
+mod routes;
+mod sse;
+
+pub use auth::key_matches;
+pub use error::{ApiError, error_response};
+pub use sse::{KEEPALIVE, SseBody};
+
+use actix_cors::Cors;
+use actix_web::middleware::from_fn;
+use actix_web::web;
+use scira2api_core::{Config, Gateway};
+
+/// CORS from the settings: any origin with `*`, otherwise exactly the listed origins.
+pub fn cors(config: &Config) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allow_any_header()
+        .expose_any_header()
+        .max_age(86_400);
+    if config.cors_origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin();
+    } else {
+        for origin in &config.cors_origins {
+            cors = cors.allowed_origin(origin);
+        }
+    }
+    cors
+}
+
+/// Registers the gateway's routes, auth and CORS (CORS first, so preflights never need a key).
+pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        let cors = cors(gateway.state().config());
+        cfg.app_data(web::Data::new(gateway)).service(
+            web::scope("")
+                .wrap(from_fn(auth::require_key))
+                .wrap(cors)
+                .service(
+                    web::resource("/health")
+                        .route(web::get().to(routes::health))
+                        .default_service(web::to(routes::method_not_allowed("GET"))),
+                )
+                .service(
+                    web::resource("/v1/models")
+                        .route(web::get().to(routes::models))
+                        .default_service(web::to(routes::method_not_allowed("GET"))),
+                )
+                .service(
+                    web::resource("/v1/models/{id:.+}")
+                        .route(web::get().to(routes::model))
+                        .default_service(web::to(routes::method_not_allowed("GET"))),
+                )
+                .service(
+                    web::resource("/v1/chat/completions")
+                        .route(web::post().to(routes::chat))
+                        .default_service(web::to(routes::method_not_allowed("POST"))),
+                )
+                .default_service(web::to(routes::not_found)),
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! Rendering [`Error`] as an actix response: OpenAI JSON, the right status, retry headers.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use scira2api_types::Error;
+use std::fmt;
+
+/// An [`Error`] that actix can answer with.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        error_response(&self.0)
+    }
+}
+
+/// The HTTP response for an error: status, `application/json` body in OpenAI form, and
+/// `Retry-After` / `retry-after-ms` when the wait is known.
+pub fn error_response(e: &Error) -> HttpResponse {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut resp = HttpResponse::build(status);
+    resp.content_type("application/json");
+    if let Some(wait) = e.retry_after() {
+        let ms = wait.as_millis().max(1);
+        resp.insert_header(("retry-after", ms.div_ceil(1000).to_string()));
+        resp.insert_header(("retry-after-ms", ms.to_string()));
+    }
+    resp.body(e.body())
+}

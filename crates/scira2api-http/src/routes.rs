@@ -1,0 +1,111 @@
+//! Route handlers.
+
+use crate::error::{ApiError, error_response};
+use crate::sse::SseBody;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use scira2api_core::{ChatReply, ChatRequest, Gateway};
+use scira2api_types::Error;
+use serde_json::json;
+
+/// `GET /health`: liveness, uptime and version; never needs a key.
+pub async fn health(gw: web::Data<Gateway>) -> HttpResponse {
+    let up = gw.state().uptime();
+    let config = gw.state().config();
+    HttpResponse::Ok().json(json!({
+        "status": "ok",
+        "uptime": humantime::format_duration(std::time::Duration::from_secs(up.as_secs())).to_string(),
+        "uptime_seconds": up.as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "provider": config.provider.as_str(),
+    }))
+}
+
+/// `GET /v1/models`.
+pub async fn models(gw: web::Data<Gateway>) -> HttpResponse {
+    let data = gw.models().await;
+    HttpResponse::Ok().json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{id}`.
+pub async fn model(gw: web::Data<Gateway>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let m = gw.model(&id).await?;
+    Ok(HttpResponse::Ok().json(m))
+}
+
+/// Reads the body up to `limit` bytes; larger is a 413 before or while reading.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, Error> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::PayloadTooLarge { limit });
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::invalid(format!("could not read the request body: {e}"), None))?;
+        if body.len() + chunk.len() > limit {
+            return Err(Error::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Accepts `application/json` (any parameters) or no Content-Type at all.
+fn check_content_type(req: &HttpRequest) -> Result<(), Error> {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = ct.to_str().unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") || essence.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedMediaType(ct.to_owned()))
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    check_content_type(&req)?;
+    let limit = gw.state().config().max_body_bytes;
+    let body = read_body(&req, payload, limit).await?;
+    let chat = ChatRequest::parse(body)?;
+    match gw.chat(&chat).await? {
+        ChatReply::Json(body) => Ok(HttpResponse::Ok().content_type("application/json").body(body)),
+        ChatReply::Stream(frames) => {
+            let heartbeat = gw.state().config().heartbeat_interval;
+            Ok(HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .insert_header((header::CACHE_CONTROL, "no-cache"))
+                .insert_header(("x-accel-buffering", "no"))
+                .streaming(SseBody::new(frames, heartbeat)))
+        }
+    }
+}
+
+/// Any path that is not a route: 404 in OpenAI form.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    error_response(&Error::NotFound {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+    })
+}
+
+/// A route called with a method it does not serve: 405 in OpenAI form, with `Allow`.
+pub fn method_not_allowed(allow: &'static str) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
+    move |req: HttpRequest| {
+        let mut resp = error_response(&Error::MethodNotAllowed {
+            method: req.method().to_string(),
+            path: req.path().to_owned(),
+        });
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        std::future::ready(resp)
+    }
+}
