@@ -49,7 +49,13 @@ fn main() -> ExitCode {
         Some(m) => {
             let url = m.url();
             Config::from_env_layered(
-                &[("MODEL_MAPPINGS", "gpt-4o:mock-gpt,gpt-4o-mini:mock-gpt-mini"), ("PORT", "8080")],
+                &[
+                    (
+                        "MODEL_MAPPINGS",
+                        "gpt-4o:mock-gpt,gpt-4o-mini:mock-gpt-mini",
+                    ),
+                    ("PORT", "8080"),
+                ],
                 &[("BASE_URL", url.as_str()), ("UPSTREAM_API_KEY", "")],
             )
         }
@@ -62,19 +68,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(var) = [("HTTP_PROXY", config.http_proxy.is_some()), ("SOCKS5_PROXY", config.socks5_proxy.is_some())]
-        .iter()
-        .find(|(_, set)| *set)
-        .map(|(v, _)| v)
+    if let Some(var) = [
+        ("HTTP_PROXY", config.http_proxy.is_some()),
+        ("SOCKS5_PROXY", config.socks5_proxy.is_some()),
+    ]
+    .iter()
+    .find(|(_, set)| *set)
+    .map(|(v, _)| v)
     {
         eprintln!(
             "scira2api: invalid setting {var}: expected it unset — this build cannot route upstream traffic through a proxy yet, and refuses to start rather than connect directly"
         );
         return ExitCode::from(2);
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&config.log_level)).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&config.log_level))
+        .init();
     for pair in &config.bad_mapping_pairs {
-        warn!("MODEL_MAPPINGS: cannot read pair `{pair}` (expected external:internal); using the built-in default table");
+        warn!(
+            "MODEL_MAPPINGS: cannot read pair `{pair}` (expected external:internal); using the built-in default table"
+        );
     }
     match serve(config, demo) {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,13 +110,22 @@ async fn serve(config: Config, demo: bool) -> std::io::Result<()> {
     })
     .shutdown_timeout(shutdown)
     .bind(&addr)
-    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {}:{}: {e}", addr.0, addr.1)))?;
+    .map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}:{}: {e}", addr.0, addr.1),
+        )
+    })?;
     let addrs: Vec<String> = server.addrs().iter().map(|a| a.to_string()).collect();
     info!(
         "scira2api {} listening on {}{} — {summary}",
         env!("CARGO_PKG_VERSION"),
         addrs.join(","),
-        if demo { " (demo: mock upstream in-process)" } else { "" }
+        if demo {
+            " (demo: mock upstream in-process)"
+        } else {
+            ""
+        }
     );
     server.run().await?;
     info!("scira2api stopped");

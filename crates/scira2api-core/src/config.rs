@@ -126,11 +126,21 @@ impl Config {
 
     /// Like [`Config::from_env`], with `defaults` under and `overrides` over what the environment
     /// and `.env` say (used by the server's demo mode).
-    pub fn from_env_layered(defaults: &[(&str, &str)], overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut file_vars: Vec<(String, String)> = defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    pub fn from_env_layered(
+        defaults: &[(&str, &str)],
+        overrides: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
+        let mut file_vars: Vec<(String, String)> = defaults
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         file_vars.extend(read_dotenv(Path::new(".env"))?);
         let mut vars = settings::merge(file_vars, std::env::vars());
-        vars.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        vars.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         Config::from_vars(vars)
     }
 
@@ -157,11 +167,23 @@ impl Config {
         let scira_body = match raw.str("SCIRA_BODY").as_deref().unwrap_or("v5") {
             "v5" | "v6" => SciraBody::V5,
             "v4" => SciraBody::V4,
-            other => return Err(ConfigError::new("SCIRA_BODY", other, "`v5` (current, also `v6`) or `v4`")),
+            other => {
+                return Err(ConfigError::new(
+                    "SCIRA_BODY",
+                    other,
+                    "`v5` (current, also `v6`) or `v4`",
+                ));
+            }
         };
-        let scira_path = raw.str("SCIRA_PATH").unwrap_or_else(|| "/api/search".to_owned());
+        let scira_path = raw
+            .str("SCIRA_PATH")
+            .unwrap_or_else(|| "/api/search".to_owned());
         if !scira_path.starts_with('/') {
-            return Err(ConfigError::new("SCIRA_PATH", &scira_path, "a path starting with `/`"));
+            return Err(ConfigError::new(
+                "SCIRA_PATH",
+                &scira_path,
+                "a path starting with `/`",
+            ));
         }
         let config = Config {
             host: raw.str("HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
@@ -170,7 +192,9 @@ impl Config {
             public_paths: raw
                 .str_list("PUBLIC_PATHS")
                 .unwrap_or_else(|| vec!["/health".to_owned(), "/v1/models".to_owned()]),
-            cors_origins: raw.str_list("CORS_ORIGINS").unwrap_or_else(|| vec!["*".to_owned()]),
+            cors_origins: raw
+                .str_list("CORS_ORIGINS")
+                .unwrap_or_else(|| vec!["*".to_owned()]),
             provider,
             base_url,
             upstream_api_keys: raw.list("UPSTREAM_API_KEY"),
@@ -198,15 +222,22 @@ impl Config {
             scira: SciraConfig {
                 path: scira_path,
                 group: raw.str("SCIRA_GROUP").unwrap_or_else(|| "chat".to_owned()),
-                timezone: raw.str("SCIRA_TIMEZONE").unwrap_or_else(|| "UTC".to_owned()),
+                timezone: raw
+                    .str("SCIRA_TIMEZONE")
+                    .unwrap_or_else(|| "UTC".to_owned()),
                 body: scira_body,
-                user_agent: raw.str("SCIRA_USER_AGENT").unwrap_or_else(|| DEFAULT_SCIRA_UA.to_owned()),
+                user_agent: raw
+                    .str("SCIRA_USER_AGENT")
+                    .unwrap_or_else(|| DEFAULT_SCIRA_UA.to_owned()),
                 cookies: raw.list_sep("SCIRA_COOKIE", '|'),
                 user_ids: raw.list("SCIRA_USER_IDS"),
                 extra_models: raw.list("SCIRA_MODELS"),
             },
         };
-        if !matches!(config.log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace" | "off") {
+        if !matches!(
+            config.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace" | "off"
+        ) {
             return Err(ConfigError::new(
                 "LOG_LEVEL",
                 &config.log_level,
@@ -231,7 +262,8 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
         return Ok(Vec::new());
     }
     let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::file(path, e))?;
-    iter.map(|item| item.map_err(|e| ConfigError::file(path, e))).collect()
+    iter.map(|item| item.map_err(|e| ConfigError::file(path, e)))
+        .collect()
 }
 
 fn count(n: usize, what: &str) -> String {
@@ -261,8 +293,14 @@ impl fmt::Display for Config {
             d(self.client_timeout),
             d(self.connect_timeout),
             self.retry,
-            self.http_proxy.as_ref().map(settings::mask_url).unwrap_or_else(|| "none".into()),
-            self.socks5_proxy.as_ref().map(settings::mask_url).unwrap_or_else(|| "none".into()),
+            self.http_proxy
+                .as_ref()
+                .map(settings::mask_url)
+                .unwrap_or_else(|| "none".into()),
+            self.socks5_proxy
+                .as_ref()
+                .map(settings::mask_url)
+                .unwrap_or_else(|| "none".into()),
             self.cache_enabled,
             d(self.model_cache_ttl),
             d(self.resp_cache_ttl),
@@ -305,7 +343,12 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Config::from_vars(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -377,7 +420,10 @@ mod tests {
         ])
         .unwrap();
         let s = c.to_string();
-        assert!(!s.contains("sekret1") && !s.contains("sk-upstream") && !s.contains("pw@"), "{s}");
+        assert!(
+            !s.contains("sekret1") && !s.contains("sk-upstream") && !s.contains("pw@"),
+            "{s}"
+        );
         assert!(s.contains("apikey=1 key"), "{s}");
     }
 
@@ -393,7 +439,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("scira2api-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join(".env");
-        std::fs::write(&file, "# comment\nSCIRA2API_TEST_BAD_ONLY_IN_FILE=1\nPORT=not-a-port\n").unwrap();
+        std::fs::write(
+            &file,
+            "# comment\nSCIRA2API_TEST_BAD_ONLY_IN_FILE=1\nPORT=not-a-port\n",
+        )
+        .unwrap();
         // PORT from the file is read (and rejected) unless the environment sets PORT.
         let r = Config::from_env_and_file(&file);
         if std::env::var("PORT").is_err() {

@@ -32,7 +32,12 @@ impl GatewayState {
             scira2api_upstream::ProviderKind::Scira => config.scira.extra_models.clone(),
             scira2api_upstream::ProviderKind::OpenAi => Vec::new(),
         };
-        let catalog = Catalog::new(config.model_map.clone(), extra, config.owned_by(), start_unix);
+        let catalog = Catalog::new(
+            config.model_map.clone(),
+            extra,
+            config.owned_by(),
+            start_unix,
+        );
         let upstream = Arc::new(UpstreamConfig::new(
             config.provider,
             &config.base_url,
@@ -94,7 +99,10 @@ impl Gateway {
     /// OpenAI form with `model` as the client sent it.
     pub async fn chat(&self, req: &ChatRequest) -> Result<ChatReply, Error> {
         let internal = self.state.catalog.map().to_internal(&req.model);
-        debug!("chat model={} upstream_model={} stream={}", req.model, internal, req.stream);
+        debug!(
+            "chat model={} upstream_model={} stream={}",
+            req.model, internal, req.stream
+        );
         self.upstream.chat(req, internal).await
     }
 

@@ -38,7 +38,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid setting {}={:?}: expected {}", self.var, self.value, self.accepted)
+        write!(
+            f,
+            "invalid setting {}={:?}: expected {}",
+            self.var, self.value, self.accepted
+        )
     }
 }
 
@@ -54,7 +58,9 @@ impl Raw {
         let cfg = config::Config::builder()
             .add_source(config::Environment::default().source(Some(vars)))
             .build()
-            .map_err(|e| ConfigError::new("environment", "", &format!("readable variables ({e})")))?;
+            .map_err(|e| {
+                ConfigError::new("environment", "", &format!("readable variables ({e})"))
+            })?;
         Ok(Raw { cfg })
     }
 
@@ -104,7 +110,11 @@ impl Raw {
             None => Ok(default),
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if n >= min => Ok(n),
-                _ => Err(ConfigError::new(var, &v, &format!("a whole number of at least {min}"))),
+                _ => Err(ConfigError::new(
+                    var,
+                    &v,
+                    &format!("a whole number of at least {min}"),
+                )),
             },
         }
     }
@@ -114,7 +124,11 @@ impl Raw {
             None => Ok(default),
             Some(v) => match v.parse::<f64>() {
                 Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
-                _ => Err(ConfigError::new(var, &v, "a number greater than 0 (0 would block every request)")),
+                _ => Err(ConfigError::new(
+                    var,
+                    &v,
+                    "a number greater than 0 (0 would block every request)",
+                )),
             },
         }
     }
@@ -151,7 +165,11 @@ impl Raw {
         };
         let accepted = "an absolute http:// or https:// URL such as https://api.openai.com";
         match url::Url::parse(&v) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none() => {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none() =>
+            {
                 Ok(v.trim_end_matches('/').to_owned())
             }
             _ => Err(ConfigError::new(var, &v, accepted)),
@@ -159,17 +177,29 @@ impl Raw {
     }
 
     /// A proxy URL with one of `schemes`, a host and a port. The value is masked in errors.
-    pub(crate) fn proxy_url(&self, var: &str, schemes: &[&str]) -> Result<Option<url::Url>, ConfigError> {
+    pub(crate) fn proxy_url(
+        &self,
+        var: &str,
+        schemes: &[&str],
+    ) -> Result<Option<url::Url>, ConfigError> {
         let Some(v) = self.str(var) else {
             return Ok(None);
         };
         let accepted = format!("a URL like {}://[user:pass@]host:port", schemes[0]);
         match url::Url::parse(&v) {
-            Ok(u) if schemes.contains(&u.scheme()) && u.host().is_some() && u.port_or_known_default().is_some() => {
+            Ok(u)
+                if schemes.contains(&u.scheme())
+                    && u.host().is_some()
+                    && u.port_or_known_default().is_some() =>
+            {
                 Ok(Some(u))
             }
             Ok(u) => Err(ConfigError::new(var, &mask_url(&u), &accepted)),
-            Err(_) if v.contains('@') => Err(ConfigError::new(var, "<masked: contains credentials>", &accepted)),
+            Err(_) if v.contains('@') => Err(ConfigError::new(
+                var,
+                "<masked: contains credentials>",
+                &accepted,
+            )),
             Err(_) => Err(ConfigError::new(var, &v, &accepted)),
         }
     }
@@ -194,7 +224,10 @@ pub fn mask_url(u: &url::Url) -> String {
 }
 
 /// The variables a dotenv file and the environment give together: the environment wins.
-pub(crate) fn merge(file: impl IntoIterator<Item = (String, String)>, env: impl IntoIterator<Item = (String, String)>) -> HashMap<String, String> {
+pub(crate) fn merge(
+    file: impl IntoIterator<Item = (String, String)>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> HashMap<String, String> {
     let mut vars: HashMap<String, String> = file.into_iter().collect();
     vars.extend(env);
     vars
@@ -218,7 +251,10 @@ mod tests {
     #[test]
     fn environment_wins_over_file() {
         let m = merge(
-            [("A".to_owned(), "file".to_owned()), ("B".to_owned(), "file".to_owned())],
+            [
+                ("A".to_owned(), "file".to_owned()),
+                ("B".to_owned(), "file".to_owned()),
+            ],
             [("A".to_owned(), "env".to_owned())],
         );
         assert_eq!(m["A"], "env");

@@ -12,9 +12,9 @@ use subtle::ConstantTimeEq;
 /// Whether `token` equals one of `keys`. Every key is compared, in constant time per key, so the
 /// time taken does not tell how much of a key matched.
 pub fn key_matches(keys: &[String], token: &[u8]) -> bool {
-    let hit = keys
-        .iter()
-        .fold(subtle::Choice::from(0), |acc, k| acc | k.as_bytes().ct_eq(token));
+    let hit = keys.iter().fold(subtle::Choice::from(0), |acc, k| {
+        acc | k.as_bytes().ct_eq(token)
+    });
     bool::from(hit)
 }
 
@@ -22,7 +22,9 @@ pub fn key_matches(keys: &[String], token: &[u8]) -> bool {
 fn bearer(req: &ServiceRequest) -> Option<&[u8]> {
     let value = req.headers().get("authorization")?.as_bytes();
     let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
-    scheme.eq_ignore_ascii_case(b"bearer").then(|| token.trim_ascii())
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| token.trim_ascii())
 }
 
 /// Middleware: lets public paths and preflights through, otherwise demands a valid key.
@@ -31,21 +33,30 @@ pub async fn require_key(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let Some(gw) = req.app_data::<web::Data<Gateway>>() else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     };
     let config = gw.state().config();
     if config.api_keys.is_empty()
         || req.method() == Method::OPTIONS
         || config.public_paths.iter().any(|p| p == req.path())
     {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
     }
     let err = match bearer(&req) {
         None => Error::InvalidApiKey(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
         ),
         Some(token) if key_matches(&config.api_keys, token) => {
-            return next.call(req).await.map(ServiceResponse::map_into_left_body);
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body);
         }
         Some(_) => Error::InvalidApiKey("Incorrect API key provided."),
     };

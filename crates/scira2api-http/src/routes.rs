@@ -30,13 +30,20 @@ pub async fn models(gw: web::Data<Gateway>) -> HttpResponse {
 }
 
 /// `GET /v1/models/{id}`.
-pub async fn model(gw: web::Data<Gateway>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn model(
+    gw: web::Data<Gateway>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let m = gw.model(&id).await?;
     Ok(HttpResponse::Ok().json(m))
 }
 
 /// Reads the body up to `limit` bytes; larger is a 413 before or while reading.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<bytes::Bytes, Error> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<bytes::Bytes, Error> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -47,7 +54,8 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::invalid(format!("could not read the request body: {e}"), None))?;
+        let chunk = chunk
+            .map_err(|e| Error::invalid(format!("could not read the request body: {e}"), None))?;
         if body.len() + chunk.len() > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
@@ -71,13 +79,19 @@ fn check_content_type(req: &HttpRequest) -> Result<(), Error> {
 }
 
 /// `POST /v1/chat/completions`.
-pub async fn chat(gw: web::Data<Gateway>, req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn chat(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     check_content_type(&req)?;
     let limit = gw.state().config().max_body_bytes;
     let body = read_body(&req, payload, limit).await?;
     let chat = ChatRequest::parse(body)?;
     match gw.chat(&chat).await? {
-        ChatReply::Json(body) => Ok(HttpResponse::Ok().content_type("application/json").body(body)),
+        ChatReply::Json(body) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body)),
         ChatReply::Stream(frames) => {
             let heartbeat = gw.state().config().heartbeat_interval;
             Ok(HttpResponse::Ok()
@@ -98,7 +112,9 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 /// A route called with a method it does not serve: 405 in OpenAI form, with `Allow`.
-pub fn method_not_allowed(allow: &'static str) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
+pub fn method_not_allowed(
+    allow: &'static str,
+) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
     move |req: HttpRequest| {
         let mut resp = error_response(&Error::MethodNotAllowed {
             method: req.method().to_string(),

@@ -23,7 +23,10 @@ fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<u64>().map_err(|_| format!("{flag}: `{v}` is not a whole number"));
+        let num = |v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag}: `{v}` is not a whole number"))
+        };
         match flag.as_str() {
             "--addr" => addr = value()?,
             "--workers" => workers = num(value()?)? as usize,
@@ -37,13 +40,16 @@ fn run() -> Result<(), String> {
                 opts.scira_body = Some(body.into());
             }
             "-h" | "--help" => {
-                println!("usage: scira2api-mock [--addr A] [--workers N] [--chunks N] [--chunk-delay-ms N] [--latency-ms N] [--scira-format v4|v5|v6] [--scira-body FILE]");
+                println!(
+                    "usage: scira2api-mock [--addr A] [--workers N] [--chunks N] [--chunk-delay-ms N] [--latency-ms N] [--scira-format v4|v5|v6] [--scira-body FILE]"
+                );
                 return Ok(());
             }
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }
     }
-    let server = MockServer::start_on(&addr, opts, workers).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let server = MockServer::start_on(&addr, opts, workers)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!("listening on {}", server.url());
     loop {
         std::thread::park();

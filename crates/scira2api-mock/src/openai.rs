@@ -11,7 +11,10 @@ use std::time::Duration;
 /// Model ids the mock lists.
 pub const MOCK_MODELS: &[&str] = &["mock-gpt", "mock-gpt-mini"];
 
-pub(crate) async fn models(state: web::Data<MockState>, req: actix_web::HttpRequest) -> HttpResponse {
+pub(crate) async fn models(
+    state: web::Data<MockState>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
     let _ = (state, req);
     let data: Vec<Value> = MOCK_MODELS
         .iter()
@@ -33,7 +36,11 @@ fn knobs(req: &Value, state: &MockState) -> Knobs {
     let m = &req["mock"];
     let ms = |k: &str, d: Duration| m[k].as_u64().map(Duration::from_millis).unwrap_or(d);
     Knobs {
-        chunks: m["chunks"].as_u64().map(|n| n as usize).unwrap_or(o.chunks).max(1),
+        chunks: m["chunks"]
+            .as_u64()
+            .map(|n| n as usize)
+            .unwrap_or(o.chunks)
+            .max(1),
         delay: ms("delay_ms", o.chunk_delay),
         latency: ms("latency_ms", o.latency),
         content: m["content"].as_str().map(str::to_owned),
@@ -55,20 +62,28 @@ fn last_user_text(req: &Value) -> String {
         .find(|m| m["role"] == "user")
         .map(|m| match &m["content"] {
             Value::String(s) => s.clone(),
-            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => String::new(),
         })
         .unwrap_or_default()
 }
 
 fn prompt_tokens(req: &Value) -> u64 {
-    serde_json::to_string(&req["messages"]).map(|s| s.split_whitespace().count() as u64 + 1).unwrap_or(1)
+    serde_json::to_string(&req["messages"])
+        .map(|s| s.split_whitespace().count() as u64 + 1)
+        .unwrap_or(1)
 }
 
 /// The tool call the mock makes when the request offers tools and the last message is not a
 /// tool result: the first tool, with fixed arguments.
 fn tool_call(req: &Value) -> Option<(String, String)> {
-    let name = req["tools"].as_array()?.first()?["function"]["name"].as_str()?.to_owned();
+    let name = req["tools"].as_array()?.first()?["function"]["name"]
+        .as_str()?
+        .to_owned();
     let last_role = req["messages"].as_array()?.last()?["role"].as_str()?;
     (last_role != "tool").then(|| (name, r#"{"city":"Paris","unit":"celsius"}"#.to_owned()))
 }
@@ -76,7 +91,11 @@ fn tool_call(req: &Value) -> Option<(String, String)> {
 pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
     let mut cut = None;
     match state.next_fault() {
-        Some(Fault::Status { status, headers, body }) => return status_response(status, &headers, &body),
+        Some(Fault::Status {
+            status,
+            headers,
+            body,
+        }) => return status_response(status, &headers, &body),
         Some(Fault::Hang(d)) => actix_rt::time::sleep(d).await,
         Some(Fault::CutAfter(n)) => cut = Some(n),
         None => {}
@@ -89,10 +108,12 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
         actix_rt::time::sleep(k.latency).await;
     }
     let model = req["model"].as_str().unwrap_or("mock").to_owned();
-    let content = k
-        .content
-        .clone()
-        .unwrap_or_else(|| format!("Mock answer from {model}: you said \"{}\".", last_user_text(&req)));
+    let content = k.content.clone().unwrap_or_else(|| {
+        format!(
+            "Mock answer from {model}: you said \"{}\".",
+            last_user_text(&req)
+        )
+    });
     let prompt = prompt_tokens(&req);
     let id = "chatcmpl-mock";
     let created = 1_700_000_000u64;
@@ -104,7 +125,11 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
                 "tool_calls",
                 8,
             ),
-            None => (json!({"role":"assistant","content":content}), "stop", k.chunks as u64),
+            None => (
+                json!({"role":"assistant","content":content}),
+                "stop",
+                k.chunks as u64,
+            ),
         };
         return HttpResponse::Ok().json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
@@ -121,7 +146,10 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
         }
         Bytes::from(format!("data: {c}\n\n"))
     };
-    let mut events = vec![chunk(json!([{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]), None)];
+    let mut events = vec![chunk(
+        json!([{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]),
+        None,
+    )];
     let (finish, completion) = match &tool {
         Some((name, args)) => {
             events.push(chunk(json!([{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_mock_1","type":"function","function":{"name":name,"arguments":""}}]},"logprobs":null,"finish_reason":null}]), None));
@@ -137,7 +165,10 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
             ("stop", k.chunks as u64)
         }
     };
-    events.push(chunk(json!([{"index":0,"delta":{},"logprobs":null,"finish_reason":finish}]), None));
+    events.push(chunk(
+        json!([{"index":0,"delta":{},"logprobs":null,"finish_reason":finish}]),
+        None,
+    ));
     if include_usage {
         events.push(chunk(json!([]), Some(json!({"prompt_tokens":prompt,"completion_tokens":completion,"total_tokens":prompt+completion}))));
     }

@@ -24,7 +24,12 @@ pub(crate) struct Paced {
 }
 
 impl Paced {
-    pub(crate) fn new(events: Vec<Bytes>, delay: Duration, cut: Option<usize>, state: Arc<MockState>) -> Self {
+    pub(crate) fn new(
+        events: Vec<Bytes>,
+        delay: Duration,
+        cut: Option<usize>,
+        state: Arc<MockState>,
+    ) -> Self {
         Paced {
             events: events.into(),
             delay,
@@ -45,14 +50,18 @@ impl Stream for Paced {
         if this.cut == Some(this.sent) {
             this.finished = true;
             this.cut = None;
-            return Poll::Ready(Some(Err(std::io::Error::other("mock: stream cut on purpose"))));
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "mock: stream cut on purpose",
+            ))));
         }
         if this.events.is_empty() {
             this.finished = true;
             return Poll::Ready(None);
         }
         if this.sent > 0 && !this.delay.is_zero() {
-            let sleep = this.sleep.get_or_insert_with(|| Box::pin(actix_rt::time::sleep(this.delay)));
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(actix_rt::time::sleep(this.delay)));
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }

@@ -33,7 +33,11 @@ impl std::str::FromStr for SciraFormat {
 }
 
 fn error_body(status: u16, code: &str, message: &str, cause: &str) -> HttpResponse {
-    status_response(status, &[], &Bytes::from(json!({"code": code, "message": message, "cause": cause}).to_string()))
+    status_response(
+        status,
+        &[],
+        &Bytes::from(json!({"code": code, "message": message, "cause": cause}).to_string()),
+    )
 }
 
 /// Splits a replayed body into events: after each blank line (SSE) or each line (v4).
@@ -69,8 +73,14 @@ fn generate(format: SciraFormat, model: &str, text: &str, chunks: usize) -> Vec<
                 out.push(Bytes::from(format!("0:{}\n", Value::from(p.as_str()))));
             }
             let usage = json!({"promptTokens": prompt, "completionTokens": completion});
-            out.push(Bytes::from(format!("e:{}\n", json!({"finishReason":"stop","usage":usage,"isContinued":false}))));
-            out.push(Bytes::from(format!("d:{}\n", json!({"finishReason":"stop","usage":usage}))));
+            out.push(Bytes::from(format!(
+                "e:{}\n",
+                json!({"finishReason":"stop","usage":usage,"isContinued":false})
+            )));
+            out.push(Bytes::from(format!(
+                "d:{}\n",
+                json!({"finishReason":"stop","usage":usage})
+            )));
         }
         SciraFormat::V5 | SciraFormat::V6 => {
             let ev = |v: Value| Bytes::from(format!("data: {v}\n\n"));
@@ -97,7 +107,11 @@ fn generate(format: SciraFormat, model: &str, text: &str, chunks: usize) -> Vec<
 pub(crate) async fn search(state: Arc<MockState>, body: Bytes) -> HttpResponse {
     let mut cut = None;
     match state.next_fault() {
-        Some(Fault::Status { status, headers, body }) => return status_response(status, &headers, &body),
+        Some(Fault::Status {
+            status,
+            headers,
+            body,
+        }) => return status_response(status, &headers, &body),
         Some(Fault::Hang(d)) => actix_rt::time::sleep(d).await,
         Some(Fault::CutAfter(n)) => cut = Some(n),
         None => {}
@@ -112,7 +126,12 @@ pub(crate) async fn search(state: Arc<MockState>, body: Bytes) -> HttpResponse {
     };
     let messages = req["messages"].as_array().cloned().unwrap_or_default();
     if messages.is_empty() {
-        return error_body(400, "bad_request:api", "The request couldn't be processed. Please check your input and try again.", "Messages array is required and cannot be empty");
+        return error_body(
+            400,
+            "bad_request:api",
+            "The request couldn't be processed. Please check your input and try again.",
+            "Messages array is required and cannot be empty",
+        );
     }
     if messages.iter().any(|m| !m["parts"].is_array()) {
         return HttpResponse::InternalServerError().body("Internal Server Error");
@@ -128,9 +147,20 @@ pub(crate) async fn search(state: Arc<MockState>, body: Bytes) -> HttpResponse {
                 .rev()
                 .find(|m| m["role"] == "user")
                 .and_then(|m| m["parts"].as_array())
-                .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "))
+                .map(|parts| {
+                    parts
+                        .iter()
+                        .filter_map(|p| p["text"].as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
                 .unwrap_or_default();
-            generate(opts.scira_format, model, &format!("Scira mock ({model}) answering: {last}"), opts.chunks)
+            generate(
+                opts.scira_format,
+                model,
+                &format!("Scira mock ({model}) answering: {last}"),
+                opts.chunks,
+            )
         }
     };
     // Scira sets no Content-Type on its stream.
@@ -157,7 +187,10 @@ mod tests {
             let ev = generate(f, "m", "hello world", 3);
             let all = ev.concat();
             let s = String::from_utf8(all).unwrap();
-            assert!(s.contains("d:{") || s.contains("\"type\":\"finish\""), "{s}");
+            assert!(
+                s.contains("d:{") || s.contains("\"type\":\"finish\""),
+                "{s}"
+            );
         }
     }
 }

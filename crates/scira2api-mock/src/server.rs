@@ -71,7 +71,10 @@ pub struct Recorded {
 impl Recorded {
     /// The first header with this (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as JSON.
@@ -110,7 +113,12 @@ impl MockState {
         let headers = req
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         lock(&self.recorded).push(Recorded {
             method: req.method().to_string(),
@@ -136,7 +144,11 @@ impl MockServer {
     }
 
     /// Starts the mock on `addr` with `options` and `workers` threads.
-    pub fn start_on(addr: &str, options: MockOptions, workers: usize) -> std::io::Result<MockServer> {
+    pub fn start_on(
+        addr: &str,
+        options: MockOptions,
+        workers: usize,
+    ) -> std::io::Result<MockServer> {
         let state = Arc::new(MockState {
             options: Mutex::new(options),
             ..MockState::default()
@@ -145,39 +157,41 @@ impl MockServer {
         let local = listener.local_addr()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let st = state.clone();
-        let thread = std::thread::Builder::new().name("mock-upstream".into()).spawn(move || {
-            let sys = actix_rt::System::new();
-            sys.block_on(async move {
-                let conn_state = st.clone();
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(web::Data::from(st.clone()))
-                        .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
-                        .route("/v1/chat/completions", web::post().to(chat))
-                        .route("/chat/completions", web::post().to(chat))
-                        .route("/v1/models", web::get().to(crate::openai::models))
-                        .route("/api/search", web::post().to(search))
-                        .default_service(web::to(not_found))
-                })
-                .workers(workers.max(1))
-                .on_connect(move |_, _| {
-                    conn_state.connections.fetch_add(1, Ordering::SeqCst);
-                })
-                .disable_signals()
-                .shutdown_timeout(1)
-                .listen(listener);
-                match server {
-                    Ok(s) => {
-                        let s = s.run();
-                        let _ = tx.send(Ok(s.handle()));
-                        let _ = s.await;
+        let thread = std::thread::Builder::new()
+            .name("mock-upstream".into())
+            .spawn(move || {
+                let sys = actix_rt::System::new();
+                sys.block_on(async move {
+                    let conn_state = st.clone();
+                    let server = HttpServer::new(move || {
+                        App::new()
+                            .app_data(web::Data::from(st.clone()))
+                            .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
+                            .route("/v1/chat/completions", web::post().to(chat))
+                            .route("/chat/completions", web::post().to(chat))
+                            .route("/v1/models", web::get().to(crate::openai::models))
+                            .route("/api/search", web::post().to(search))
+                            .default_service(web::to(not_found))
+                    })
+                    .workers(workers.max(1))
+                    .on_connect(move |_, _| {
+                        conn_state.connections.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .disable_signals()
+                    .shutdown_timeout(1)
+                    .listen(listener);
+                    match server {
+                        Ok(s) => {
+                            let s = s.run();
+                            let _ = tx.send(Ok(s.handle()));
+                            let _ = s.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                }
-            });
-        })?;
+                });
+            })?;
         let handle = rx
             .recv()
             .map_err(|e| std::io::Error::other(format!("mock thread died: {e}")))??;
@@ -249,8 +263,13 @@ impl Drop for MockServer {
 }
 
 /// The response for a queued [`Fault::Status`].
-pub(crate) fn status_response(status: u16, headers: &[(String, String)], body: &Bytes) -> HttpResponse {
-    let code = actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+pub(crate) fn status_response(
+    status: u16,
+    headers: &[(String, String)],
+    body: &Bytes,
+) -> HttpResponse {
+    let code = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = HttpResponse::build(code);
     if body.starts_with(b"{") {
         resp.content_type("application/json");

@@ -29,7 +29,12 @@ pub struct Catalog {
 impl Catalog {
     /// A catalog over `map`, listing `extra` ids after the table, owned by `owned_by`, with
     /// `created` (Unix seconds) for the entries the gateway itself defines.
-    pub fn new(map: ModelMap, extra: Vec<String>, owned_by: impl Into<String>, created: u64) -> Self {
+    pub fn new(
+        map: ModelMap,
+        extra: Vec<String>,
+        owned_by: impl Into<String>,
+        created: u64,
+    ) -> Self {
         Catalog {
             map,
             extra,
@@ -45,7 +50,8 @@ impl Catalog {
 
     /// The full list in a stable order, merging `upstream` entries (already fetched) after ours.
     pub fn list(&self, upstream: &[ModelEntry]) -> Vec<ModelEntry> {
-        let mut out: Vec<ModelEntry> = Vec::with_capacity(self.map.len() + self.extra.len() + upstream.len());
+        let mut out: Vec<ModelEntry> =
+            Vec::with_capacity(self.map.len() + self.extra.len() + upstream.len());
         let own = |id: &str| ModelEntry {
             id: id.to_owned(),
             object: "model",
@@ -83,8 +89,18 @@ mod tests {
         let map = ModelMap::from_pairs([("gpt-4o", "scira-default"), ("o3", "scira-o3")]);
         let cat = Catalog::new(map, vec!["scira-x".into(), "o3".into()], "scira", 7);
         let up = vec![
-            ModelEntry { id: "gpt-4o".into(), object: "model", created: 1, owned_by: "openai".into() },
-            ModelEntry { id: "up-1".into(), object: "model", created: 2, owned_by: "openai".into() },
+            ModelEntry {
+                id: "gpt-4o".into(),
+                object: "model",
+                created: 1,
+                owned_by: "openai".into(),
+            },
+            ModelEntry {
+                id: "up-1".into(),
+                object: "model",
+                created: 2,
+                owned_by: "openai".into(),
+            },
         ];
         let ids: Vec<_> = cat.list(&up).into_iter().map(|m| m.id).collect();
         assert_eq!(ids, ["gpt-4o", "o3", "scira-x", "up-1"]);

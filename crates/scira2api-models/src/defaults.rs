@@ -30,7 +30,10 @@ pub const SCIRA_DEFAULT_MAPPINGS: &[(&str, &str)] = &[
     ("o3", "scira-o3"),
     ("deepseek-r1", "scira-deepseek-r1"),
     ("claude-sonnet-4.6", "scira-anthropic-sonnet-4.6"),
-    ("claude-sonnet-4.6-thinking", "scira-anthropic-sonnet-4.6-think"),
+    (
+        "claude-sonnet-4.6-thinking",
+        "scira-anthropic-sonnet-4.6-think",
+    ),
     ("claude-opus-4.6", "scira-anthropic-opus-4.6"),
     ("gemini-3.1-pro", "scira-gemini-3.1-pro"),
 ];

@@ -59,7 +59,9 @@ impl ModelMap {
         let mut bad_pairs = Vec::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match item.split_once(':') {
-                Some((e, i)) if !e.trim().is_empty() && !i.trim().is_empty() && !i.contains(':') => {
+                Some((e, i))
+                    if !e.trim().is_empty() && !i.trim().is_empty() && !i.contains(':') =>
+                {
                     pairs.push((e.trim().to_owned(), i.trim().to_owned()))
                 }
                 _ => bad_pairs.push(item.to_owned()),

@@ -282,7 +282,10 @@ mod tests {
         assert_eq!(e.status(), 401);
         assert_eq!(body(&e)["error"]["code"], "invalid_api_key");
         assert_eq!(Error::ModelNotFound("x".into()).status(), 404);
-        assert_eq!(body(&Error::ModelNotFound("x".into()))["error"]["code"], "model_not_found");
+        assert_eq!(
+            body(&Error::ModelNotFound("x".into()))["error"]["code"],
+            "model_not_found"
+        );
     }
 
     #[test]

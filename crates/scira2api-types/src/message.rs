@@ -82,8 +82,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m[0].content.as_ref().unwrap().text(), "hi");
-        let Some(Content::Parts(p)) = &m[1].content else { panic!() };
-        assert!(matches!(&p[1], ContentPart::ImageUrl { image_url } if image_url.url.starts_with("data:")));
+        let Some(Content::Parts(p)) = &m[1].content else {
+            panic!()
+        };
+        assert!(
+            matches!(&p[1], ContentPart::ImageUrl { image_url } if image_url.url.starts_with("data:"))
+        );
         assert!(matches!(p[2], ContentPart::Other));
         assert!(m[2].content.is_none());
         assert_eq!(m[3].tool_call_id.as_deref(), Some("c1"));

@@ -8,8 +8,8 @@
 
 use crate::Error;
 use bytes::Bytes;
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
 use std::ops::Range;
@@ -58,21 +58,18 @@ impl RawObject {
     /// Splits `body` into top-level fields. Fails with a 400 naming line and column when the body
     /// is not valid JSON, or is JSON but not an object.
     pub fn parse(body: Bytes) -> Result<Self, Error> {
-        let fields = {
-            let mut de = serde_json::Deserializer::from_slice(&body);
-            let fields = de
-                .deserialize_map(FieldsVisitor { base: &body })
-                .and_then(|f| de.end().map(|_| f))
-                .map_err(|e| {
-                    let what = if e.is_data() {
-                        "The request body must be a JSON object"
-                    } else {
-                        "The request body is not valid JSON"
-                    };
-                    Error::invalid(format!("{what}: {e}"), None)
-                })?;
-            fields
-        };
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        let fields = de
+            .deserialize_map(FieldsVisitor { base: &body })
+            .and_then(|f| de.end().map(|_| f))
+            .map_err(|e| {
+                let what = if e.is_data() {
+                    "The request body must be a JSON object"
+                } else {
+                    "The request body is not valid JSON"
+                };
+                Error::invalid(format!("{what}: {e}"), None)
+            })?;
         Ok(RawObject { body, fields })
     }
 
@@ -174,7 +171,12 @@ impl ChatRequest {
     pub fn parse(body: Bytes) -> Result<Self, Error> {
         let obj = RawObject::parse(body)?;
         let model = match obj.get::<String>("model") {
-            None => return Err(Error::invalid("you must provide a model parameter", Some("model"))),
+            None => {
+                return Err(Error::invalid(
+                    "you must provide a model parameter",
+                    Some("model"),
+                ));
+            }
             Some(Err(_)) => return Err(Error::invalid("`model` must be a string", Some("model"))),
             Some(Ok(m)) if m.trim().is_empty() => {
                 return Err(Error::invalid("`model` must not be empty", Some("model")));
@@ -183,13 +185,22 @@ impl ChatRequest {
         };
         match obj.get::<Vec<&RawValue>>("messages") {
             None => {
-                return Err(Error::invalid("you must provide a messages parameter", Some("messages")));
+                return Err(Error::invalid(
+                    "you must provide a messages parameter",
+                    Some("messages"),
+                ));
             }
             Some(Err(_)) => {
-                return Err(Error::invalid("`messages` must be an array", Some("messages")));
+                return Err(Error::invalid(
+                    "`messages` must be an array",
+                    Some("messages"),
+                ));
             }
             Some(Ok(list)) if list.is_empty() => {
-                return Err(Error::invalid("`messages` must contain at least one message", Some("messages")));
+                return Err(Error::invalid(
+                    "`messages` must contain at least one message",
+                    Some("messages"),
+                ));
             }
             Some(Ok(list)) => {
                 for (i, m) in list.iter().enumerate() {
@@ -210,7 +221,9 @@ impl ChatRequest {
         let stream = match obj.get::<Option<bool>>("stream") {
             None => false,
             Some(Ok(s)) => s.unwrap_or(false),
-            Some(Err(_)) => return Err(Error::invalid("`stream` must be a boolean", Some("stream"))),
+            Some(Err(_)) => {
+                return Err(Error::invalid("`stream` must be a boolean", Some("stream")));
+            }
         };
         let include_usage = match obj.get::<Option<StreamOptions>>("stream_options") {
             None | Some(Ok(None)) => false,
@@ -239,8 +252,14 @@ impl ChatRequest {
     pub fn messages(&self) -> Result<Vec<crate::Message>, Error> {
         match self.obj.get::<Vec<crate::Message>>("messages") {
             Some(Ok(m)) => Ok(m),
-            Some(Err(e)) => Err(Error::invalid(format!("invalid `messages`: {e}"), Some("messages"))),
-            None => Err(Error::invalid("you must provide a messages parameter", Some("messages"))),
+            Some(Err(e)) => Err(Error::invalid(
+                format!("invalid `messages`: {e}"),
+                Some("messages"),
+            )),
+            None => Err(Error::invalid(
+                "you must provide a messages parameter",
+                Some("messages"),
+            )),
         }
     }
 
@@ -250,7 +269,8 @@ impl ChatRequest {
         if internal_model == self.model {
             return self.obj.bytes().clone();
         }
-        self.obj.with_replaced(&[("model", &json_string(internal_model))])
+        self.obj
+            .with_replaced(&[("model", &json_string(internal_model))])
     }
 }
 
@@ -322,7 +342,10 @@ mod tests {
     #[test]
     fn appends_missing_field() {
         let o = RawObject::parse(Bytes::from_static(br#"{"a":1}"#)).unwrap();
-        assert_eq!(&o.with_replaced(&[("b", "true")])[..], br#"{"a":1,"b":true}"#);
+        assert_eq!(
+            &o.with_replaced(&[("b", "true")])[..],
+            br#"{"a":1,"b":true}"#
+        );
         let o = RawObject::parse(Bytes::from_static(br#"{}"#)).unwrap();
         assert_eq!(&o.with_replaced(&[("b", "2")])[..], br#"{"b":2}"#);
     }

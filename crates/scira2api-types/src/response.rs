@@ -109,7 +109,11 @@ impl ChunkEncoder {
             created: self.created,
             model: &self.model,
             choices,
-            usage: if self.include_usage { Some(usage) } else { None },
+            usage: if self.include_usage {
+                Some(usage)
+            } else {
+                None
+            },
         };
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(b"data: ");
@@ -258,7 +262,11 @@ mod tests {
 
     fn parse(frame: &Bytes) -> Value {
         let s = std::str::from_utf8(frame).unwrap();
-        let json = s.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
+        let json = s
+            .strip_prefix("data: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
         serde_json::from_str(json).unwrap()
     }
 
@@ -267,7 +275,10 @@ mod tests {
         let enc = ChunkEncoder::new("gpt-4o", true);
         let role = parse(&enc.role());
         assert_eq!(role["object"], "chat.completion.chunk");
-        assert_eq!(role["choices"][0]["delta"], json!({"role":"assistant","content":""}));
+        assert_eq!(
+            role["choices"][0]["delta"],
+            json!({"role":"assistant","content":""})
+        );
         assert_eq!(role["choices"][0]["finish_reason"], Value::Null);
         assert_eq!(role["usage"], Value::Null);
         assert!(role.as_object().unwrap().contains_key("usage"));
@@ -275,19 +286,30 @@ mod tests {
         assert_eq!(c["choices"][0]["delta"], json!({"content":"hé\"llo\n"}));
         assert_eq!(c["id"], role["id"]);
         let r = parse(&enc.reasoning("think"));
-        assert_eq!(r["choices"][0]["delta"], json!({"reasoning_content":"think"}));
+        assert_eq!(
+            r["choices"][0]["delta"],
+            json!({"reasoning_content":"think"})
+        );
         let f = parse(&enc.finish("stop"));
         assert_eq!(f["choices"][0]["finish_reason"], "stop");
         assert_eq!(f["choices"][0]["delta"], json!({}));
         let u = parse(&enc.usage(&Usage::new(3, 4)).unwrap());
         assert_eq!(u["choices"], json!([]));
-        assert_eq!(u["usage"], json!({"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}));
+        assert_eq!(
+            u["usage"],
+            json!({"prompt_tokens":3,"completion_tokens":4,"total_tokens":7})
+        );
     }
 
     #[test]
     fn without_include_usage_no_usage_field() {
         let enc = ChunkEncoder::new("m", false);
-        assert!(!parse(&enc.content("x")).as_object().unwrap().contains_key("usage"));
+        assert!(
+            !parse(&enc.content("x"))
+                .as_object()
+                .unwrap()
+                .contains_key("usage")
+        );
         assert!(enc.usage(&Usage::default()).is_none());
     }
 

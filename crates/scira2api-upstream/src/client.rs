@@ -70,7 +70,10 @@ impl fmt::Debug for UpstreamConfig {
         f.debug_struct("UpstreamConfig")
             .field("provider", &self.provider)
             .field("base_url", &self.base_url)
-            .field("api_keys", &format_args!("[{} masked]", self.api_keys.len()))
+            .field(
+                "api_keys",
+                &format_args!("[{} masked]", self.api_keys.len()),
+            )
             .field("client_timeout", &self.client_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -159,7 +162,10 @@ impl Upstream {
     }
 
     fn post(&self, url: &str) -> awc::ClientRequest {
-        let mut req = self.client.post(url).insert_header((CONTENT_TYPE, "application/json"));
+        let mut req = self
+            .client
+            .post(url)
+            .insert_header((CONTENT_TYPE, "application/json"));
         if let Some(key) = self.config.next_key() {
             req = req.bearer_auth(key);
         }
@@ -178,7 +184,10 @@ impl Upstream {
         if req.stream {
             http = http.insert_header((ACCEPT, "text/event-stream"));
         }
-        let resp = http.send_body(body).await.map_err(|e| send_error(e, &self.config))?;
+        let resp = http
+            .send_body(body)
+            .await
+            .map_err(|e| send_error(e, &self.config))?;
         if !resp.status().is_success() {
             return Err(error_from_response(resp).await);
         }
@@ -254,7 +263,11 @@ fn parse_model_list(body: &[u8]) -> Result<Vec<ModelEntry>, Error> {
 
 /// The host of the base URL, for messages (never includes credentials).
 fn host_of(config: &UpstreamConfig) -> &str {
-    let rest = config.base_url.split("://").nth(1).unwrap_or(&config.base_url);
+    let rest = config
+        .base_url
+        .split("://")
+        .nth(1)
+        .unwrap_or(&config.base_url);
     let authority = rest.split('/').next().unwrap_or(rest);
     authority.rsplit('@').next().unwrap_or(authority)
 }
@@ -270,7 +283,9 @@ fn send_error(e: SendRequestError, config: &UpstreamConfig) -> Error {
             "could not connect to {host} within {} (CONNECT_TIMEOUT)",
             crate::stream::humantime_short(config.connect_timeout)
         )),
-        SendRequestError::Connect(c) => Error::upstream(format!("could not connect to {host}: {c}")),
+        SendRequestError::Connect(c) => {
+            Error::upstream(format!("could not connect to {host}: {c}"))
+        }
         other => Error::upstream(format!("request to {host} failed: {other}")),
     }
 }
@@ -288,7 +303,12 @@ fn body_error(e: awc::error::PayloadError, config: &UpstreamConfig) -> Error {
 
 /// `retry-after-ms` (preferred) or `retry-after` in seconds.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
             return Some(Duration::from_millis(ms as u64));
@@ -320,7 +340,10 @@ where
         status: 502,
         kind: "upstream_error",
         code: "upstream_error",
-        message: format!("the upstream answered HTTP {status} with {}", describe_body(&body)),
+        message: format!(
+            "the upstream answered HTTP {status} with {}",
+            describe_body(&body)
+        ),
         retry_after,
     }
 }
@@ -332,7 +355,10 @@ pub(crate) fn describe_body(body: &[u8]) -> String {
     if trimmed.is_empty() {
         return "an empty body".to_owned();
     }
-    let lower = trimmed.get(..trimmed.len().min(64)).unwrap_or("").to_ascii_lowercase();
+    let lower = trimmed
+        .get(..trimmed.len().min(64))
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if lower.starts_with("<!doctype") || lower.starts_with("<html") {
         return "an HTML page (a firewall, a bot check, or a wrong BASE_URL?)".to_owned();
     }
@@ -363,8 +389,14 @@ mod tests {
 
     #[test]
     fn v1_url_handles_both_base_forms() {
-        assert_eq!(cfg("https://api.openai.com/").v1_url("models"), "https://api.openai.com/v1/models");
-        assert_eq!(cfg("http://h:1/v1").v1_url("chat/completions"), "http://h:1/v1/chat/completions");
+        assert_eq!(
+            cfg("https://api.openai.com/").v1_url("models"),
+            "https://api.openai.com/v1/models"
+        );
+        assert_eq!(
+            cfg("http://h:1/v1").v1_url("chat/completions"),
+            "http://h:1/v1/chat/completions"
+        );
     }
 
     #[test]

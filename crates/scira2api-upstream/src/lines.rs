@@ -163,7 +163,15 @@ mod tests {
     fn sse_events_join_data_lines_and_skip_comments() {
         let mut ev = SseEvents::default();
         let mut out = Vec::new();
-        for l in [&b": ping"[..], b"event: x", b"data: a", b"data:b", b"", b"data: [DONE]", b""] {
+        for l in [
+            &b": ping"[..],
+            b"event: x",
+            b"data: a",
+            b"data:b",
+            b"",
+            b"data: [DONE]",
+            b"",
+        ] {
             out.extend(ev.line(Bytes::copy_from_slice(l)));
         }
         assert_eq!(out, [&b"a\nb"[..], b"[DONE]"]);

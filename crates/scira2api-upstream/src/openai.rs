@@ -156,7 +156,12 @@ mod tests {
         if res.is_ok() && !complete {
             res = d.end(&mut out);
         }
-        (out.into_iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect(), res)
+        (
+            out.into_iter()
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect(),
+            res,
+        )
     }
 
     #[test]
@@ -165,7 +170,8 @@ mod tests {
         let (frames, res) = run(body, ModelRewrite::new("ext", "int"));
         res.unwrap();
         assert_eq!(frames.len(), 2);
-        let v: Value = serde_json::from_str(frames[0].strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        let v: Value =
+            serde_json::from_str(frames[0].strip_prefix("data: ").unwrap().trim_end()).unwrap();
         assert_eq!(v["model"], "ext");
         assert_eq!(v["choices"][0]["delta"]["tool_calls"][0]["index"], 1);
         assert!(frames[0].ends_with("}\n\n"));
@@ -203,6 +209,8 @@ mod tests {
     fn finish_reason_scan() {
         assert!(has_finish_reason(br#"{"finish_reason" : "length"}"#));
         assert!(!has_finish_reason(br#"{"finish_reason":null}"#));
-        assert!(!has_finish_reason(br#"{"content":"\"finish_reason\":\"stop\""}"#));
+        assert!(!has_finish_reason(
+            br#"{"content":"\"finish_reason\":\"stop\""}"#
+        ));
     }
 }
