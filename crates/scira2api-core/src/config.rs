@@ -7,43 +7,13 @@
 
 use crate::settings::{self, Raw};
 use scira2api_models::{ModelMap, OPENAI_DEFAULT_MAPPINGS, SCIRA_DEFAULT_MAPPINGS};
-use scira2api_upstream::ProviderKind;
+use scira2api_upstream::{DEFAULT_SCIRA_USER_AGENT, ProviderKind, SciraBody, SciraConfig};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 pub use crate::settings::ConfigError;
-
-/// Which request body shape is sent to Scira.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SciraBody {
-    /// AI SDK 5/6 UI messages (`parts` only): what Scira accepts today.
-    V5,
-    /// AI SDK 4 era: `content` beside `parts`, plus `user_id`.
-    V4,
-}
-
-/// Scira provider settings.
-#[derive(Clone)]
-pub struct SciraConfig {
-    /// Path of the chat endpoint under `BASE_URL` (`/api/search`).
-    pub path: String,
-    /// Search group (`chat` = no web tools).
-    pub group: String,
-    /// IANA time zone sent with each request.
-    pub timezone: String,
-    /// Body shape.
-    pub body: SciraBody,
-    /// Browser User-Agent sent upstream.
-    pub user_agent: String,
-    /// Cookie header values (signed-in sessions), rotated round-robin. Secret.
-    pub cookies: Vec<String>,
-    /// `user_id` values for the v4 body, rotated round-robin.
-    pub user_ids: Vec<String>,
-    /// Raw Scira model ids added to `/v1/models`.
-    pub extra_models: Vec<String>,
-}
 
 /// Every gateway setting, validated.
 #[derive(Clone)]
@@ -109,8 +79,6 @@ pub struct Config {
     /// Scira provider settings.
     pub scira: SciraConfig,
 }
-
-const DEFAULT_SCIRA_UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 impl Config {
     /// Reads the process environment plus `.env` in the working directory (when present; the
@@ -228,7 +196,7 @@ impl Config {
                 body: scira_body,
                 user_agent: raw
                     .str("SCIRA_USER_AGENT")
-                    .unwrap_or_else(|| DEFAULT_SCIRA_UA.to_owned()),
+                    .unwrap_or_else(|| DEFAULT_SCIRA_USER_AGENT.to_owned()),
                 cookies: raw.list_sep("SCIRA_COOKIE", '|'),
                 user_ids: raw.list("SCIRA_USER_IDS"),
                 extra_models: raw.list("SCIRA_MODELS"),

@@ -8,7 +8,7 @@ use crate::Config;
 use log::{debug, warn};
 use scira2api_models::{Catalog, ModelEntry};
 use scira2api_types::{ChatRequest, Error};
-use scira2api_upstream::{ChatReply, PoolConfig, Upstream, UpstreamConfig};
+use scira2api_upstream::{ChatReply, PoolConfig, Upstream, UpstreamConfig, UpstreamSettings};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,20 +38,21 @@ impl GatewayState {
             config.owned_by(),
             start_unix,
         );
-        let upstream = Arc::new(UpstreamConfig::new(
-            config.provider,
-            &config.base_url,
-            config.upstream_api_keys.clone(),
-            config.client_timeout,
-            config.connect_timeout,
-            config.max_body_bytes,
-            PoolConfig {
+        let upstream = Arc::new(UpstreamConfig::new(UpstreamSettings {
+            provider: config.provider,
+            base_url: config.base_url.clone(),
+            api_keys: config.upstream_api_keys.clone(),
+            client_timeout: config.client_timeout,
+            connect_timeout: config.connect_timeout,
+            max_body_bytes: config.max_body_bytes,
+            pool: PoolConfig {
                 enabled: config.conn_pool_enabled,
                 max_conns_per_host: config.max_conns_per_host,
                 idle_timeout: config.idle_conn_timeout,
                 lifetime: config.conn_lifetime,
             },
-        ));
+            scira: config.scira.clone(),
+        }));
         Arc::new(GatewayState {
             config,
             catalog,

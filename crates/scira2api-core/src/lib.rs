@@ -14,9 +14,9 @@ mod config;
 mod gateway;
 mod settings;
 
-pub use config::{Config, ConfigError, SciraBody, SciraConfig};
+pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayState};
 pub use scira2api_models::ModelEntry;
 pub use scira2api_types::{ChatRequest, Error};
-pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind};
+pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig};
 pub use settings::{mask_url, parse_duration};

@@ -32,7 +32,8 @@ impl ResponseError for ApiError {
 }
 
 /// The HTTP response for an error: status, `application/json` body in OpenAI form, and
-/// `Retry-After` / `retry-after-ms` when the wait is known.
+/// `Retry-After` / `retry-after-ms` when the wait is known, and `x-should-retry: false` when
+/// sending the same request again cannot help (the OpenAI SDKs obey it).
 pub fn error_response(e: &Error) -> HttpResponse {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut resp = HttpResponse::build(status);
@@ -41,6 +42,9 @@ pub fn error_response(e: &Error) -> HttpResponse {
         let ms = wait.as_millis().max(1);
         resp.insert_header(("retry-after", ms.div_ceil(1000).to_string()));
         resp.insert_header(("retry-after-ms", ms.to_string()));
+    }
+    if !e.should_retry() {
+        resp.insert_header(("x-should-retry", "false"));
     }
     resp.body(e.body())
 }

@@ -86,6 +86,8 @@ pub enum Error {
         message: String,
         /// The upstream's `Retry-After`, when it gave one.
         retry_after: Option<Duration>,
+        /// Whether sending the same request again can succeed.
+        retryable: bool,
     },
     /// The upstream did not answer in time (504 `upstream_timeout`).
     #[error("{0}")]
@@ -135,6 +137,20 @@ impl Error {
             code: "upstream_error",
             message: message.into(),
             retry_after: None,
+            retryable: true,
+        }
+    }
+
+    /// Whether the client may succeed by sending the same request again (`x-should-retry`).
+    pub fn should_retry(&self) -> bool {
+        match self {
+            Error::Upstream { retryable, .. } => *retryable,
+            Error::UpstreamApi { status, body, .. } => {
+                matches!(status, 408 | 409 | 429 | 500..=599)
+                    && !body.windows(18).any(|w| w == b"insufficient_quota")
+            }
+            Error::RateLimited { .. } | Error::UpstreamTimeout(_) | Error::Proxy(_) | Error::Internal(_) => true,
+            _ => false,
         }
     }
 

@@ -2,15 +2,16 @@
 
 use crate::ChatReply;
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
+use crate::keys::{KeyOutcome, KeyRing};
+use crate::scira::{self, SciraConfig, SciraStreamDecoder};
 use crate::stream::DecodedStream;
 use awc::error::{ConnectError, SendRequestError};
 use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use bytes::Bytes;
 use scira2api_models::ModelEntry;
-use scira2api_types::{ChatRequest, Error, openai_error_message};
+use scira2api_types::{ChatRequest, ChunkEncoder, Error, openai_error_message};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Which protocol the upstream speaks.
@@ -45,13 +46,14 @@ pub struct PoolConfig {
     pub lifetime: Duration,
 }
 
-/// Everything an [`Upstream`] needs; built once from the gateway config and shared by workers.
-pub struct UpstreamConfig {
+/// The plain settings an [`UpstreamConfig`] is built from.
+#[derive(Clone)]
+pub struct UpstreamSettings {
     /// Protocol of the upstream.
     pub provider: ProviderKind,
-    /// Base URL without a trailing slash, e.g. `https://api.openai.com` or `http://h/v1`.
+    /// Base URL, e.g. `https://api.openai.com` or `http://h/v1` (a trailing slash is dropped).
     pub base_url: String,
-    /// Keys sent as `Authorization: Bearer`, rotated round-robin. Empty = none sent.
+    /// Keys sent as `Authorization: Bearer`, rotated. Empty = none sent. Secret.
     pub api_keys: Vec<String>,
     /// Bound on the wait for the response head, on a whole non-stream answer, and on the
     /// silence between two events of a stream.
@@ -62,57 +64,61 @@ pub struct UpstreamConfig {
     pub max_body_bytes: usize,
     /// Connection reuse.
     pub pool: PoolConfig,
-    next_key: AtomicUsize,
+    /// Scira provider settings.
+    pub scira: SciraConfig,
+}
+
+/// Everything an [`Upstream`] needs; built once from the settings and shared by all workers
+/// (credential rotation state included).
+pub struct UpstreamConfig {
+    settings: UpstreamSettings,
+    base_url: String,
+    keys: KeyRing,
+    cookies: KeyRing,
+    user_ids: KeyRing,
 }
 
 impl fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
         f.debug_struct("UpstreamConfig")
-            .field("provider", &self.provider)
+            .field("provider", &s.provider)
             .field("base_url", &self.base_url)
-            .field(
-                "api_keys",
-                &format_args!("[{} masked]", self.api_keys.len()),
-            )
-            .field("client_timeout", &self.client_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("pool", &self.pool)
+            .field("api_keys", &self.keys)
+            .field("client_timeout", &s.client_timeout)
+            .field("connect_timeout", &s.connect_timeout)
+            .field("max_body_bytes", &s.max_body_bytes)
+            .field("pool", &s.pool)
+            .field("scira", &s.scira)
             .finish()
     }
 }
 
 impl UpstreamConfig {
-    /// Settings with the given values; `base_url` loses any trailing slash.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        provider: ProviderKind,
-        base_url: &str,
-        api_keys: Vec<String>,
-        client_timeout: Duration,
-        connect_timeout: Duration,
-        max_body_bytes: usize,
-        pool: PoolConfig,
-    ) -> Self {
+    /// Builds the shared config (and its credential rings) from settings.
+    pub fn new(settings: UpstreamSettings) -> Self {
         UpstreamConfig {
-            provider,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_keys,
-            client_timeout,
-            connect_timeout,
-            max_body_bytes,
-            pool,
-            next_key: AtomicUsize::new(0),
+            base_url: settings.base_url.trim_end_matches('/').to_owned(),
+            keys: KeyRing::new(settings.api_keys.clone()),
+            cookies: KeyRing::new(settings.scira.cookies.clone()),
+            user_ids: KeyRing::new(settings.scira.user_ids.clone()),
+            settings,
         }
     }
 
-    /// The next key in round-robin order, if any are configured.
-    fn next_key(&self) -> Option<&str> {
-        if self.api_keys.is_empty() {
-            return None;
-        }
-        let i = self.next_key.fetch_add(1, Ordering::Relaxed) % self.api_keys.len();
-        Some(&self.api_keys[i])
+    /// The settings.
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// Upstream API keys in rotation.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Scira cookies in rotation.
+    pub fn cookies(&self) -> &KeyRing {
+        &self.cookies
     }
 
     /// `{base}/v1/{path}`, or `{base}/{path}` when the base already ends in `/v1`.
@@ -132,23 +138,35 @@ pub struct Upstream {
     chat_url: String,
 }
 
+/// What an upstream status says about the credential used.
+fn key_outcome(status: u16, retry: Option<Duration>) -> KeyOutcome {
+    match status {
+        200..=299 => KeyOutcome::Ok,
+        401 | 403 | 429 => KeyOutcome::Rejected(retry),
+        _ => KeyOutcome::Neutral,
+    }
+}
+
 impl Upstream {
     /// Builds the awc client (connector with the pool and timeout settings) for this worker.
     pub fn new(config: Arc<UpstreamConfig>) -> Self {
         // awc's rustls needs a process-wide crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let pool = &config.pool;
+        let s = &config.settings;
         let connector = awc::Connector::new()
-            .timeout(config.connect_timeout)
-            .limit(pool.max_conns_per_host)
-            .conn_keep_alive(pool.idle_timeout)
-            .conn_lifetime(pool.lifetime);
+            .timeout(s.connect_timeout)
+            .limit(s.pool.max_conns_per_host)
+            .conn_keep_alive(s.pool.idle_timeout)
+            .conn_lifetime(s.pool.lifetime);
         let client = awc::Client::builder()
             .connector(connector)
-            .timeout(config.client_timeout)
+            .timeout(s.client_timeout)
             .disable_redirects()
             .finish();
-        let chat_url = config.v1_url("chat/completions");
+        let chat_url = match s.provider {
+            ProviderKind::OpenAi => config.v1_url("chat/completions"),
+            ProviderKind::Scira => format!("{}{}", config.base_url, s.scira.path),
+        };
         Upstream {
             client,
             config,
@@ -161,75 +179,117 @@ impl Upstream {
         &self.config
     }
 
-    fn post(&self, url: &str) -> awc::ClientRequest {
-        let mut req = self
-            .client
-            .post(url)
-            .insert_header((CONTENT_TYPE, "application/json"));
-        if let Some(key) = self.config.next_key() {
-            req = req.bearer_auth(key);
+    fn settings(&self) -> &UpstreamSettings {
+        &self.config.settings
+    }
+
+    fn request(&self, req: awc::ClientRequest) -> awc::ClientRequest {
+        if self.settings().pool.enabled {
+            req
+        } else {
+            req.force_close()
         }
-        if !self.config.pool.enabled {
-            req = req.force_close();
-        }
-        req
     }
 
     /// Sends a chat request for `internal_model` and returns the answer in OpenAI form, with
     /// `model` set to the name the client asked for.
     pub async fn chat(&self, req: &ChatRequest, internal_model: &str) -> Result<ChatReply, Error> {
+        match self.settings().provider {
+            ProviderKind::OpenAi => self.chat_openai(req, internal_model).await,
+            ProviderKind::Scira => self.chat_scira(req, internal_model).await,
+        }
+    }
+
+    async fn chat_openai(&self, req: &ChatRequest, internal_model: &str) -> Result<ChatReply, Error> {
         let rewrite = ModelRewrite::new(&req.model, internal_model);
         let body = req.upstream_body(internal_model);
-        let mut http = self.post(&self.chat_url);
+        let mut http = self.request(self.client.post(&self.chat_url)).insert_header((CONTENT_TYPE, "application/json"));
+        let key = self.config.keys.pick();
+        if let Some(k) = key {
+            http = http.bearer_auth(k.value);
+        }
         if req.stream {
             http = http.insert_header((ACCEPT, "text/event-stream"));
         }
-        let resp = http
-            .send_body(body)
-            .await
-            .map_err(|e| send_error(e, &self.config))?;
+        let resp = http.send_body(body).await.map_err(|e| send_error(e, &self.config))?;
+        if let Some(k) = key {
+            self.config.keys.report(k.index, key_outcome(resp.status().as_u16(), retry_after(resp.headers())));
+        }
         if !resp.status().is_success() {
             return Err(error_from_response(resp).await);
         }
         if req.stream {
-            let decoder = OpenAiStreamDecoder::new(rewrite);
-            let stream = DecodedStream::new(
-                Box::pin(resp),
-                decoder,
-                self.config.client_timeout,
-                self.config.max_body_bytes,
-            );
-            Ok(ChatReply::Stream(stream.boxed()))
+            let s = self.settings();
+            let stream = DecodedStream::new(Box::pin(resp), OpenAiStreamDecoder::new(rewrite), s.client_timeout, s.max_body_bytes);
+            Ok(ChatReply::Stream(stream.primed().await?.boxed()))
         } else {
-            let mut resp = resp.timeout(self.config.client_timeout);
-            let body = resp
-                .body()
-                .limit(self.config.max_body_bytes)
-                .await
-                .map_err(|e| body_error(e, &self.config))?;
+            let body = self.read_body(resp).await?;
             Ok(ChatReply::Json(rewrite.apply(body)))
         }
     }
 
+    async fn chat_scira(&self, req: &ChatRequest, internal_model: &str) -> Result<ChatReply, Error> {
+        let s = self.settings();
+        let messages = req.messages()?;
+        let user_id = self.config.user_ids.pick();
+        let body = scira::body(&s.scira, internal_model, &messages, user_id.map(|u| u.value))?;
+        let origin = scira::origin(&self.config.base_url);
+        let mut http = self
+            .request(self.client.post(&self.chat_url))
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .insert_header((ACCEPT, "*/*"))
+            .insert_header(("referer", format!("{origin}/")))
+            .insert_header(("origin", origin))
+            .insert_header(("user-agent", s.scira.user_agent.as_str()));
+        let cookie = self.config.cookies.pick();
+        if let Some(c) = cookie {
+            http = http.insert_header(("cookie", c.value));
+        }
+        let resp = http.send_body(body).await.map_err(|e| send_error(e, &self.config))?;
+        if let Some(c) = cookie {
+            self.config.cookies.report(c.index, key_outcome(resp.status().as_u16(), retry_after(resp.headers())));
+        }
+        if !resp.status().is_success() {
+            return Err(scira::error_from_response(resp).await);
+        }
+        if req.stream {
+            let decoder = SciraStreamDecoder::new(ChunkEncoder::new(req.model.clone(), req.include_usage));
+            let stream = DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes);
+            Ok(ChatReply::Stream(stream.primed().await?.boxed()))
+        } else {
+            let body = self.read_body(resp).await?;
+            let completion = scira::collect(&body)?;
+            Ok(ChatReply::Json(completion.to_json(&req.model)))
+        }
+    }
+
+    /// Reads a whole body within `CLIENT_TIMEOUT` and `MAX_BODY_BYTES`.
+    async fn read_body<S>(&self, resp: awc::ClientResponse<S>) -> Result<Bytes, Error>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    {
+        let s = self.settings();
+        let mut resp = resp.timeout(s.client_timeout);
+        resp.body()
+            .limit(s.max_body_bytes)
+            .await
+            .map_err(|e| body_error(e, &self.config))
+    }
+
     /// Fetches the upstream's own model list (`GET /v1/models`), for providers that have one.
     pub async fn models(&self) -> Result<Vec<ModelEntry>, Error> {
-        if self.config.provider != ProviderKind::OpenAi {
+        if self.settings().provider != ProviderKind::OpenAi {
             return Ok(Vec::new());
         }
-        let mut req = self.client.get(self.config.v1_url("models"));
-        if let Some(key) = self.config.next_key() {
-            req = req.bearer_auth(key);
+        let mut req = self.request(self.client.get(self.config.v1_url("models")));
+        if let Some(key) = self.config.keys.pick() {
+            req = req.bearer_auth(key.value);
         }
         let resp = req.send().await.map_err(|e| send_error(e, &self.config))?;
         if !resp.status().is_success() {
             return Err(error_from_response(resp).await);
         }
-        let mut resp = resp.timeout(self.config.client_timeout);
-        let body = resp
-            .body()
-            .limit(self.config.max_body_bytes)
-            .await
-            .map_err(|e| body_error(e, &self.config))?;
+        let body = self.read_body(resp).await?;
         parse_model_list(&body)
     }
 }
@@ -277,11 +337,11 @@ fn send_error(e: SendRequestError, config: &UpstreamConfig) -> Error {
     match e {
         SendRequestError::Timeout => Error::UpstreamTimeout(format!(
             "{host} did not answer within {} (CLIENT_TIMEOUT)",
-            crate::stream::humantime_short(config.client_timeout)
+            crate::stream::humantime_short(config.settings.client_timeout)
         )),
         SendRequestError::Connect(ConnectError::Timeout) => Error::UpstreamTimeout(format!(
             "could not connect to {host} within {} (CONNECT_TIMEOUT)",
-            crate::stream::humantime_short(config.connect_timeout)
+            crate::stream::humantime_short(config.settings.connect_timeout)
         )),
         SendRequestError::Connect(c) => {
             Error::upstream(format!("could not connect to {host}: {c}"))
@@ -295,7 +355,7 @@ fn body_error(e: awc::error::PayloadError, config: &UpstreamConfig) -> Error {
     match e {
         awc::error::PayloadError::Overflow => Error::upstream(format!(
             "the answer from {host} is larger than MAX_BODY_BYTES ({} bytes)",
-            config.max_body_bytes
+            config.settings.max_body_bytes
         )),
         other => Error::upstream(format!("reading the answer from {host} failed: {other}")),
     }
@@ -345,6 +405,7 @@ where
             describe_body(&body)
         ),
         retry_after,
+        retryable: matches!(status, 408 | 429 | 500..=599),
     }
 }
 
@@ -371,20 +432,21 @@ mod tests {
     use super::*;
 
     fn cfg(base: &str) -> UpstreamConfig {
-        UpstreamConfig::new(
-            ProviderKind::OpenAi,
-            base,
-            vec!["k1".into(), "k2".into()],
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-            1024,
-            PoolConfig {
+        UpstreamConfig::new(UpstreamSettings {
+            provider: ProviderKind::OpenAi,
+            base_url: base.to_owned(),
+            api_keys: vec!["k1".into(), "k2".into()],
+            client_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            max_body_bytes: 1024,
+            pool: PoolConfig {
                 enabled: true,
                 max_conns_per_host: 10,
                 idle_timeout: Duration::from_secs(90),
                 lifetime: Duration::from_secs(300),
             },
-        )
+            scira: SciraConfig::default(),
+        })
     }
 
     #[test]
@@ -402,9 +464,9 @@ mod tests {
     #[test]
     fn keys_rotate_and_debug_masks_them() {
         let c = cfg("http://h");
-        assert_eq!(c.next_key(), Some("k1"));
-        assert_eq!(c.next_key(), Some("k2"));
-        assert_eq!(c.next_key(), Some("k1"));
+        assert_eq!(c.keys().pick().unwrap().value, "k1");
+        assert_eq!(c.keys().pick().unwrap().value, "k2");
+        assert_eq!(c.keys().pick().unwrap().value, "k1");
         assert!(!format!("{c:?}").contains("k1"));
         assert_eq!(host_of(&cfg("http://user:pw@h:8/x")), "h:8");
     }

@@ -65,6 +65,7 @@ pub(crate) struct OpenAiStreamDecoder {
     events: SseEvents,
     rewrite: ModelRewrite,
     saw_finish: bool,
+    saw_event: bool,
 }
 
 impl OpenAiStreamDecoder {
@@ -73,10 +74,12 @@ impl OpenAiStreamDecoder {
             events: SseEvents::default(),
             rewrite,
             saw_finish: false,
+            saw_event: false,
         }
     }
 
     fn event(&mut self, data: Bytes, out: &mut VecDeque<Bytes>) -> Result<bool, Error> {
+        self.saw_event = true;
         let trimmed = trim_start(&data);
         if trimmed.starts_with(b"[DONE]") {
             return Ok(true);
@@ -107,6 +110,10 @@ impl OpenAiStreamDecoder {
 }
 
 impl LineDecoder for OpenAiStreamDecoder {
+    fn primed(&self) -> bool {
+        self.saw_event
+    }
+
     fn line(&mut self, line: Bytes, out: &mut VecDeque<Bytes>) -> Result<bool, Error> {
         match self.events.line(line) {
             Some(data) => self.event(data, out),

@@ -34,6 +34,10 @@ pub(crate) trait LineDecoder {
 
     /// The upstream body ended. Pushes closing frames, or fails when the answer is incomplete.
     fn end(&mut self, out: &mut VecDeque<Bytes>) -> Result<(), Error>;
+
+    /// Whether the decoder has read enough to know the body is a well-formed answer stream
+    /// (its first event). Until then an error can still be reported as a plain HTTP error.
+    fn primed(&self) -> bool;
 }
 
 enum State {
@@ -117,6 +121,56 @@ impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
     }
 }
 
+impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
+    /// Reads the body once (or notices the idle timeout); `Ready` when the state changed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.body.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let deadline = actix_rt::time::Instant::now() + self.idle;
+                self.sleep.as_mut().reset(deadline);
+                self.feed(&chunk);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.state = State::Failed(Error::upstream(format!("the upstream stream broke off: {e}")));
+            }
+            Poll::Ready(None) => self.end(),
+            Poll::Pending => {
+                if self.sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.state = State::Failed(Error::UpstreamTimeout(format!(
+                    "the upstream sent nothing for {} (CLIENT_TIMEOUT); the answer is incomplete",
+                    humantime_short(self.idle)
+                )));
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// Reads until the decoder has seen the body's first event. A body that fails before that
+    /// (not an answer stream at all, an error as its first event, a timeout) is returned as an
+    /// error, so the client gets a clean HTTP error instead of a stream that breaks at once.
+    pub(crate) async fn primed(mut self) -> Result<Self, Error> {
+        std::future::poll_fn(|cx| {
+            while !self.decoder.primed() && self.out.is_empty() && matches!(self.state, State::Reading) {
+                if self.poll_fill(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            Poll::Ready(())
+        })
+        .await;
+        if self.out.is_empty() {
+            if let State::Failed(_) = self.state {
+                if let State::Failed(e) = std::mem::replace(&mut self.state, State::Done) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
 impl<D: LineDecoder + Unpin + 'static> Stream for DecodedStream<D> {
     type Item = Result<Bytes, Error>;
 
@@ -137,28 +191,8 @@ impl<D: LineDecoder + Unpin + 'static> Stream for DecodedStream<D> {
                 }
                 State::Reading => {}
             }
-            match this.body.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    let deadline = actix_rt::time::Instant::now() + this.idle;
-                    this.sleep.as_mut().reset(deadline);
-                    this.feed(&chunk);
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.state = State::Failed(Error::upstream(format!(
-                        "the upstream stream broke off: {e}"
-                    )));
-                }
-                Poll::Ready(None) => this.end(),
-                Poll::Pending => {
-                    if this.sleep.as_mut().poll(cx).is_ready() {
-                        this.state = State::Failed(Error::UpstreamTimeout(format!(
-                            "the upstream sent nothing for {} (CLIENT_TIMEOUT); the answer is incomplete",
-                            humantime_short(this.idle)
-                        )));
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
+            if this.poll_fill(cx).is_pending() {
+                return Poll::Pending;
             }
         }
     }

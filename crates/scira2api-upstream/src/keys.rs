@@ -1,0 +1,199 @@
+//! Rotation over several upstream credentials (API keys, Scira cookies) with rest periods.
+//!
+//! Credentials are used round-robin. One that is refused (401/403) or rate limited (429) is
+//! rested: skipped for a cool-down that doubles while it keeps failing (capped), after which a
+//! single request probes it; the probe's success puts it back in rotation. When every
+//! credential is resting, the one whose rest ends first is used anyway, so requests never stall.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// First cool-down after a refusal; doubles per consecutive failure.
+const BASE_REST: Duration = Duration::from_secs(5);
+/// Longest cool-down.
+const MAX_REST: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Default, Clone)]
+struct Health {
+    failures: u32,
+    rest_until: Option<Instant>,
+    probing: bool,
+}
+
+/// A set of credentials used in rotation. The values are secrets: `Debug` shows only a count.
+pub struct KeyRing {
+    keys: Vec<String>,
+    next: AtomicUsize,
+    health: Mutex<Vec<Health>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyRing({} masked)", self.keys.len())
+    }
+}
+
+/// A credential handed out for one attempt; report the attempt's outcome with its index.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPick<'a> {
+    /// Position in the ring (for [`KeyRing::report`]).
+    pub index: usize,
+    /// The secret value.
+    pub value: &'a str,
+}
+
+/// What an attempt with a credential showed about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// The upstream accepted it.
+    Ok,
+    /// Refused (401/403) or rate limited (429); `Some` = the upstream's own wait.
+    Rejected(Option<Duration>),
+    /// The attempt said nothing about the credential (network error, 5xx, ...).
+    Neutral,
+}
+
+impl KeyRing {
+    /// A ring over `keys` (may be empty).
+    pub fn new(keys: Vec<String>) -> Self {
+        let health = Mutex::new(vec![Health::default(); keys.len()]);
+        KeyRing {
+            keys,
+            next: AtomicUsize::new(0),
+            health,
+        }
+    }
+
+    /// Number of credentials.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Vec<Health>> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next usable credential, or `None` when the ring is empty.
+    pub fn pick(&self) -> Option<KeyPick<'_>> {
+        self.pick_at(Instant::now())
+    }
+
+    fn pick_at(&self, now: Instant) -> Option<KeyPick<'_>> {
+        let n = self.keys.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        if n == 1 {
+            return Some(KeyPick { index: 0, value: &self.keys[0] });
+        }
+        let mut health = self.health();
+        let mut soonest: Option<(usize, Instant)> = None;
+        for step in 0..n {
+            let i = (start + step) % n;
+            let h = &mut health[i];
+            match h.rest_until {
+                None => return Some(KeyPick { index: i, value: &self.keys[i] }),
+                Some(until) if until <= now && !h.probing => {
+                    h.probing = true;
+                    return Some(KeyPick { index: i, value: &self.keys[i] });
+                }
+                Some(until) => {
+                    if soonest.is_none_or(|(_, t)| until < t) {
+                        soonest = Some((i, until));
+                    }
+                }
+            }
+        }
+        let (i, _) = soonest.unwrap_or((start % n, now));
+        Some(KeyPick { index: i, value: &self.keys[i] })
+    }
+
+    /// Records the outcome of an attempt made with credential `index`.
+    pub fn report(&self, index: usize, outcome: KeyOutcome) {
+        self.report_at(index, outcome, Instant::now());
+    }
+
+    fn report_at(&self, index: usize, outcome: KeyOutcome, now: Instant) {
+        let mut health = self.health();
+        let Some(h) = health.get_mut(index) else {
+            return;
+        };
+        match outcome {
+            KeyOutcome::Ok => *h = Health::default(),
+            KeyOutcome::Rejected(wait) => {
+                h.failures = h.failures.saturating_add(1);
+                let grown = BASE_REST.saturating_mul(1u32 << (h.failures - 1).min(16));
+                let rest = wait.unwrap_or(Duration::ZERO).max(grown).min(MAX_REST);
+                h.rest_until = Some(now + rest);
+                h.probing = false;
+            }
+            KeyOutcome::Neutral => h.probing = false,
+        }
+    }
+
+    /// How many credentials are resting now.
+    pub fn resting(&self) -> usize {
+        let now = Instant::now();
+        self.health()
+            .iter()
+            .filter(|h| h.rest_until.is_some_and(|t| t > now))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(n: usize) -> KeyRing {
+        KeyRing::new((0..n).map(|i| format!("k{i}")).collect())
+    }
+
+    #[test]
+    fn round_robin() {
+        let r = ring(3);
+        let got: Vec<_> = (0..6).map(|_| r.pick().unwrap().value.to_owned()).collect();
+        assert_eq!(got, ["k0", "k1", "k2", "k0", "k1", "k2"]);
+        assert!(ring(0).pick().is_none());
+    }
+
+    #[test]
+    fn rejected_key_rests_then_gets_one_probe() {
+        let r = ring(2);
+        let t0 = Instant::now();
+        r.report_at(0, KeyOutcome::Rejected(None), t0);
+        for _ in 0..4 {
+            assert_eq!(r.pick_at(t0).unwrap().index, 1, "resting key skipped");
+        }
+        let later = t0 + BASE_REST + Duration::from_millis(1);
+        let picks: Vec<_> = (0..4).map(|_| r.pick_at(later).unwrap().index).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 1, "exactly one probe: {picks:?}");
+        // The probe fails again: the rest doubles.
+        r.report_at(0, KeyOutcome::Rejected(None), later);
+        let h = r.health()[0].clone();
+        assert_eq!(h.rest_until.unwrap() - later, BASE_REST * 2);
+        // A success restores it.
+        r.report_at(0, KeyOutcome::Ok, later);
+        let picks: Vec<_> = (0..4).map(|_| r.pick_at(later).unwrap().index).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 2);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_all_resting_still_serves() {
+        let r = ring(2);
+        let t0 = Instant::now();
+        r.report_at(0, KeyOutcome::Rejected(Some(Duration::from_secs(60))), t0);
+        r.report_at(1, KeyOutcome::Rejected(None), t0);
+        assert_eq!(r.health()[0].rest_until.unwrap() - t0, Duration::from_secs(60));
+        // Both resting: the one that recovers first (1) is used.
+        assert_eq!(r.pick_at(t0).unwrap().index, 1);
+        assert!(format!("{r:?}").contains("masked"));
+    }
+}

@@ -1,0 +1,146 @@
+//! Scira's errors before the stream starts, as OpenAI errors.
+//!
+//! Scira answers a rejected request with `{"code":"<type>:<surface>","message","cause"}` and a
+//! status per type. An HTML or empty body means the request never reached Scira's code (a
+//! platform firewall or bot check) or Scira itself failed.
+
+use crate::client::{describe_body, retry_after};
+use bytes::Bytes;
+use scira2api_types::{Error, openai_error_message};
+use serde::Deserialize;
+use std::time::Duration;
+
+#[derive(Deserialize)]
+struct SciraError {
+    code: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    cause: Option<String>,
+}
+
+/// A Scira 429 is worth retrying only when Scira says the wait is short.
+const SHORT_WAIT: Duration = Duration::from_secs(60);
+
+/// Maps a non-2xx Scira answer to an [`Error`].
+pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> Error {
+    if let Ok(e) = serde_json::from_slice::<SciraError>(body) {
+        let text = match (&e.message, &e.cause) {
+            (Some(m), Some(c)) => format!("{m} ({c})"),
+            (Some(m), None) => m.clone(),
+            (None, Some(c)) => c.clone(),
+            (None, None) => e.code.clone(),
+        };
+        let err = |status, kind, code, message: String, retryable| Error::Upstream {
+            status,
+            kind,
+            code,
+            message,
+            retry_after: retry,
+            retryable,
+        };
+        return match status {
+            400 => err(400, "invalid_request_error", "bad_request", format!("Scira rejected the request: {text}"), false),
+            401 => err(
+                403,
+                "permission_error",
+                "upstream_unauthorized",
+                format!("Scira requires a signed-in session for this (set SCIRA_COOKIE): {text}"),
+                false,
+            ),
+            402 => err(402, "insufficient_quota", "upgrade_required", format!("Scira requires a paid plan for this: {text}"), false),
+            403 => err(403, "permission_error", "upstream_forbidden", format!("Scira refused the request: {text}"), false),
+            404 => err(404, "invalid_request_error", "not_found", format!("Scira: {text}"), false),
+            429 => err(
+                429,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                format!("Scira's rate limit was reached: {text}"),
+                retry.is_some_and(|w| w <= SHORT_WAIT),
+            ),
+            503 => err(503, "server_error", "upstream_unavailable", format!("Scira is offline: {text}"), true),
+            s => err(502, "upstream_error", "upstream_error", format!("Scira answered HTTP {s}: {text}"), s >= 500),
+        };
+    }
+    if let Some(message) = openai_error_message(body) {
+        return Error::UpstreamApi {
+            status,
+            body: body.clone(),
+            message,
+            retry_after: retry,
+        };
+    }
+    let blocked = matches!(status, 401 | 403 | 429);
+    Error::Upstream {
+        status: 502,
+        kind: "upstream_error",
+        code: if blocked { "upstream_blocked" } else { "upstream_error" },
+        message: if blocked {
+            format!(
+                "Scira blocked the request (HTTP {status} with {}): the service or its firewall refused this server; check SCIRA_COOKIE, SCIRA_USER_AGENT and whether this IP is allowed",
+                describe_body(body)
+            )
+        } else {
+            format!("Scira failed with HTTP {status} and {}; check BASE_URL and SCIRA_PATH", describe_body(body))
+        },
+        retry_after: retry,
+        retryable: status >= 500,
+    }
+}
+
+/// Reads a non-2xx response and maps it.
+pub(crate) async fn error_from_response<S>(mut resp: awc::ClientResponse<S>) -> Error
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let status = resp.status().as_u16();
+    let retry = retry_after(resp.headers());
+    let body = resp.body().limit(1 << 20).await.unwrap_or_default();
+    map_error(status, retry, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> (u16, Bytes) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/scira/errors/");
+        let body = std::fs::read(format!("{dir}{name}.json")).expect("fixture");
+        let status = std::fs::read_to_string(format!("{dir}{name}.status")).expect("status");
+        (status.trim().parse().unwrap(), Bytes::from(body))
+    }
+
+    #[test]
+    fn scira_fixtures_map_to_openai_errors() {
+        let (s, b) = fixture("rate_limit_429");
+        let e = map_error(s, None, &b);
+        assert_eq!((e.status(), e.code()), (429, Some("rate_limit_exceeded")));
+        assert!(e.to_string().contains("25 searches"), "{e}");
+        assert!(!e.should_retry(), "a days-long window is not worth retrying");
+        let e = map_error(s, Some(Duration::from_secs(5)), &b);
+        assert!(e.should_retry());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
+
+        let (s, b) = fixture("upgrade_required_402");
+        let e = map_error(s, None, &b);
+        assert_eq!((e.status(), e.code(), e.kind()), (402, Some("upgrade_required"), "insufficient_quota"));
+        assert!(!e.should_retry());
+
+        let (s, b) = fixture("bad_request_400");
+        let e = map_error(s, None, &b);
+        assert_eq!((e.status(), e.code()), (400, Some("bad_request")));
+        assert!(e.to_string().contains("Messages array is required"), "{e}");
+    }
+
+    #[test]
+    fn html_and_empty_bodies_tell_the_operator_what_to_check() {
+        let e = map_error(403, None, &Bytes::from_static(b"<!DOCTYPE html><html>Forbidden</html>"));
+        assert_eq!((e.status(), e.code()), (502, Some("upstream_blocked")));
+        assert!(e.to_string().contains("SCIRA_COOKIE"), "{e}");
+        let e = map_error(500, None, &Bytes::new());
+        assert_eq!((e.status(), e.code()), (502, Some("upstream_error")));
+        assert!(e.to_string().contains("empty body"), "{e}");
+        let e = map_error(503, None, &Bytes::from_static(br#"{"code":"offline:chat","message":"down"}"#));
+        assert_eq!((e.status(), e.code()), (503, Some("upstream_unavailable")));
+    }
+}
