@@ -16,7 +16,11 @@ fn fixtures_dir() -> PathBuf {
 
 fn scira(mock: &MockServer, extra: &[(&str, &str)]) -> Gateway {
     let base = mock.url();
-    let mut env = vec![("BASE_URL", base.as_str()), ("PROVIDER", "scira"), ("RETRY", "1")];
+    let mut env = vec![
+        ("BASE_URL", base.as_str()),
+        ("PROVIDER", "scira"),
+        ("RETRY", "1"),
+    ];
     env.extend_from_slice(extra);
     Gateway::start(&env)
 }
@@ -27,7 +31,11 @@ const STREAM: &str = r#"{"model":"gpt-4o","stream":true,"stream_options":{"inclu
 /// What a streamed answer amounted to, in the fixtures' expected.json shape.
 fn summarize_stream(body: &[u8]) -> Value {
     let frames = sse_frames(body);
-    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"), "ends with [DONE]");
+    assert_eq!(
+        frames.last().map(String::as_str),
+        Some("[DONE]"),
+        "ends with [DONE]"
+    );
     let mut content = String::new();
     let mut reasoning: Option<String> = None;
     let mut finish = Value::Null;
@@ -37,7 +45,11 @@ fn summarize_stream(body: &[u8]) -> Value {
     for (i, f) in chunks.iter().enumerate() {
         let v: Value = serde_json::from_str(f).unwrap();
         if let Some(e) = v.get("error") {
-            assert_eq!(i, chunks.len() - 1, "the error event is the last frame before [DONE]");
+            assert_eq!(
+                i,
+                chunks.len() - 1,
+                "the error event is the last frame before [DONE]"
+            );
             error = e["message"].clone();
             continue;
         }
@@ -49,7 +61,10 @@ fn summarize_stream(body: &[u8]) -> Value {
             continue;
         }
         if i == 0 {
-            assert_eq!(choices[0]["delta"]["role"], "assistant", "role in the first chunk");
+            assert_eq!(
+                choices[0]["delta"]["role"], "assistant",
+                "role in the first chunk"
+            );
         }
         assert!(finish.is_null(), "no choice chunk after the finish: {f}");
         finish = choices[0]["finish_reason"].clone();
@@ -68,7 +83,9 @@ fn check_error(got: &Value, expected: &Value, ctx: &str) {
     match expected.as_str() {
         None => assert!(got.is_null(), "{ctx}: unexpected error {got}"),
         Some(text) => {
-            let msg = got.as_str().unwrap_or_else(|| panic!("{ctx}: expected an error, got {got}"));
+            let msg = got
+                .as_str()
+                .unwrap_or_else(|| panic!("{ctx}: expected an error, got {got}"));
             assert!(msg.contains(text), "{ctx}: `{msg}` should contain `{text}`");
         }
     }
@@ -81,7 +98,14 @@ async fn every_fixture_streamed_and_not_streamed() {
         let dir = fixtures_dir().join(version);
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("fixtures at {}: {e}", dir.display()))
-            .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".stream").map(str::to_owned))
+            .filter_map(|e| {
+                e.ok()?
+                    .file_name()
+                    .into_string()
+                    .ok()?
+                    .strip_suffix(".stream")
+                    .map(str::to_owned)
+            })
             .collect();
         names.sort();
         assert!(names.len() >= 5, "{version}: {names:?}");
@@ -90,18 +114,29 @@ async fn every_fixture_streamed_and_not_streamed() {
         for name in names {
             let ctx = format!("{version}/{name}");
             let body = std::fs::read(dir.join(format!("{name}.stream"))).unwrap();
-            let expected: Value =
-                serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.expected.json"))).unwrap()).unwrap();
+            let expected: Value = serde_json::from_slice(
+                &std::fs::read(dir.join(format!("{name}.expected.json"))).unwrap(),
+            )
+            .unwrap();
             mock.options(|o| o.scira_body = Some(Bytes::from(body)));
 
             // Streamed.
             let r = post(&gw, "/v1/chat/completions", STREAM).await;
             assert_eq!(r.status, 200, "{ctx}: {}", r.text());
-            assert_eq!(r.header("content-type").as_deref(), Some("text/event-stream"));
+            assert_eq!(
+                r.header("content-type").as_deref(),
+                Some("text/event-stream")
+            );
             let got = summarize_stream(&r.body);
             assert_eq!(got["content"], expected["content"], "{ctx} content");
-            assert_eq!(got["reasoning_content"], expected["reasoning_content"], "{ctx} reasoning");
-            assert_eq!(got["finish_reason"], expected["finish_reason"], "{ctx} finish_reason");
+            assert_eq!(
+                got["reasoning_content"], expected["reasoning_content"],
+                "{ctx} reasoning"
+            );
+            assert_eq!(
+                got["finish_reason"], expected["finish_reason"],
+                "{ctx} finish_reason"
+            );
             assert_eq!(got["usage"], expected["usage"], "{ctx} usage");
             check_error(&got["error"], &expected["error"], &ctx);
 
@@ -120,7 +155,10 @@ async fn every_fixture_streamed_and_not_streamed() {
                     expected["reasoning_content"],
                     "{ctx} reasoning"
                 );
-                assert_eq!(v["choices"][0]["finish_reason"], expected["finish_reason"], "{ctx}");
+                assert_eq!(
+                    v["choices"][0]["finish_reason"], expected["finish_reason"],
+                    "{ctx}"
+                );
                 assert_eq!(v["usage"], expected["usage"], "{ctx} usage");
             } else {
                 let e = r.assert_error(502, Some("upstream_error"));
@@ -136,7 +174,14 @@ async fn every_fixture_streamed_and_not_streamed() {
 async fn request_is_translated_for_scira_with_browser_headers_and_cookie() {
     let mock = MockServer::start().unwrap();
     let cookie = "__Secure-better-auth.session_token=tok123.sig";
-    let gw = scira(&mock, &[("SCIRA_COOKIE", cookie), ("SCIRA_GROUP", "web"), ("SCIRA_TIMEZONE", "Europe/Paris")]);
+    let gw = scira(
+        &mock,
+        &[
+            ("SCIRA_COOKIE", cookie),
+            ("SCIRA_GROUP", "web"),
+            ("SCIRA_TIMEZONE", "Europe/Paris"),
+        ],
+    );
     let body = json!({
         "model": "gpt-4o", "temperature": 0.3,
         "messages": [
@@ -148,12 +193,20 @@ async fn request_is_translated_for_scira_with_browser_headers_and_cookie() {
     });
     let r = post(&gw, "/v1/chat/completions", &body.to_string()).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.json()["choices"][0]["message"]["content"].as_str().unwrap().contains("thanks"));
+    assert!(
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("thanks")
+    );
     let seen = mock.last_request().unwrap();
     assert_eq!(seen.path, "/api/search");
     assert_eq!(seen.header("cookie"), Some(cookie));
     assert_eq!(seen.header("origin"), Some(mock.url().as_str()));
-    assert_eq!(seen.header("referer"), Some(format!("{}/", mock.url()).as_str()));
+    assert_eq!(
+        seen.header("referer"),
+        Some(format!("{}/", mock.url()).as_str())
+    );
     assert!(seen.header("user-agent").unwrap().contains("Mozilla/5.0"));
     assert_eq!(seen.header("content-type"), Some("application/json"));
     let b = seen.json();
@@ -165,9 +218,15 @@ async fn request_is_translated_for_scira_with_browser_headers_and_cookie() {
     let msgs = b["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 4, "the whole history, system included");
     assert_eq!(msgs[0]["role"], "system");
-    assert_eq!(msgs[1]["parts"], json!([{"type":"text","text":"what is this?"},{"type":"file","url":"https://img.example/cat.png","mediaType":"image/png"}]));
+    assert_eq!(
+        msgs[1]["parts"],
+        json!([{"type":"text","text":"what is this?"},{"type":"file","url":"https://img.example/cat.png","mediaType":"image/png"}])
+    );
     assert_eq!(msgs[2]["role"], "assistant");
-    assert!(msgs.iter().all(|m| m["id"].is_string() && m["parts"].is_array()));
+    assert!(
+        msgs.iter()
+            .all(|m| m["id"].is_string() && m["parts"].is_array())
+    );
     // A second request gets a fresh chat id.
     post(&gw, "/v1/chat/completions", CHAT).await;
     assert_ne!(mock.last_request().unwrap().json()["id"], b["id"]);
@@ -178,7 +237,10 @@ async fn request_is_translated_for_scira_with_browser_headers_and_cookie() {
 async fn v4_body_for_older_deployments() {
     let mock = MockServer::start().unwrap();
     mock.options(|o| o.scira_format = scira2api_mock::SciraFormat::V4);
-    let gw = scira(&mock, &[("SCIRA_BODY", "v4"), ("SCIRA_USER_IDS", "user-a,user-b")]);
+    let gw = scira(
+        &mock,
+        &[("SCIRA_BODY", "v4"), ("SCIRA_USER_IDS", "user-a,user-b")],
+    );
     let r = post(&gw, "/v1/chat/completions", CHAT).await;
     assert_eq!(r.status, 200, "{}", r.text());
     post(&gw, "/v1/chat/completions", CHAT).await;
@@ -196,7 +258,11 @@ async fn cookies_rotate_and_a_refused_one_is_rested() {
     let gw = scira(&mock, &[("SCIRA_COOKIE", "s=A|s=B")]);
     assert_eq!(post(&gw, "/v1/chat/completions", CHAT).await.status, 200);
     assert_eq!(post(&gw, "/v1/chat/completions", CHAT).await.status, 200);
-    let used: Vec<String> = mock.requests().iter().map(|r| r.header("cookie").unwrap().to_owned()).collect();
+    let used: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.header("cookie").unwrap().to_owned())
+        .collect();
     assert_eq!(used, ["s=A", "s=B"]);
     // A is refused with 401: it is rested, the following requests use B only.
     mock.push_fault(Fault::Status {
@@ -206,11 +272,18 @@ async fn cookies_rotate_and_a_refused_one_is_rested() {
     });
     let r = post(&gw, "/v1/chat/completions", CHAT).await;
     let e = r.assert_error(403, Some("upstream_unauthorized"));
-    assert!(e["message"].as_str().unwrap().contains("SCIRA_COOKIE"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("SCIRA_COOKIE"),
+        "{e}"
+    );
     for _ in 0..4 {
         assert_eq!(post(&gw, "/v1/chat/completions", CHAT).await.status, 200);
     }
-    let used: Vec<String> = mock.requests().iter().map(|r| r.header("cookie").unwrap().to_owned()).collect();
+    let used: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.header("cookie").unwrap().to_owned())
+        .collect();
     assert_eq!(&used[2..], ["s=A", "s=B", "s=B", "s=B", "s=B"]);
 }
 
@@ -220,13 +293,27 @@ async fn scira_errors_before_the_stream_become_openai_errors() {
     let gw = scira(&mock, &[]);
     let dir = fixtures_dir().join("errors");
     let fault = |name: &str, headers: Vec<(String, String)>| {
-        let status: u16 = std::fs::read_to_string(dir.join(format!("{name}.status"))).unwrap().trim().parse().unwrap();
-        Fault::Status { status, headers, body: Bytes::from(std::fs::read(dir.join(format!("{name}.json"))).unwrap()) }
+        let status: u16 = std::fs::read_to_string(dir.join(format!("{name}.status")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Fault::Status {
+            status,
+            headers,
+            body: Bytes::from(std::fs::read(dir.join(format!("{name}.json"))).unwrap()),
+        }
     };
-    mock.push_fault(fault("rate_limit_429", vec![("retry-after".into(), "30".into())]));
+    mock.push_fault(fault(
+        "rate_limit_429",
+        vec![("retry-after".into(), "30".into())],
+    ));
     let r = post(&gw, "/v1/chat/completions", STREAM).await;
     let e = r.assert_error(429, Some("rate_limit_exceeded"));
-    assert!(e["message"].as_str().unwrap().contains("daily free limit"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("daily free limit"),
+        "{e}"
+    );
     assert_eq!(r.header("retry-after").as_deref(), Some("30"));
     assert_eq!(r.header("retry-after-ms").as_deref(), Some("30000"));
 
@@ -237,24 +324,46 @@ async fn scira_errors_before_the_stream_become_openai_errors() {
     assert_eq!(r.header("x-should-retry").as_deref(), Some("false"));
 
     mock.push_fault(fault("bad_request_400", vec![]));
-    post(&gw, "/v1/chat/completions", CHAT).await.assert_error(400, Some("bad_request"));
+    post(&gw, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(400, Some("bad_request"));
 
-    mock.push_fault(Fault::Status { status: 403, headers: vec![], body: Bytes::from_static(b"<!DOCTYPE html><html><body>Forbidden</body></html>") });
-    let e = post(&gw, "/v1/chat/completions", STREAM).await.assert_error(502, Some("upstream_blocked"));
+    mock.push_fault(Fault::Status {
+        status: 403,
+        headers: vec![],
+        body: Bytes::from_static(b"<!DOCTYPE html><html><body>Forbidden</body></html>"),
+    });
+    let e = post(&gw, "/v1/chat/completions", STREAM)
+        .await
+        .assert_error(502, Some("upstream_blocked"));
     assert!(e["message"].as_str().unwrap().contains("HTML"), "{e}");
 
-    mock.push_fault(Fault::Status { status: 500, headers: vec![], body: Bytes::new() });
-    post(&gw, "/v1/chat/completions", CHAT).await.assert_error(502, Some("upstream_error"));
+    mock.push_fault(Fault::Status {
+        status: 500,
+        headers: vec![],
+        body: Bytes::new(),
+    });
+    post(&gw, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("upstream_error"));
 }
 
 #[actix_rt::test]
 async fn a_200_that_is_not_a_scira_stream_is_a_clean_error() {
     let mock = MockServer::start().unwrap();
-    mock.options(|o| o.scira_body = Some(Bytes::from_static(b"<!DOCTYPE html><html>challenge</html>\n")));
+    mock.options(|o| {
+        o.scira_body = Some(Bytes::from_static(
+            b"<!DOCTYPE html><html>challenge</html>\n",
+        ))
+    });
     let gw = scira(&mock, &[]);
-    let e = post(&gw, "/v1/chat/completions", STREAM).await.assert_error(502, Some("upstream_blocked"));
+    let e = post(&gw, "/v1/chat/completions", STREAM)
+        .await
+        .assert_error(502, Some("upstream_blocked"));
     assert!(e["message"].as_str().unwrap().contains("HTML"), "{e}");
-    post(&gw, "/v1/chat/completions", CHAT).await.assert_error(502, Some("upstream_blocked"));
+    post(&gw, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("upstream_blocked"));
 }
 
 #[actix_rt::test]
@@ -271,9 +380,14 @@ async fn cut_stream_is_an_error_not_a_success() {
     let got = summarize_stream(&r.body);
     assert!(got["finish_reason"].is_null(), "{got}");
     assert!(got["error"].is_string(), "{got}");
-    assert!(!got["content"].as_str().unwrap().is_empty(), "text before the cut is kept: {got}");
+    assert!(
+        !got["content"].as_str().unwrap().is_empty(),
+        "text before the cut is kept: {got}"
+    );
     mock.push_fault(Fault::CutAfter(5));
-    post(&gw, "/v1/chat/completions", CHAT).await.assert_error(502, Some("upstream_error"));
+    post(&gw, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("upstream_error"));
 }
 
 #[actix_rt::test]
@@ -298,12 +412,31 @@ async fn models_list_the_scira_table_and_extra_ids() {
     let mock = MockServer::start().unwrap();
     let gw = scira(&mock, &[("SCIRA_MODELS", "scira-grok-4,scira-custom")]);
     let v = get(&gw, "/v1/models").await.json();
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids[0], "gpt-4o");
-    assert!(ids.contains(&"scira-custom") && ids.contains(&"qwen3-32b"), "{ids:?}");
-    assert!(v["data"].as_array().unwrap().iter().all(|m| m["owned_by"] == "scira"));
+    assert!(
+        ids.contains(&"scira-custom") && ids.contains(&"qwen3-32b"),
+        "{ids:?}"
+    );
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["owned_by"] == "scira")
+    );
     // Raw Scira ids pass through unmapped.
-    let r = post(&gw, "/v1/chat/completions", r#"{"model":"scira-custom","messages":[{"role":"user","content":"hi"}]}"#).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        r#"{"model":"scira-custom","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
     assert_eq!(r.json()["model"], "scira-custom");
     assert_eq!(mock.last_request().unwrap().json()["model"], "scira-custom");
 }

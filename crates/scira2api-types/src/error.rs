@@ -149,7 +149,10 @@ impl Error {
                 matches!(status, 408 | 409 | 429 | 500..=599)
                     && !body.windows(18).any(|w| w == b"insufficient_quota")
             }
-            Error::RateLimited { .. } | Error::UpstreamTimeout(_) | Error::Proxy(_) | Error::Internal(_) => true,
+            Error::RateLimited { .. }
+            | Error::UpstreamTimeout(_)
+            | Error::Proxy(_)
+            | Error::Internal(_) => true,
             _ => false,
         }
     }

@@ -1,8 +1,8 @@
 //! The per-worker upstream client and the settings it is built from.
 
 use crate::ChatReply;
-use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
 use crate::keys::{KeyOutcome, KeyRing};
+use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
 use crate::scira::{self, SciraConfig, SciraStreamDecoder};
 use crate::stream::DecodedStream;
 use awc::error::{ConnectError, SendRequestError};
@@ -200,10 +200,16 @@ impl Upstream {
         }
     }
 
-    async fn chat_openai(&self, req: &ChatRequest, internal_model: &str) -> Result<ChatReply, Error> {
+    async fn chat_openai(
+        &self,
+        req: &ChatRequest,
+        internal_model: &str,
+    ) -> Result<ChatReply, Error> {
         let rewrite = ModelRewrite::new(&req.model, internal_model);
         let body = req.upstream_body(internal_model);
-        let mut http = self.request(self.client.post(&self.chat_url)).insert_header((CONTENT_TYPE, "application/json"));
+        let mut http = self
+            .request(self.client.post(&self.chat_url))
+            .insert_header((CONTENT_TYPE, "application/json"));
         let key = self.config.keys.pick();
         if let Some(k) = key {
             http = http.bearer_auth(k.value);
@@ -211,16 +217,27 @@ impl Upstream {
         if req.stream {
             http = http.insert_header((ACCEPT, "text/event-stream"));
         }
-        let resp = http.send_body(body).await.map_err(|e| send_error(e, &self.config))?;
+        let resp = http
+            .send_body(body)
+            .await
+            .map_err(|e| send_error(e, &self.config))?;
         if let Some(k) = key {
-            self.config.keys.report(k.index, key_outcome(resp.status().as_u16(), retry_after(resp.headers())));
+            self.config.keys.report(
+                k.index,
+                key_outcome(resp.status().as_u16(), retry_after(resp.headers())),
+            );
         }
         if !resp.status().is_success() {
             return Err(error_from_response(resp).await);
         }
         if req.stream {
             let s = self.settings();
-            let stream = DecodedStream::new(Box::pin(resp), OpenAiStreamDecoder::new(rewrite), s.client_timeout, s.max_body_bytes);
+            let stream = DecodedStream::new(
+                Box::pin(resp),
+                OpenAiStreamDecoder::new(rewrite),
+                s.client_timeout,
+                s.max_body_bytes,
+            );
             Ok(ChatReply::Stream(stream.primed().await?.boxed()))
         } else {
             let body = self.read_body(resp).await?;
@@ -228,11 +245,20 @@ impl Upstream {
         }
     }
 
-    async fn chat_scira(&self, req: &ChatRequest, internal_model: &str) -> Result<ChatReply, Error> {
+    async fn chat_scira(
+        &self,
+        req: &ChatRequest,
+        internal_model: &str,
+    ) -> Result<ChatReply, Error> {
         let s = self.settings();
         let messages = req.messages()?;
         let user_id = self.config.user_ids.pick();
-        let body = scira::body(&s.scira, internal_model, &messages, user_id.map(|u| u.value))?;
+        let body = scira::body(
+            &s.scira,
+            internal_model,
+            &messages,
+            user_id.map(|u| u.value),
+        )?;
         let origin = scira::origin(&self.config.base_url);
         let mut http = self
             .request(self.client.post(&self.chat_url))
@@ -245,16 +271,24 @@ impl Upstream {
         if let Some(c) = cookie {
             http = http.insert_header(("cookie", c.value));
         }
-        let resp = http.send_body(body).await.map_err(|e| send_error(e, &self.config))?;
+        let resp = http
+            .send_body(body)
+            .await
+            .map_err(|e| send_error(e, &self.config))?;
         if let Some(c) = cookie {
-            self.config.cookies.report(c.index, key_outcome(resp.status().as_u16(), retry_after(resp.headers())));
+            self.config.cookies.report(
+                c.index,
+                key_outcome(resp.status().as_u16(), retry_after(resp.headers())),
+            );
         }
         if !resp.status().is_success() {
             return Err(scira::error_from_response(resp).await);
         }
         if req.stream {
-            let decoder = SciraStreamDecoder::new(ChunkEncoder::new(req.model.clone(), req.include_usage));
-            let stream = DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes);
+            let decoder =
+                SciraStreamDecoder::new(ChunkEncoder::new(req.model.clone(), req.include_usage));
+            let stream =
+                DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes);
             Ok(ChatReply::Stream(stream.primed().await?.boxed()))
         } else {
             let body = self.read_body(resp).await?;

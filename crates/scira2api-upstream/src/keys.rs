@@ -91,7 +91,10 @@ impl KeyRing {
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         if n == 1 {
-            return Some(KeyPick { index: 0, value: &self.keys[0] });
+            return Some(KeyPick {
+                index: 0,
+                value: &self.keys[0],
+            });
         }
         let mut health = self.health();
         let mut soonest: Option<(usize, Instant)> = None;
@@ -99,10 +102,18 @@ impl KeyRing {
             let i = (start + step) % n;
             let h = &mut health[i];
             match h.rest_until {
-                None => return Some(KeyPick { index: i, value: &self.keys[i] }),
+                None => {
+                    return Some(KeyPick {
+                        index: i,
+                        value: &self.keys[i],
+                    });
+                }
                 Some(until) if until <= now && !h.probing => {
                     h.probing = true;
-                    return Some(KeyPick { index: i, value: &self.keys[i] });
+                    return Some(KeyPick {
+                        index: i,
+                        value: &self.keys[i],
+                    });
                 }
                 Some(until) => {
                     if soonest.is_none_or(|(_, t)| until < t) {
@@ -112,7 +123,10 @@ impl KeyRing {
             }
         }
         let (i, _) = soonest.unwrap_or((start % n, now));
-        Some(KeyPick { index: i, value: &self.keys[i] })
+        Some(KeyPick {
+            index: i,
+            value: &self.keys[i],
+        })
     }
 
     /// Records the outcome of an attempt made with credential `index`.
@@ -174,7 +188,11 @@ mod tests {
         }
         let later = t0 + BASE_REST + Duration::from_millis(1);
         let picks: Vec<_> = (0..4).map(|_| r.pick_at(later).unwrap().index).collect();
-        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 1, "exactly one probe: {picks:?}");
+        assert_eq!(
+            picks.iter().filter(|&&i| i == 0).count(),
+            1,
+            "exactly one probe: {picks:?}"
+        );
         // The probe fails again: the rest doubles.
         r.report_at(0, KeyOutcome::Rejected(None), later);
         let h = r.health()[0].clone();
@@ -191,7 +209,10 @@ mod tests {
         let t0 = Instant::now();
         r.report_at(0, KeyOutcome::Rejected(Some(Duration::from_secs(60))), t0);
         r.report_at(1, KeyOutcome::Rejected(None), t0);
-        assert_eq!(r.health()[0].rest_until.unwrap() - t0, Duration::from_secs(60));
+        assert_eq!(
+            r.health()[0].rest_until.unwrap() - t0,
+            Duration::from_secs(60)
+        );
         // Both resting: the one that recovers first (1) is used.
         assert_eq!(r.pick_at(t0).unwrap().index, 1);
         assert!(format!("{r:?}").contains("masked"));

@@ -16,8 +16,8 @@ mod stream;
 
 pub use client::{PoolConfig, ProviderKind, Upstream, UpstreamConfig, UpstreamSettings};
 pub use keys::{KeyOutcome, KeyPick, KeyRing};
-pub use scira::{DEFAULT_SCIRA_USER_AGENT, SciraBody, SciraConfig};
 pub use lines::{LineBuffer, LineTooLong, SseEvents};
+pub use scira::{DEFAULT_SCIRA_USER_AGENT, SciraBody, SciraConfig};
 pub use stream::FrameStream;
 
 use bytes::Bytes;

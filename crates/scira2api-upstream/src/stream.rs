@@ -131,7 +131,9 @@ impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
                 self.feed(&chunk);
             }
             Poll::Ready(Some(Err(e))) => {
-                self.state = State::Failed(Error::upstream(format!("the upstream stream broke off: {e}")));
+                self.state = State::Failed(Error::upstream(format!(
+                    "the upstream stream broke off: {e}"
+                )));
             }
             Poll::Ready(None) => self.end(),
             Poll::Pending => {
@@ -152,7 +154,10 @@ impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
     /// error, so the client gets a clean HTTP error instead of a stream that breaks at once.
     pub(crate) async fn primed(mut self) -> Result<Self, Error> {
         std::future::poll_fn(|cx| {
-            while !self.decoder.primed() && self.out.is_empty() && matches!(self.state, State::Reading) {
+            while !self.decoder.primed()
+                && self.out.is_empty()
+                && matches!(self.state, State::Reading)
+            {
                 if self.poll_fill(cx).is_pending() {
                     return Poll::Pending;
                 }

@@ -48,7 +48,10 @@ pub(crate) enum Step {
     /// Reasoning text.
     Reasoning(String),
     /// The answer is complete.
-    Finished { reason: &'static str, usage: Option<Usage> },
+    Finished {
+        reason: &'static str,
+        usage: Option<Usage>,
+    },
     /// The answer failed; usage is what Scira reported for it, if anything.
     Failed { error: Error, usage: Option<Usage> },
 }
@@ -75,14 +78,21 @@ impl SciraAnswer {
                 Step::Nothing
             }
             SciraEvent::Finish { reason, usage } => match &self.error {
-                Some(e) => Step::Failed { error: stream_error(e), usage },
+                Some(e) => Step::Failed {
+                    error: stream_error(e),
+                    usage,
+                },
                 None => Step::Finished {
                     reason: finish_reason(reason.as_deref()),
                     usage,
                 },
             },
             SciraEvent::Done => Step::Failed {
-                error: self.error.as_deref().map(stream_error).unwrap_or_else(incomplete),
+                error: self
+                    .error
+                    .as_deref()
+                    .map(stream_error)
+                    .unwrap_or_else(incomplete),
                 usage: None,
             },
             _ => Step::Nothing,
@@ -113,7 +123,11 @@ impl SciraAnswer {
             Err(error) => return Step::Failed { error, usage: None },
         }
         Step::Failed {
-            error: self.error.as_deref().map(stream_error).unwrap_or_else(incomplete),
+            error: self
+                .error
+                .as_deref()
+                .map(stream_error)
+                .unwrap_or_else(incomplete),
             usage: None,
         }
     }

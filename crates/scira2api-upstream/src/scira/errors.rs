@@ -40,7 +40,13 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
             retryable,
         };
         return match status {
-            400 => err(400, "invalid_request_error", "bad_request", format!("Scira rejected the request: {text}"), false),
+            400 => err(
+                400,
+                "invalid_request_error",
+                "bad_request",
+                format!("Scira rejected the request: {text}"),
+                false,
+            ),
             401 => err(
                 403,
                 "permission_error",
@@ -48,9 +54,27 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
                 format!("Scira requires a signed-in session for this (set SCIRA_COOKIE): {text}"),
                 false,
             ),
-            402 => err(402, "insufficient_quota", "upgrade_required", format!("Scira requires a paid plan for this: {text}"), false),
-            403 => err(403, "permission_error", "upstream_forbidden", format!("Scira refused the request: {text}"), false),
-            404 => err(404, "invalid_request_error", "not_found", format!("Scira: {text}"), false),
+            402 => err(
+                402,
+                "insufficient_quota",
+                "upgrade_required",
+                format!("Scira requires a paid plan for this: {text}"),
+                false,
+            ),
+            403 => err(
+                403,
+                "permission_error",
+                "upstream_forbidden",
+                format!("Scira refused the request: {text}"),
+                false,
+            ),
+            404 => err(
+                404,
+                "invalid_request_error",
+                "not_found",
+                format!("Scira: {text}"),
+                false,
+            ),
             429 => err(
                 429,
                 "rate_limit_error",
@@ -58,8 +82,20 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
                 format!("Scira's rate limit was reached: {text}"),
                 retry.is_some_and(|w| w <= SHORT_WAIT),
             ),
-            503 => err(503, "server_error", "upstream_unavailable", format!("Scira is offline: {text}"), true),
-            s => err(502, "upstream_error", "upstream_error", format!("Scira answered HTTP {s}: {text}"), s >= 500),
+            503 => err(
+                503,
+                "server_error",
+                "upstream_unavailable",
+                format!("Scira is offline: {text}"),
+                true,
+            ),
+            s => err(
+                502,
+                "upstream_error",
+                "upstream_error",
+                format!("Scira answered HTTP {s}: {text}"),
+                s >= 500,
+            ),
         };
     }
     if let Some(message) = openai_error_message(body) {
@@ -74,14 +110,21 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
     Error::Upstream {
         status: 502,
         kind: "upstream_error",
-        code: if blocked { "upstream_blocked" } else { "upstream_error" },
+        code: if blocked {
+            "upstream_blocked"
+        } else {
+            "upstream_error"
+        },
         message: if blocked {
             format!(
                 "Scira blocked the request (HTTP {status} with {}): the service or its firewall refused this server; check SCIRA_COOKIE, SCIRA_USER_AGENT and whether this IP is allowed",
                 describe_body(body)
             )
         } else {
-            format!("Scira failed with HTTP {status} and {}; check BASE_URL and SCIRA_PATH", describe_body(body))
+            format!(
+                "Scira failed with HTTP {status} and {}; check BASE_URL and SCIRA_PATH",
+                describe_body(body)
+            )
         },
         retry_after: retry,
         retryable: status >= 500,
@@ -104,7 +147,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> (u16, Bytes) {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/scira/errors/");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/fixtures/scira/errors/"
+        );
         let body = std::fs::read(format!("{dir}{name}.json")).expect("fixture");
         let status = std::fs::read_to_string(format!("{dir}{name}.status")).expect("status");
         (status.trim().parse().unwrap(), Bytes::from(body))
@@ -116,14 +162,20 @@ mod tests {
         let e = map_error(s, None, &b);
         assert_eq!((e.status(), e.code()), (429, Some("rate_limit_exceeded")));
         assert!(e.to_string().contains("25 searches"), "{e}");
-        assert!(!e.should_retry(), "a days-long window is not worth retrying");
+        assert!(
+            !e.should_retry(),
+            "a days-long window is not worth retrying"
+        );
         let e = map_error(s, Some(Duration::from_secs(5)), &b);
         assert!(e.should_retry());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
 
         let (s, b) = fixture("upgrade_required_402");
         let e = map_error(s, None, &b);
-        assert_eq!((e.status(), e.code(), e.kind()), (402, Some("upgrade_required"), "insufficient_quota"));
+        assert_eq!(
+            (e.status(), e.code(), e.kind()),
+            (402, Some("upgrade_required"), "insufficient_quota")
+        );
         assert!(!e.should_retry());
 
         let (s, b) = fixture("bad_request_400");
@@ -134,13 +186,21 @@ mod tests {
 
     #[test]
     fn html_and_empty_bodies_tell_the_operator_what_to_check() {
-        let e = map_error(403, None, &Bytes::from_static(b"<!DOCTYPE html><html>Forbidden</html>"));
+        let e = map_error(
+            403,
+            None,
+            &Bytes::from_static(b"<!DOCTYPE html><html>Forbidden</html>"),
+        );
         assert_eq!((e.status(), e.code()), (502, Some("upstream_blocked")));
         assert!(e.to_string().contains("SCIRA_COOKIE"), "{e}");
         let e = map_error(500, None, &Bytes::new());
         assert_eq!((e.status(), e.code()), (502, Some("upstream_error")));
         assert!(e.to_string().contains("empty body"), "{e}");
-        let e = map_error(503, None, &Bytes::from_static(br#"{"code":"offline:chat","message":"down"}"#));
+        let e = map_error(
+            503,
+            None,
+            &Bytes::from_static(br#"{"code":"offline:chat","message":"down"}"#),
+        );
         assert_eq!((e.status(), e.code()), (503, Some("upstream_unavailable")));
     }
 }

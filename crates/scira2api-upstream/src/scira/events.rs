@@ -159,11 +159,16 @@ fn ui_event(data: &[u8]) -> Result<SciraEvent, Error> {
     if trimmed.is_empty() {
         return Ok(SciraEvent::Skip);
     }
-    let chunk: UiChunk = serde_json::from_slice(trimmed).map_err(|e| bad_payload("stream event", e, trimmed))?;
+    let chunk: UiChunk =
+        serde_json::from_slice(trimmed).map_err(|e| bad_payload("stream event", e, trimmed))?;
     Ok(match chunk.kind.as_ref() {
         "text-delta" => SciraEvent::Text(chunk.delta.unwrap_or_default()),
         "reasoning-delta" => SciraEvent::Reasoning(chunk.delta.unwrap_or_default()),
-        "error" => SciraEvent::Error(chunk.error_text.unwrap_or_else(|| "unknown error".to_owned())),
+        "error" => SciraEvent::Error(
+            chunk
+                .error_text
+                .unwrap_or_else(|| "unknown error".to_owned()),
+        ),
         "abort" => SciraEvent::Error("Scira aborted the answer".to_owned()),
         "finish" => SciraEvent::Finish {
             reason: chunk.finish_reason,
@@ -184,17 +189,22 @@ fn v4_line(line: &[u8]) -> Result<SciraEvent, Error> {
     if line.is_empty() {
         return Ok(SciraEvent::Skip);
     }
-    let Some((code, payload)) = line.split_first().filter(|(_, rest)| rest.first() == Some(&b':')) else {
+    let Some((code, payload)) = line
+        .split_first()
+        .filter(|(_, rest)| rest.first() == Some(&b':'))
+    else {
         return Err(bad_payload("data stream line", "no `<code>:` prefix", line));
     };
     let payload = &payload[1..];
-    let text = |what| serde_json::from_slice::<String>(payload).map_err(|e| bad_payload(what, e, payload));
+    let text =
+        |what| serde_json::from_slice::<String>(payload).map_err(|e| bad_payload(what, e, payload));
     Ok(match code {
         b'0' => SciraEvent::Text(text("text line")?),
         b'g' => SciraEvent::Reasoning(text("reasoning line")?),
         b'3' => SciraEvent::Error(text("error line")?),
         b'd' => {
-            let f: V4Finish = serde_json::from_slice(payload).map_err(|e| bad_payload("finish line", e, payload))?;
+            let f: V4Finish = serde_json::from_slice(payload)
+                .map_err(|e| bad_payload("finish line", e, payload))?;
             SciraEvent::Finish {
                 reason: f.finish_reason,
                 usage: f.usage.and_then(|u| match (u.prompt, u.completion) {
@@ -225,26 +235,36 @@ mod tests {
 
     #[test]
     fn v4_lines_are_json_decoded() {
-        let ev = parse("f:{\"messageId\":\"m\"}\ng:\"think \\\"x\\\"\"\n0:\"a\\nb\\u0001\"\n3:\"bad\"\nd:{\"finishReason\":\"stop\",\"usage\":{\"promptTokens\":3,\"completionTokens\":4}}");
+        let ev = parse(
+            "f:{\"messageId\":\"m\"}\ng:\"think \\\"x\\\"\"\n0:\"a\\nb\\u0001\"\n3:\"bad\"\nd:{\"finishReason\":\"stop\",\"usage\":{\"promptTokens\":3,\"completionTokens\":4}}",
+        );
         assert_eq!(
             ev,
             [
                 SciraEvent::Reasoning("think \"x\"".into()),
                 SciraEvent::Text("a\nb\u{1}".into()),
                 SciraEvent::Error("bad".into()),
-                SciraEvent::Finish { reason: Some("stop".into()), usage: Some(Usage::new(3, 4)) },
+                SciraEvent::Finish {
+                    reason: Some("stop".into()),
+                    usage: Some(Usage::new(3, 4))
+                },
             ]
         );
     }
 
     #[test]
     fn ui_stream_events() {
-        let ev = parse("data: {\"type\":\"data-x\",\"data\":{}}\n\ndata: {\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"hi\"}\n\ndata: {\"type\":\"finish\",\"finishReason\":\"length\",\"messageMetadata\":{\"inputTokens\":1,\"outputTokens\":2,\"totalTokens\":3}}\n\ndata: [DONE]\n\n");
+        let ev = parse(
+            "data: {\"type\":\"data-x\",\"data\":{}}\n\ndata: {\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"hi\"}\n\ndata: {\"type\":\"finish\",\"finishReason\":\"length\",\"messageMetadata\":{\"inputTokens\":1,\"outputTokens\":2,\"totalTokens\":3}}\n\ndata: [DONE]\n\n",
+        );
         assert_eq!(
             ev,
             [
                 SciraEvent::Text("hi".into()),
-                SciraEvent::Finish { reason: Some("length".into()), usage: Some(Usage::new(1, 2)) },
+                SciraEvent::Finish {
+                    reason: Some("length".into()),
+                    usage: Some(Usage::new(1, 2))
+                },
                 SciraEvent::Done,
             ]
         );

@@ -25,8 +25,7 @@ pub enum SciraBody {
 }
 
 /// A current desktop Chrome User-Agent, sent unless `SCIRA_USER_AGENT` says otherwise.
-pub const DEFAULT_SCIRA_USER_AGENT: &str =
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+pub const DEFAULT_SCIRA_USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 /// Scira provider settings.
 #[derive(Clone)]
@@ -101,7 +100,10 @@ mod tests {
 
     #[test]
     fn debug_masks_cookies() {
-        let c = SciraConfig { cookies: vec!["session=secret".into()], ..SciraConfig::default() };
+        let c = SciraConfig {
+            cookies: vec!["session=secret".into()],
+            ..SciraConfig::default()
+        };
         assert!(!format!("{c:?}").contains("secret"));
     }
 }

@@ -26,7 +26,11 @@ fn media_type(url: &str) -> String {
             return mt.to_owned();
         }
     }
-    let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
     let ext = path.rsplit('.').next().unwrap_or("");
     match ext {
         "png" => "image/png",
@@ -51,12 +55,8 @@ fn role(openai: &str) -> &'static str {
 fn parts(m: &Message) -> Vec<Part> {
     let mut out = Vec::new();
     match &m.content {
-        None => {}
-        Some(Content::Text(t)) => {
-            if !t.is_empty() {
-                out.push(Part::Text { text: t.clone() });
-            }
-        }
+        Some(Content::Text(t)) if !t.is_empty() => out.push(Part::Text { text: t.clone() }),
+        None | Some(Content::Text(_)) => {}
         Some(Content::Parts(ps)) => {
             for p in ps {
                 match p {
@@ -148,7 +148,8 @@ pub(crate) fn body(
             }
         }
     }
-    serde_json::to_vec(&body).map_err(|e| Error::Internal(format!("cannot encode the Scira body: {e}")))
+    serde_json::to_vec(&body)
+        .map_err(|e| Error::Internal(format!("cannot encode the Scira body: {e}")))
 }
 
 #[cfg(test)]
@@ -161,7 +162,10 @@ mod tests {
     }
 
     fn cfg(body: SciraBody) -> SciraConfig {
-        SciraConfig { body, ..SciraConfig::default() }
+        SciraConfig {
+            body,
+            ..SciraConfig::default()
+        }
     }
 
     #[test]
@@ -174,7 +178,9 @@ mod tests {
             {"role":"tool","tool_call_id":"c1","content":"42"},
             {"role":"user","content":"thanks"}
         ]));
-        let b: Value = serde_json::from_slice(&body(&cfg(SciraBody::V5), "scira-default", &m, None).unwrap()).unwrap();
+        let b: Value =
+            serde_json::from_slice(&body(&cfg(SciraBody::V5), "scira-default", &m, None).unwrap())
+                .unwrap();
         assert_eq!(b["model"], "scira-default");
         assert_eq!(b["group"], "chat");
         assert_eq!(b["timezone"], "UTC");
@@ -184,26 +190,43 @@ mod tests {
         assert_eq!(ms.len(), 5, "the empty tool-call message is dropped");
         assert_eq!(ms[0]["role"], "system");
         assert_eq!(ms[0]["parts"], json!([{"type":"text","text":"be brief"}]));
-        assert_eq!(ms[1]["parts"][1], json!({"type":"file","url":"data:image/webp;base64,AAAA","mediaType":"image/webp"}));
+        assert_eq!(
+            ms[1]["parts"][1],
+            json!({"type":"file","url":"data:image/webp;base64,AAAA","mediaType":"image/webp"})
+        );
         assert_eq!(ms[3]["role"], "user");
         assert_eq!(ms[3]["parts"][0]["text"], "[tool result for c1]\n42");
-        assert!(ms.iter().all(|m| m["id"].is_string() && m.get("content").is_none()));
+        assert!(
+            ms.iter()
+                .all(|m| m["id"].is_string() && m.get("content").is_none())
+        );
         assert!(b.get("user_id").is_none());
     }
 
     #[test]
     fn v4_body_has_content_and_user_id() {
         let m = msgs(json!([{"role":"user","content":"hi"}]));
-        let b: Value = serde_json::from_slice(&body(&cfg(SciraBody::V4), "scira-default", &m, Some("user-1")).unwrap()).unwrap();
+        let b: Value = serde_json::from_slice(
+            &body(&cfg(SciraBody::V4), "scira-default", &m, Some("user-1")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(b["messages"][0]["content"], "hi");
-        assert_eq!(b["messages"][0]["parts"], json!([{"type":"text","text":"hi"}]));
+        assert_eq!(
+            b["messages"][0]["parts"],
+            json!([{"type":"text","text":"hi"}])
+        );
         assert_eq!(b["user_id"], "user-1");
     }
 
     #[test]
     fn needs_a_user_message() {
         let m = msgs(json!([{"role":"system","content":"x"}]));
-        assert_eq!(body(&cfg(SciraBody::V5), "m", &m, None).unwrap_err().param(), Some("messages"));
+        assert_eq!(
+            body(&cfg(SciraBody::V5), "m", &m, None)
+                .unwrap_err()
+                .param(),
+            Some("messages")
+        );
     }
 
     #[test]
