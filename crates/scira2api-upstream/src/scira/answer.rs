@@ -244,6 +244,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_200_kb_tool_result_line_streams_through() {
+        let big = "x".repeat(200 * 1024);
+        let body = format!(
+            "data: {{\"type\":\"tool-output-available\",\"toolCallId\":\"c\",\"output\":{{\"text\":\"{big}\"}}}}\n\ndata: {{\"type\":\"text-delta\",\"id\":\"t\",\"delta\":\"ok\"}}\n\ndata: {{\"type\":\"finish\"}}\n\n"
+        );
+        let mut lines = crate::lines::LineBuffer::new(1 << 20);
+        let mut dec = SciraStreamDecoder::new(ChunkEncoder::new("m", false));
+        let mut out = VecDeque::new();
+        let mut done = false;
+        // Fed in 4 KB pieces, as a socket would deliver it.
+        for piece in body.as_bytes().chunks(4096) {
+            lines.push(piece);
+            while let Some(line) = lines.next_line().unwrap() {
+                done |= dec.line(line, &mut out).unwrap();
+            }
+        }
+        assert!(done);
+        let text: Vec<String> = out
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect();
+        assert_eq!(text.len(), 3, "role, content, finish");
+        assert!(text[1].contains("\"content\":\"ok\""));
+        assert!(text[2].contains("\"finish_reason\":\"stop\""));
+    }
+
+    #[test]
     fn finish_reason_mapping() {
         assert_eq!(finish_reason(Some("stop")), "stop");
         assert_eq!(finish_reason(Some("length")), "length");
