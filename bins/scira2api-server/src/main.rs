@@ -68,19 +68,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(var) = [
-        ("HTTP_PROXY", config.http_proxy.is_some()),
-        ("SOCKS5_PROXY", config.socks5_proxy.is_some()),
-    ]
-    .iter()
-    .find(|(_, set)| *set)
-    .map(|(v, _)| v)
-    {
-        eprintln!(
-            "scira2api: invalid setting {var}: expected it unset — this build cannot route upstream traffic through a proxy yet, and refuses to start rather than connect directly"
-        );
-        return ExitCode::from(2);
-    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&config.log_level))
         .init();
     for pair in &config.bad_mapping_pairs {

@@ -7,7 +7,10 @@
 
 use crate::settings::{self, Raw};
 use scira2api_models::{ModelMap, OPENAI_DEFAULT_MAPPINGS, SCIRA_DEFAULT_MAPPINGS};
-use scira2api_upstream::{DEFAULT_SCIRA_USER_AGENT, ProviderKind, SciraBody, SciraConfig};
+use scira2api_upstream::{
+    CertificateDer, DEFAULT_SCIRA_USER_AGENT, ProviderKind, ProxyConfig, ProxyKind, RetryPolicy,
+    SciraBody, SciraConfig, load_ca_file,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -38,12 +41,18 @@ pub struct Config {
     pub client_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
-    /// Attempts in all (1 = no retry).
-    pub retry: u32,
+    /// Attempts in all (1 = no retry), backoff base and cap.
+    pub retry: RetryPolicy,
     /// HTTP CONNECT proxy URL. May hold a password: secret.
     pub http_proxy: Option<url::Url>,
     /// SOCKS5 proxy URL. May hold a password: secret.
     pub socks5_proxy: Option<url::Url>,
+    /// Hosts reached without the proxy.
+    pub no_proxy: Vec<String>,
+    /// Extra CA certificates trusted for the upstream (`UPSTREAM_CA_FILE`).
+    pub upstream_ca_file: Option<std::path::PathBuf>,
+    /// The certificates read from `upstream_ca_file`.
+    pub extra_roots: Vec<CertificateDer<'static>>,
     /// Response and model-list caching.
     pub cache_enabled: bool,
     /// Model list cache lifetime.
@@ -168,9 +177,16 @@ impl Config {
             upstream_api_keys: raw.list("UPSTREAM_API_KEY"),
             client_timeout: raw.duration("CLIENT_TIMEOUT", Duration::from_secs(600))?,
             connect_timeout: raw.duration("CONNECT_TIMEOUT", Duration::from_secs(10))?,
-            retry: raw.u64_min("RETRY", 3, 1)?.min(u32::MAX as u64) as u32,
+            retry: RetryPolicy {
+                attempts: raw.u64_min("RETRY", 3, 1)?.min(100) as u32,
+                base_delay: raw.duration("RETRY_BASE_DELAY", Duration::from_millis(200))?,
+                max_delay: raw.duration("RETRY_MAX_DELAY", Duration::from_secs(8))?,
+            },
             http_proxy: raw.proxy_url("HTTP_PROXY", &["http"])?,
             socks5_proxy: raw.proxy_url("SOCKS5_PROXY", &["socks5", "socks5h"])?,
+            no_proxy: raw.list("NO_PROXY"),
+            upstream_ca_file: raw.str("UPSTREAM_CA_FILE").map(std::path::PathBuf::from),
+            extra_roots: Vec::new(),
             cache_enabled: raw.bool("CACHE_ENABLED", true)?,
             model_cache_ttl: raw.duration("MODEL_CACHE_TTL", Duration::from_secs(3600))?,
             resp_cache_ttl: raw.duration("RESP_CACHE_TTL", Duration::from_secs(300))?,
@@ -202,6 +218,16 @@ impl Config {
                 extra_models: raw.list("SCIRA_MODELS"),
             },
         };
+        let mut config = config;
+        if let Some(path) = &config.upstream_ca_file {
+            config.extra_roots = load_ca_file(path).map_err(|e| {
+                ConfigError::new(
+                    "UPSTREAM_CA_FILE",
+                    &path.display().to_string(),
+                    &format!("a readable PEM CA bundle ({e})"),
+                )
+            })?;
+        }
         if !matches!(
             config.log_level.as_str(),
             "error" | "warn" | "info" | "debug" | "trace" | "off"
@@ -213,6 +239,39 @@ impl Config {
             ));
         }
         Ok(config)
+    }
+
+    /// The outbound proxy in force: `SOCKS5_PROXY` when set, else `HTTP_PROXY`.
+    pub fn proxy(&self) -> Option<ProxyConfig> {
+        let (url, kind) = match (&self.socks5_proxy, &self.http_proxy) {
+            (Some(u), _) => (
+                u,
+                ProxyKind::Socks5 {
+                    remote_dns: u.scheme() == "socks5h",
+                },
+            ),
+            (None, Some(u)) => (u, ProxyKind::Http),
+            (None, None) => return None,
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let auth = (!url.username().is_empty())
+            .then(|| (decode(url.username()), decode(url.password().unwrap_or(""))));
+        Some(ProxyConfig {
+            kind,
+            host: url
+                .host_str()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: url.port_or_known_default().unwrap_or(1080),
+            auth,
+            no_proxy: self.no_proxy.clone(),
+        })
     }
 
     /// The gateway's own `owned_by` for models it lists.
@@ -260,7 +319,7 @@ impl fmt::Display for Config {
             count(self.upstream_api_keys.len(), "key"),
             d(self.client_timeout),
             d(self.connect_timeout),
-            self.retry,
+            self.retry.attempts,
             self.http_proxy
                 .as_ref()
                 .map(settings::mask_url)
@@ -327,7 +386,10 @@ mod tests {
         assert_eq!(c.provider, ProviderKind::OpenAi);
         assert_eq!(c.base_url, "https://api.openai.com");
         assert_eq!(c.client_timeout, Duration::from_secs(600));
-        assert_eq!(c.retry, 3);
+        assert_eq!(c.retry.attempts, 3);
+        assert_eq!(c.retry.base_delay, Duration::from_millis(200));
+        assert_eq!(c.retry.max_delay, Duration::from_secs(8));
+        assert!(c.proxy().is_none());
         assert!(c.cache_enabled && c.conn_pool_enabled && c.rate_limit_enabled);
         assert_eq!(c.model_cache_ttl, Duration::from_secs(3600));
         assert_eq!(c.resp_cache_ttl, Duration::from_secs(300));
@@ -393,6 +455,32 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("apikey=1 key"), "{s}");
+    }
+
+    #[test]
+    fn proxies() {
+        let c = cfg(&[
+            ("HTTP_PROXY", "http://us%40r:p%3Ass@127.0.0.1:3128"),
+            ("NO_PROXY", "localhost,.internal"),
+        ])
+        .unwrap();
+        let p = c.proxy().unwrap();
+        assert_eq!(p.kind, ProxyKind::Http);
+        assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 3128));
+        assert_eq!(p.auth, Some(("us@r".to_owned(), "p:ss".to_owned())));
+        assert!(p.bypass("a.internal"));
+        let c = cfg(&[
+            ("HTTP_PROXY", "http://h:1"),
+            ("SOCKS5_PROXY", "socks5h://s:1080"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.proxy().unwrap().kind,
+            ProxyKind::Socks5 { remote_dns: true }
+        );
+        assert!(!c.to_string().contains("p%3Ass"));
+        let e = cfg(&[("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")]).unwrap_err();
+        assert_eq!(e.var, "UPSTREAM_CA_FILE");
     }
 
     #[test]

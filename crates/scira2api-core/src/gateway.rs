@@ -51,6 +51,9 @@ impl GatewayState {
                 idle_timeout: config.idle_conn_timeout,
                 lifetime: config.conn_lifetime,
             },
+            retry: config.retry,
+            proxy: config.proxy(),
+            extra_roots: config.extra_roots.clone(),
             scira: config.scira.clone(),
         }));
         Arc::new(GatewayState {

@@ -71,6 +71,8 @@ pub enum Error {
         message: String,
         /// The upstream's `Retry-After`, when it gave one.
         retry_after: Option<Duration>,
+        /// Whether sending the same request again can succeed.
+        retryable: bool,
     },
     /// An upstream failure mapped to our own OpenAI error (status, type and code chosen by the
     /// provider that understood the upstream's answer).
@@ -141,14 +143,81 @@ impl Error {
         }
     }
 
+    /// An upstream OpenAI error object (`body` is `{"error":{...}}`), forwarded as it is.
+    /// Quota errors (`insufficient_quota`) are marked as not worth retrying.
+    pub fn upstream_api(
+        status: u16,
+        body: Bytes,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        let retryable = matches!(status, 408 | 409 | 429 | 500..=599)
+            && !body.windows(18).any(|w| w == b"insufficient_quota");
+        Error::UpstreamApi {
+            status,
+            body,
+            message,
+            retry_after,
+            retryable,
+        }
+    }
+
+    /// The same error after the gateway has already retried it and given up: the client is told
+    /// not to retry (`x-should-retry: false`), so attempts do not multiply.
+    pub fn exhausted(self) -> Self {
+        match self {
+            Error::Upstream {
+                status,
+                kind,
+                code,
+                message,
+                retry_after,
+                ..
+            } => Error::Upstream {
+                status,
+                kind,
+                code,
+                message,
+                retry_after,
+                retryable: false,
+            },
+            Error::UpstreamApi {
+                status,
+                body,
+                message,
+                retry_after,
+                ..
+            } => Error::UpstreamApi {
+                status,
+                body,
+                message,
+                retry_after,
+                retryable: false,
+            },
+            Error::UpstreamTimeout(message) => Error::Upstream {
+                status: 504,
+                kind: "timeout_error",
+                code: "upstream_timeout",
+                message,
+                retry_after: None,
+                retryable: false,
+            },
+            Error::Proxy(message) => Error::Upstream {
+                status: 502,
+                kind: "upstream_error",
+                code: "proxy_error",
+                message,
+                retry_after: None,
+                retryable: false,
+            },
+            other => other,
+        }
+    }
+
     /// Whether the client may succeed by sending the same request again (`x-should-retry`).
     pub fn should_retry(&self) -> bool {
         match self {
-            Error::Upstream { retryable, .. } => *retryable,
-            Error::UpstreamApi { status, body, .. } => {
-                matches!(status, 408 | 409 | 429 | 500..=599)
-                    && !body.windows(18).any(|w| w == b"insufficient_quota")
-            }
+            Error::Upstream { retryable, .. } | Error::UpstreamApi { retryable, .. } => *retryable,
             Error::RateLimited { .. }
             | Error::UpstreamTimeout(_)
             | Error::Proxy(_)
@@ -311,14 +380,25 @@ mod tests {
     fn upstream_openai_error_is_forwarded_verbatim() {
         let raw = br#"{"error":{"message":"quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
         let msg = openai_error_message(raw).unwrap();
-        let e = Error::UpstreamApi {
-            status: 429,
-            body: Bytes::from_static(raw),
-            message: msg,
-            retry_after: None,
-        };
+        let e = Error::upstream_api(429, Bytes::from_static(raw), msg, None);
         assert_eq!(&e.body()[..], &raw[..]);
         assert_eq!(e.status(), 429);
+        assert!(!e.should_retry(), "quota errors are not retryable");
+        let e = Error::upstream_api(
+            503,
+            Bytes::from_static(b"{\"error\":{}}"),
+            String::new(),
+            None,
+        );
+        assert!(e.should_retry());
+        let e = e.exhausted();
+        assert!(!e.should_retry());
+        let t = Error::UpstreamTimeout("slow".into()).exhausted();
+        assert_eq!(
+            (t.status(), t.code(), t.kind()),
+            (504, Some("upstream_timeout"), "timeout_error")
+        );
+        assert!(!t.should_retry());
         assert_eq!(openai_error_message(b"<html>"), None);
         assert_eq!(openai_error_message(br#"{"detail":"x"}"#), None);
     }

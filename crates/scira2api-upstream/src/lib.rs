@@ -8,15 +8,25 @@
 //! [`UpstreamConfig`]; everything that must be shared across workers lives behind an `Arc`.
 
 mod client;
+mod config;
+mod connect;
+mod errors;
 mod keys;
 mod lines;
 mod openai;
+mod retry;
 mod scira;
 mod stream;
 
-pub use client::{PoolConfig, ProviderKind, Upstream, UpstreamConfig, UpstreamSettings};
+pub use client::Upstream;
+pub use config::{
+    PoolConfig, ProviderKind, UpstreamConfig, UpstreamSettings, UpstreamStats, load_ca_file,
+};
+pub use connect::{ConnStats, ProxyConfig, ProxyKind};
 pub use keys::{KeyOutcome, KeyPick, KeyRing};
 pub use lines::{LineBuffer, LineTooLong, SseEvents};
+pub use retry::{RetryPolicy, retryable_status};
+pub use rustls::pki_types::CertificateDer;
 pub use scira::{DEFAULT_SCIRA_USER_AGENT, SciraBody, SciraConfig};
 pub use stream::FrameStream;
 

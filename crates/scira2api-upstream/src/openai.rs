@@ -89,12 +89,7 @@ impl OpenAiStreamDecoder {
         }
         if data.starts_with(b"{\"error\"") || openai_error_message(&data).is_some() {
             let message = openai_error_message(&data).unwrap_or_default();
-            return Err(Error::UpstreamApi {
-                status: 502,
-                body: data,
-                message,
-                retry_after: None,
-            });
+            return Err(Error::upstream_api(502, data, message, None));
         }
         if !self.saw_finish && has_finish_reason(&data) {
             self.saw_finish = true;

@@ -4,7 +4,7 @@
 //! status per type. An HTML or empty body means the request never reached Scira's code (a
 //! platform firewall or bot check) or Scira itself failed.
 
-use crate::client::{describe_body, retry_after};
+use crate::errors::describe_body;
 use bytes::Bytes;
 use scira2api_types::{Error, openai_error_message};
 use serde::Deserialize;
@@ -99,12 +99,7 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
         };
     }
     if let Some(message) = openai_error_message(body) {
-        return Error::UpstreamApi {
-            status,
-            body: body.clone(),
-            message,
-            retry_after: retry,
-        };
+        return Error::upstream_api(status, body.clone(), message, retry);
     }
     let blocked = matches!(status, 401 | 403 | 429);
     Error::Upstream {
@@ -129,17 +124,6 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
         retry_after: retry,
         retryable: status >= 500,
     }
-}
-
-/// Reads a non-2xx response and maps it.
-pub(crate) async fn error_from_response<S>(mut resp: awc::ClientResponse<S>) -> Error
-where
-    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
-{
-    let status = resp.status().as_u16();
-    let retry = retry_after(resp.headers());
-    let body = resp.body().limit(1 << 20).await.unwrap_or_default();
-    map_error(status, retry, &body)
 }
 
 #[cfg(test)]

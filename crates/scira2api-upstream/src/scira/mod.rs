@@ -11,7 +11,7 @@ mod events;
 mod request;
 
 pub(crate) use answer::{SciraStreamDecoder, collect};
-pub(crate) use errors::error_from_response;
+pub(crate) use errors::map_error;
 pub(crate) use request::body;
 
 /// Which request body shape is sent to Scira.
