@@ -98,6 +98,7 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
         }) => return status_response(status, &headers, &body),
         Some(Fault::Hang(d)) => actix_rt::time::sleep(d).await,
         Some(Fault::CutAfter(n)) => cut = Some(n),
+        Some(Fault::Reset) => return crate::server::reset(state),
         None => {}
     }
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {

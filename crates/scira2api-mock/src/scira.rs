@@ -114,6 +114,7 @@ pub(crate) async fn search(state: Arc<MockState>, body: Bytes) -> HttpResponse {
         }) => return status_response(status, &headers, &body),
         Some(Fault::Hang(d)) => actix_rt::time::sleep(d).await,
         Some(Fault::CutAfter(n)) => cut = Some(n),
+        Some(Fault::Reset) => return crate::server::reset(state),
         None => {}
     }
     let opts = state.options();

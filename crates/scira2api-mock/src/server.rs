@@ -53,6 +53,8 @@ pub enum Fault {
     Hang(Duration),
     /// Send the head and this many stream events, then break the connection.
     CutAfter(usize),
+    /// Break the connection before any byte of the response (a reset).
+    Reset,
 }
 
 /// One request the mock received.
@@ -280,6 +282,16 @@ pub(crate) fn status_response(
         resp.insert_header((k.as_str(), v.as_str()));
     }
     resp.body(body.clone())
+}
+
+/// A response that breaks the connection before its head is written.
+pub(crate) fn reset(state: Arc<MockState>) -> HttpResponse {
+    HttpResponse::Ok().streaming(crate::pace::Paced::new(
+        Vec::new(),
+        Duration::ZERO,
+        Some(0),
+        state,
+    ))
 }
 
 async fn chat(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {

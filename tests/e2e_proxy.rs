@@ -1,0 +1,234 @@
+//! End to end: upstream traffic through real proxy servers — tinyproxy (HTTP CONNECT with basic
+//! auth) and microsocks (SOCKS5 with username/password), both from Debian's packages; `.ci/run`
+//! installs them. Outside CI a machine without them skips these tests with a message; in CI a
+//! missing proxy binary fails them.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{name} is not installed (apt-get install -y {name}); .ci/run installs it");
+        }
+        eprintln!("SKIPPED: {name} is not installed (apt-get install -y {name})");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proxy {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Proxy {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(self) -> Proxy {
+        assert!(
+            wait_for(Duration::from_secs(5), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                self.port
+            ))
+            .is_ok()),
+            "proxy did not start: {}",
+            self.log()
+        );
+        self
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "scira2api-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tinyproxy() -> Option<Proxy> {
+    let bin = tool("tinyproxy")?;
+    let dir = workdir("tinyproxy");
+    let port = free_port();
+    let log = dir.join("tinyproxy.log");
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nLogFile \"{}\"\nLogLevel Info\nMaxClients 50\nBasicAuth proxyuser s3cret-pass\nDisableViaHeader Yes\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .args(["-d", "-c"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Some(Proxy { child, port, log }.wait_ready())
+}
+
+fn microsocks() -> Option<Proxy> {
+    let bin = tool("microsocks")?;
+    let dir = workdir("microsocks");
+    let port = free_port();
+    let log = dir.join("microsocks.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(bin)
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-u",
+            "sockuser",
+            "-P",
+            "s0cks-pass",
+        ])
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    Some(Proxy { child, port, log }.wait_ready())
+}
+
+#[actix_rt::test]
+async fn http_connect_proxy_carries_the_traffic_and_failures_never_go_direct() {
+    let Some(proxy) = tinyproxy() else { return };
+    let mock = MockServer::start().unwrap();
+    let good = format!("http://proxyuser:s3cret-pass@127.0.0.1:{}", proxy.port);
+    let gw = Gateway::openai(&mock, &[("HTTP_PROXY", &good), ("RETRY", "1")]);
+    let r = post(&gw, "/v1/chat/completions", CHAT).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = post(
+        &gw,
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(
+        sse_json(&s.body).last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    let target = format!("CONNECT {}", mock.addr());
+    assert!(
+        proxy.log().contains(&target),
+        "tinyproxy saw no `{target}`:\n{}",
+        proxy.log()
+    );
+    assert!(
+        !gw.log().contains("s3cret-pass"),
+        "proxy password in the log"
+    );
+
+    // Wrong password: 502 proxy_error naming the proxy, and nothing reached the upstream directly.
+    let before = mock.requests().len();
+    let bad = format!("http://proxyuser:wrong@127.0.0.1:{}", proxy.port);
+    let gw_bad = Gateway::openai(&mock, &[("HTTP_PROXY", &bad), ("RETRY", "1")]);
+    let e = post(&gw_bad, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("proxy_error"));
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("127.0.0.1:{}", proxy.port)), "{msg}");
+    assert!(!msg.contains("wrong"), "{msg}");
+    assert_eq!(mock.requests().len(), before, "no direct fallback");
+
+    // Proxy gone: still never direct.
+    let port = proxy.port;
+    drop(proxy);
+    let e = post(&gw, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("proxy_error"));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{port}")),
+        "{e}"
+    );
+    assert_eq!(mock.requests().len(), before);
+}
+
+#[actix_rt::test]
+async fn socks5_proxy_with_password_and_remote_dns() {
+    let Some(proxy) = microsocks() else { return };
+    let mock = MockServer::start().unwrap();
+    // socks5h: the proxy resolves `localhost` itself.
+    let base = format!("http://localhost:{}", mock.addr().port());
+    let url = format!("socks5h://sockuser:s0cks-pass@127.0.0.1:{}", proxy.port);
+    let gw = Gateway::start(&[("BASE_URL", &base), ("SOCKS5_PROXY", &url), ("RETRY", "1")]);
+    let r = post(&gw, "/v1/chat/completions", CHAT).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let connected = format!("connected to localhost:{}", mock.addr().port());
+    assert!(
+        wait_for(Duration::from_secs(2), || proxy.log().contains(&connected)),
+        "microsocks: {}",
+        proxy.log()
+    );
+
+    // socks5 (local DNS) with a wrong password: proxy_error, no direct connection.
+    let before = mock.requests().len();
+    let bad = format!("socks5://sockuser:nope@127.0.0.1:{}", proxy.port);
+    let gw_bad = Gateway::start(&[("BASE_URL", &base), ("SOCKS5_PROXY", &bad), ("RETRY", "1")]);
+    post(&gw_bad, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("proxy_error"));
+    assert_eq!(mock.requests().len(), before);
+    assert!(
+        !gw.log().contains("s0cks-pass") && !gw_bad.log().contains("nope@"),
+        "proxy password in the log"
+    );
+}
+
+#[actix_rt::test]
+async fn no_proxy_hosts_go_direct() {
+    let mock = MockServer::start().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gw = Gateway::openai(
+        &mock,
+        &[
+            ("HTTP_PROXY", &dead),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+            ("RETRY", "1"),
+        ],
+    );
+    assert_eq!(post(&gw, "/v1/chat/completions", CHAT).await.status, 200);
+    let gw = Gateway::openai(&mock, &[("HTTP_PROXY", &dead), ("RETRY", "1")]);
+    post(&gw, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("proxy_error"));
+}
