@@ -2,6 +2,8 @@
 //! ephemeral loopback port against a mock upstream, and talk to it over real HTTP.
 #![allow(dead_code)]
 
+pub mod proxies;
+
 use bytes::Bytes;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

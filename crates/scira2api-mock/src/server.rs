@@ -134,6 +134,7 @@ impl MockState {
 /// A running mock server.
 pub struct MockServer {
     addr: SocketAddr,
+    tls: bool,
     state: Arc<MockState>,
     handle: ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -151,6 +152,28 @@ impl MockServer {
         options: MockOptions,
         workers: usize,
     ) -> std::io::Result<MockServer> {
+        MockServer::launch(addr, options, workers, None)
+    }
+
+    /// Starts the mock on `127.0.0.1` serving HTTPS with this certificate chain and key.
+    pub fn start_tls(
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> std::io::Result<MockServer> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(std::io::Error::other)?;
+        MockServer::launch("127.0.0.1:0", MockOptions::default(), 1, Some(tls))
+    }
+
+    fn launch(
+        addr: &str,
+        options: MockOptions,
+        workers: usize,
+        tls: Option<rustls::ServerConfig>,
+    ) -> std::io::Result<MockServer> {
         let state = Arc::new(MockState {
             options: Mutex::new(options),
             ..MockState::default()
@@ -159,6 +182,7 @@ impl MockServer {
         let local = listener.local_addr()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let st = state.clone();
+        let tls_flag = tls.is_some();
         let thread = std::thread::Builder::new()
             .name("mock-upstream".into())
             .spawn(move || {
@@ -180,8 +204,11 @@ impl MockServer {
                         conn_state.connections.fetch_add(1, Ordering::SeqCst);
                     })
                     .disable_signals()
-                    .shutdown_timeout(1)
-                    .listen(listener);
+                    .shutdown_timeout(1);
+                    let server = match tls {
+                        Some(tls) => server.listen_rustls_0_23(listener, tls),
+                        None => server.listen(listener),
+                    };
                     match server {
                         Ok(s) => {
                             let s = s.run();
@@ -194,11 +221,13 @@ impl MockServer {
                     }
                 });
             })?;
+        let is_tls = tls_flag;
         let handle = rx
             .recv()
             .map_err(|e| std::io::Error::other(format!("mock thread died: {e}")))??;
         Ok(MockServer {
             addr: local,
+            tls: is_tls,
             state,
             handle,
             thread: Some(thread),
@@ -210,9 +239,13 @@ impl MockServer {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` for a TLS mock).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
     }
 
     /// The shared state (counters).
