@@ -1,11 +1,13 @@
 //! Wire types shared by every scira2api crate: the OpenAI request view, OpenAI response
 //! builders, chat messages, and the unified [`Error`] with its OpenAI JSON form.
 
+mod answer;
 mod error;
 mod message;
 mod request;
 mod response;
 
+pub use answer::{Answer, AnswerBuilder, AnswerChoice, ToolCall};
 pub use error::{Error, ErrorObject, openai_error_message};
 pub use message::{Content, ContentPart, ImageUrl, Message};
 pub use request::{ChatRequest, RawObject, json_string, rewrite_model};

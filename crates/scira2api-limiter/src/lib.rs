@@ -1,0 +1,321 @@
+//! Rate limiting for scira2api: token buckets on the `ratelimit` crate, one per client key (in a
+//! bounded map) plus an optional global bucket.
+//!
+//! A request is never queued: [`RateLimiter::check`] answers at once with a [`Decision`] that
+//! carries what the OpenAI rate-limit headers need (limit, remaining, time to full) and, when
+//! refused, how long to wait. The [`RateLimiter`] trait keeps the HTTP layer independent of where
+//! the buckets live, so a shared store (Redis) can replace [`MemoryLimiter`] for several replicas.
+
+use quick_cache::sync::Cache;
+use ratelimit::{Ratelimiter, TryWaitError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The outcome of one rate-limit check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The bucket's capacity (`x-ratelimit-limit-requests`).
+    pub limit: u64,
+    /// Requests left right now (`x-ratelimit-remaining-requests`).
+    pub remaining: u64,
+    /// Time until the bucket is full again (`x-ratelimit-reset-requests`).
+    pub reset: Duration,
+    /// When refused: the wait until a request can succeed (`Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimiterStats {
+    /// Requests let through.
+    pub allowed: u64,
+    /// Requests refused with 429.
+    pub limited: u64,
+    /// Client keys with a bucket right now.
+    pub keys: u64,
+}
+
+/// A rate limiter: decides at once whether the client `key` may send a request now.
+pub trait RateLimiter: Send + Sync {
+    /// Takes one token for `key` (and from the global bucket, if any), or refuses.
+    fn check(&self, key: &str) -> Decision;
+    /// Counters.
+    fn stats(&self) -> LimiterStats;
+}
+
+/// Bucket settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BucketConfig {
+    /// Refill, tokens per second (> 0).
+    pub per_second: f64,
+    /// Capacity (>= 1).
+    pub burst: u64,
+}
+
+/// How many distinct client keys keep a bucket by default; the least recently used are evicted.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+
+struct Bucket {
+    limiter: Ratelimiter,
+    config: BucketConfig,
+}
+
+impl Bucket {
+    fn new(config: BucketConfig) -> Bucket {
+        // ratelimit takes an integer rate per period: express the rate per 1000 s so fractional
+        // rates (0.5/s) keep their precision. A new bucket starts full.
+        let rate = (config.per_second * 1000.0).round().max(1.0) as u64;
+        let limiter = Ratelimiter::builder(rate)
+            .period(Duration::from_secs(1000))
+            .max_tokens(config.burst)
+            .initial_available(config.burst)
+            .build()
+            .unwrap_or_else(|_| Ratelimiter::new(0));
+        Bucket { limiter, config }
+    }
+
+    /// Seconds per token.
+    fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.config.per_second)
+    }
+
+    fn take(&self) -> Result<(), Duration> {
+        match self.limiter.try_wait() {
+            Ok(()) => Ok(()),
+            Err(TryWaitError::Insufficient(wait)) => Err(wait.max(Duration::from_millis(1))),
+            Err(_) => Err(self.interval()),
+        }
+    }
+
+    fn decision(&self, allowed: bool, retry_after: Option<Duration>) -> Decision {
+        let remaining = self.limiter.available().min(self.config.burst);
+        let missing = self.config.burst - remaining;
+        Decision {
+            allowed,
+            limit: self.config.burst,
+            remaining,
+            reset: self.interval().mul_f64(missing as f64),
+            retry_after,
+        }
+    }
+}
+
+/// In-memory buckets: per client key in a bounded map (quick_cache), plus an optional global
+/// bucket. Keys evicted from the map start again with a full bucket.
+pub struct MemoryLimiter {
+    per_key: Option<(BucketConfig, Cache<String, Arc<Bucket>>)>,
+    global: Option<Bucket>,
+    allowed: AtomicU64,
+    limited: AtomicU64,
+}
+
+impl MemoryLimiter {
+    /// A limiter with per-key buckets (`None` = no per-key limit), a global bucket (`None` = none)
+    /// and room for `max_keys` keys.
+    pub fn new(
+        per_key: Option<BucketConfig>,
+        global: Option<BucketConfig>,
+        max_keys: usize,
+    ) -> Self {
+        MemoryLimiter {
+            per_key: per_key.map(|c| (c, Cache::new(max_keys.max(1)))),
+            global: global.map(Bucket::new),
+            allowed: AtomicU64::new(0),
+            limited: AtomicU64::new(0),
+        }
+    }
+
+    fn bucket(&self, key: &str) -> Option<Arc<Bucket>> {
+        let (config, map) = self.per_key.as_ref()?;
+        if let Some(b) = map.get(key) {
+            return Some(b);
+        }
+        let fresh = Arc::new(Bucket::new(*config));
+        // Two first requests of a key may race; both then count against the bucket that stays.
+        match map.get_or_insert_with(key, || Ok::<_, ()>(fresh)) {
+            Ok(b) => Some(b),
+            Err(()) => None,
+        }
+    }
+
+    fn refuse(&self, d: Decision) -> Decision {
+        self.limited.fetch_add(1, Ordering::Relaxed);
+        d
+    }
+}
+
+impl RateLimiter for MemoryLimiter {
+    fn check(&self, key: &str) -> Decision {
+        let bucket = self.bucket(key);
+        if let Some(b) = &bucket {
+            if let Err(wait) = b.take() {
+                return self.refuse(b.decision(false, Some(wait)));
+            }
+        }
+        if let Some(g) = &self.global {
+            if let Err(wait) = g.take() {
+                // The key's token is not given back: a refused request still counts for its
+                // sender, which keeps floods from one key from draining the global bucket.
+                return self.refuse(g.decision(false, Some(wait)));
+            }
+        }
+        self.allowed.fetch_add(1, Ordering::Relaxed);
+        match (&bucket, &self.global) {
+            (Some(b), _) => b.decision(true, None),
+            (None, Some(g)) => g.decision(true, None),
+            (None, None) => Decision {
+                allowed: true,
+                limit: u64::MAX,
+                remaining: u64::MAX,
+                reset: Duration::ZERO,
+                retry_after: None,
+            },
+        }
+    }
+
+    fn stats(&self) -> LimiterStats {
+        LimiterStats {
+            allowed: self.allowed.load(Ordering::Relaxed),
+            limited: self.limited.load(Ordering::Relaxed),
+            keys: self.per_key.as_ref().map_or(0, |(_, m)| m.len() as u64),
+        }
+    }
+}
+
+/// A duration in OpenAI's header format: `120ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
+pub fn format_reset(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        let s = format!("{:.3}", secs);
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        return format!("{s}s");
+    }
+    let total = d.as_secs();
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else {
+        format!("{m}m{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(rps: f64, burst: u64) -> MemoryLimiter {
+        MemoryLimiter::new(
+            Some(BucketConfig {
+                per_second: rps,
+                burst,
+            }),
+            None,
+            1000,
+        )
+    }
+
+    #[test]
+    fn burst_then_refused_with_retry_after() {
+        let l = limiter(1.0, 3);
+        let d: Vec<_> = (0..4).map(|_| l.check("k")).collect();
+        assert!(d[..3].iter().all(|d| d.allowed));
+        assert_eq!(
+            d.iter().map(|d| d.remaining).collect::<Vec<_>>()[..3],
+            [2, 1, 0]
+        );
+        assert_eq!(d[0].limit, 3);
+        assert!(!d[3].allowed);
+        let wait = d[3].retry_after.unwrap();
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        assert!(
+            d[2].reset >= Duration::from_millis(2900),
+            "{:?}",
+            d[2].reset
+        );
+        assert_eq!(
+            l.stats(),
+            LimiterStats {
+                allowed: 3,
+                limited: 1,
+                keys: 1
+            }
+        );
+    }
+
+    #[test]
+    fn refills_after_the_advertised_wait() {
+        let l = limiter(20.0, 1);
+        assert!(l.check("k").allowed);
+        let refused = l.check("k");
+        assert!(!refused.allowed);
+        std::thread::sleep(refused.retry_after.unwrap() + Duration::from_millis(5));
+        assert!(l.check("k").allowed);
+    }
+
+    #[test]
+    fn keys_are_independent_and_the_map_is_bounded() {
+        let l = MemoryLimiter::new(
+            Some(BucketConfig {
+                per_second: 1.0,
+                burst: 1,
+            }),
+            None,
+            100,
+        );
+        assert!(l.check("a").allowed);
+        assert!(!l.check("a").allowed);
+        assert!(l.check("b").allowed);
+        for i in 0..10_000 {
+            l.check(&format!("flood-{i}"));
+        }
+        assert!(l.stats().keys <= 200, "bounded: {}", l.stats().keys);
+    }
+
+    #[test]
+    fn global_bucket_limits_everyone() {
+        let l = MemoryLimiter::new(
+            None,
+            Some(BucketConfig {
+                per_second: 1.0,
+                burst: 2,
+            }),
+            10,
+        );
+        assert!(l.check("a").allowed);
+        assert!(l.check("b").allowed);
+        assert!(!l.check("c").allowed);
+    }
+
+    #[test]
+    fn fractional_rates() {
+        let b = Bucket::new(BucketConfig {
+            per_second: 0.5,
+            burst: 1,
+        });
+        assert!(b.take().is_ok());
+        let wait = b.take().unwrap_err();
+        assert!(
+            wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn header_durations() {
+        assert_eq!(format_reset(Duration::from_millis(120)), "120ms");
+        assert_eq!(format_reset(Duration::from_secs(1)), "1s");
+        assert_eq!(format_reset(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
+        assert_eq!(format_reset(Duration::from_secs(3723)), "1h2m3s");
+    }
+}
