@@ -33,6 +33,9 @@ impl Gateway {
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("LOG_LEVEL", "debug")
+            // Off unless a test turns them on: most tests count upstream requests.
+            .env("CACHE_ENABLED", "false")
+            .env("RATE_LIMIT_ENABLED", "false")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -18,6 +18,26 @@ use std::time::Duration;
 
 pub use crate::settings::ConfigError;
 
+/// Whether the response cache is shared by all clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// One cache for everyone: identical requests from different keys share answers.
+    Shared,
+    /// Answers are kept per API key (clients never see each other's answers).
+    PerKey,
+}
+
+/// What a rate-limit bucket belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// One bucket for all traffic.
+    Global,
+    /// One per API key (per client IP when auth is off).
+    Key,
+    /// One per client IP address.
+    Ip,
+}
+
 /// Every gateway setting, validated.
 #[derive(Clone)]
 pub struct Config {
@@ -67,8 +87,20 @@ pub struct Config {
     pub idle_conn_timeout: Duration,
     /// Longest reuse of one upstream connection.
     pub conn_lifetime: Duration,
+    /// Most answers the response cache keeps.
+    pub cache_max_entries: u64,
+    /// About how many bytes the response cache may hold.
+    pub cache_max_bytes: u64,
+    /// Whether cached answers are shared by all clients or kept per API key.
+    pub cache_scope: CacheScope,
     /// Rate limiting on/off.
     pub rate_limit_enabled: bool,
+    /// What a rate-limit bucket belongs to.
+    pub rate_limit_scope: RateLimitScope,
+    /// An extra bucket for all traffic together: (refill per second, capacity).
+    pub global_rate_limit: Option<(f64, u64)>,
+    /// Most client keys with a bucket at once.
+    pub rate_limit_max_keys: usize,
     /// Token refill per second.
     pub requests_per_second: f64,
     /// Bucket capacity.
@@ -194,7 +226,41 @@ impl Config {
             max_conns_per_host: raw.u64_min("MAX_CONNS_PER_HOST", 256, 1)? as usize,
             idle_conn_timeout: raw.duration("IDLE_CONN_TIMEOUT", Duration::from_secs(90))?,
             conn_lifetime: raw.duration("CONN_LIFETIME", Duration::from_secs(300))?,
+            cache_max_entries: raw.u64_min("CACHE_MAX_ENTRIES", 10_000, 1)?,
+            cache_max_bytes: raw.u64_min("CACHE_MAX_BYTES", 64 * 1024 * 1024, 1024)?,
+            cache_scope: match raw.str("CACHE_SCOPE").as_deref().unwrap_or("shared") {
+                "shared" => CacheScope::Shared,
+                "per_key" => CacheScope::PerKey,
+                other => {
+                    return Err(ConfigError::new(
+                        "CACHE_SCOPE",
+                        other,
+                        "`shared` or `per_key`",
+                    ));
+                }
+            },
             rate_limit_enabled: raw.bool("RATE_LIMIT_ENABLED", true)?,
+            rate_limit_scope: match raw.str("RATE_LIMIT_SCOPE").as_deref().unwrap_or("key") {
+                "key" => RateLimitScope::Key,
+                "ip" => RateLimitScope::Ip,
+                "global" => RateLimitScope::Global,
+                other => {
+                    return Err(ConfigError::new(
+                        "RATE_LIMIT_SCOPE",
+                        other,
+                        "`key`, `ip` or `global`",
+                    ));
+                }
+            },
+            global_rate_limit: match raw.str("GLOBAL_REQUESTS_PER_SECOND") {
+                None => None,
+                Some(_) => {
+                    let rps = raw.positive_f64("GLOBAL_REQUESTS_PER_SECOND", 1.0)?;
+                    let default_burst = rps.ceil().max(1.0) as u64;
+                    Some((rps, raw.u64_min("GLOBAL_BURST", default_burst, 1)?))
+                }
+            },
+            rate_limit_max_keys: raw.u64_min("RATE_LIMIT_MAX_KEYS", 100_000, 1)? as usize,
             requests_per_second,
             burst,
             model_map: mapping.map,

@@ -14,8 +14,10 @@ mod config;
 mod gateway;
 mod settings;
 
-pub use config::{Config, ConfigError};
-pub use gateway::{Gateway, GatewayState};
+pub use config::{CacheScope, Config, ConfigError, RateLimitScope};
+pub use gateway::{CacheControl, CacheStatus, ChatContext, ChatOutcome, Gateway, GatewayState};
+pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
+pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};
 pub use scira2api_models::ModelEntry;
 pub use scira2api_types::{ChatRequest, Error};
 pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig};

@@ -11,7 +11,7 @@
 //! ```
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use scira2api_core::{ChatReply, ChatRequest, Config, Gateway, GatewayState};
+use scira2api_core::{ChatContext, ChatReply, ChatRequest, Config, Gateway, GatewayState};
 use std::collections::HashMap;
 
 /// A route of your own that uses the gateway as a library: it asks one fixed question.
@@ -21,7 +21,7 @@ async fn ask(gw: web::Data<Gateway>) -> HttpResponse {
         Ok(r) => r,
         Err(e) => return scira2api_http::error_response(&e),
     };
-    match gw.chat(&req).await {
+    match gw.chat(&req, ChatContext::default()).await.map(|o| o.reply) {
         Ok(ChatReply::Json(answer)) => HttpResponse::Ok()
             .content_type("application/json")
             .body(answer),

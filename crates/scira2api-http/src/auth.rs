@@ -19,8 +19,8 @@ pub fn key_matches(keys: &[String], token: &[u8]) -> bool {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer(req: &ServiceRequest) -> Option<&[u8]> {
-    let value = req.headers().get("authorization")?.as_bytes();
+pub(crate) fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get("authorization")?.as_bytes();
     let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
     scheme
         .eq_ignore_ascii_case(b"bearer")
@@ -48,7 +48,7 @@ pub async fn require_key(
             .await
             .map(ServiceResponse::map_into_left_body);
     }
-    let err = match bearer(&req) {
+    let err = match bearer_token(req.headers()) {
         None => Error::InvalidApiKey(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
         ),

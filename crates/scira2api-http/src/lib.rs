@@ -18,6 +18,7 @@
 
 mod auth;
 mod error;
+mod limit;
 mod routes;
 mod sse;
 
@@ -47,12 +48,14 @@ pub fn cors(config: &Config) -> Cors {
     cors
 }
 
-/// Registers the gateway's routes, auth and CORS (CORS first, so preflights never need a key).
+/// Registers the gateway's routes with CORS, auth and rate limiting, in that order (CORS first,
+/// so preflights never need a key; the limiter last, so it can tell clients apart by key).
 pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let cors = cors(gateway.state().config());
         cfg.app_data(web::Data::new(gateway)).service(
             web::scope("")
+                .wrap(from_fn(limit::rate_limit))
                 .wrap(from_fn(auth::require_key))
                 .wrap(cors)
                 .service(

@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use scira2api_core::{ChatReply, ChatRequest, Gateway};
+use scira2api_core::{CacheControl, ChatContext, ChatReply, ChatRequest, Gateway};
 use scira2api_types::Error;
 use serde_json::json;
 
@@ -78,6 +78,25 @@ fn check_content_type(req: &HttpRequest) -> Result<(), Error> {
     }
 }
 
+/// The client's wish about the cache: `Cache-Control: no-store` (neither read nor write) or
+/// `no-cache` (do not read).
+fn cache_control(req: &HttpRequest) -> CacheControl {
+    let value = req
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let has = |d: &str| value.split(',').any(|p| p.trim() == d);
+    if has("no-store") {
+        CacheControl::NoStore
+    } else if has("no-cache") {
+        CacheControl::NoCache
+    } else {
+        CacheControl::Default
+    }
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat(
     gw: web::Data<Gateway>,
@@ -88,13 +107,19 @@ pub async fn chat(
     let limit = gw.state().config().max_body_bytes;
     let body = read_body(&req, payload, limit).await?;
     let chat = ChatRequest::parse(body)?;
-    match gw.chat(&chat).await? {
-        ChatReply::Json(body) => Ok(HttpResponse::Ok()
-            .content_type("application/json")
-            .body(body)),
+    let ctx = ChatContext {
+        client_key: crate::auth::bearer_token(req.headers())
+            .and_then(|k| std::str::from_utf8(k).ok()),
+        cache_control: cache_control(&req),
+    };
+    let outcome = gw.chat(&chat, ctx).await?;
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header(("x-cache", outcome.cache.as_str()));
+    match outcome.reply {
+        ChatReply::Json(body) => Ok(resp.content_type("application/json").body(body)),
         ChatReply::Stream(frames) => {
             let heartbeat = gw.state().config().heartbeat_interval;
-            Ok(HttpResponse::Ok()
+            Ok(resp
                 .content_type("text/event-stream")
                 .insert_header((header::CACHE_CONTROL, "no-cache"))
                 .insert_header(("x-accel-buffering", "no"))

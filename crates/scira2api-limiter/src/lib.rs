@@ -135,10 +135,7 @@ impl MemoryLimiter {
         }
         let fresh = Arc::new(Bucket::new(*config));
         // Two first requests of a key may race; both then count against the bucket that stays.
-        match map.get_or_insert_with(key, || Ok::<_, ()>(fresh)) {
-            Ok(b) => Some(b),
-            Err(()) => None,
-        }
+        map.get_or_insert_with(key, || Ok::<_, ()>(fresh)).ok()
     }
 
     fn refuse(&self, d: Decision) -> Decision {

@@ -1,0 +1,94 @@
+//! Rate limiting middleware: one token per request from the client's bucket, answered at once.
+//!
+//! A refused request gets 429 `rate_limit_exceeded` with `Retry-After` and `retry-after-ms`;
+//! every limited route's response carries OpenAI's `x-ratelimit-*-requests` headers. `/health`,
+//! `/metrics` and CORS preflights are never limited. Cache hits count like any other request.
+
+use crate::auth::bearer_token;
+use crate::error::error_response;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web;
+use scira2api_core::{Decision, Gateway, RateLimitScope, format_reset};
+use scira2api_types::Error;
+
+/// Paths that are never limited.
+fn exempt(path: &str) -> bool {
+    path == "/health" || path == "/metrics" || path.starts_with("/metrics/")
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// Adds OpenAI's rate-limit headers for `d`.
+fn add_headers(headers: &mut HeaderMap, d: &Decision) {
+    insert(headers, "x-ratelimit-limit-requests", d.limit.to_string());
+    insert(
+        headers,
+        "x-ratelimit-remaining-requests",
+        d.remaining.to_string(),
+    );
+    insert(headers, "x-ratelimit-reset-requests", format_reset(d.reset));
+}
+
+/// The bucket a request belongs to.
+fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> String {
+    let config = gw.state().config();
+    let ip = || {
+        req.peer_addr()
+            .map(|a| format!("ip:{}", a.ip()))
+            .unwrap_or_else(|| "ip:unknown".to_owned())
+    };
+    match config.rate_limit_scope {
+        RateLimitScope::Global => String::new(),
+        RateLimitScope::Ip => ip(),
+        RateLimitScope::Key if !config.api_keys.is_empty() => match bearer_token(req.headers()) {
+            Some(k) => format!("key:{}", String::from_utf8_lossy(k)),
+            None => ip(),
+        },
+        RateLimitScope::Key => ip(),
+    }
+}
+
+/// Middleware: takes a token or answers 429 at once.
+pub async fn rate_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let decision = match req.app_data::<web::Data<Gateway>>() {
+        Some(gw) if !exempt(req.path()) && req.method() != Method::OPTIONS => gw
+            .state()
+            .limiter()
+            .map(|limiter| limiter.check(&bucket_key(&req, gw))),
+        _ => None,
+    };
+    let Some(d) = decision else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    };
+    if !d.allowed {
+        let wait = d.retry_after.unwrap_or_default();
+        let err = Error::RateLimited {
+            message: format!(
+                "Rate limit reached for requests: limit {} with refill; please try again in {}.",
+                d.limit,
+                format_reset(wait)
+            ),
+            retry_after: Some(wait),
+        };
+        let mut resp = error_response(&err);
+        add_headers(resp.headers_mut(), &d);
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    let mut res = next.call(req).await?;
+    add_headers(res.headers_mut(), &d);
+    Ok(res.map_into_left_body())
+}
