@@ -13,6 +13,12 @@ pub struct Message {
     /// The tool call id a `tool` message answers.
     #[serde(default)]
     pub tool_call_id: Option<String>,
+    /// The participant name, when given.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// An assistant message's tool calls, as sent.
+    #[serde(default)]
+    pub tool_calls: Option<serde_json::Value>,
 }
 
 /// Message content: plain text or an array of typed parts.
@@ -49,6 +55,9 @@ pub enum ContentPart {
 pub struct ImageUrl {
     /// An https URL or a `data:<media type>;base64,...` URL.
     pub url: String,
+    /// `low`, `high` or `auto`.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 impl Content {
