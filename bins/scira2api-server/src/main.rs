@@ -4,9 +4,10 @@
 //! with actix-web and shuts down gracefully on SIGTERM/SIGINT. `--demo` starts the mock upstream
 //! in-process and points the gateway at it, so everything works offline.
 
-use actix_web::{App, HttpServer, middleware::Logger};
+use actix_web::{App, HttpServer};
 use log::{error, info, warn};
 use scira2api_core::{Config, Gateway, GatewayState};
+use std::io::Write;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: scira2api-server [--demo] [--help] [--version]
@@ -69,7 +70,22 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&config.log_level))
+        .format(|buf, record| {
+            // Every line written while a request is handled carries its id.
+            let id = scira2api_core::request_id::current();
+            let id = id.as_deref().map(|i| format!(" {i}")).unwrap_or_default();
+            let ts = buf.timestamp();
+            writeln!(
+                buf,
+                "[{ts} {} {}{id}] {}",
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
         .init();
+    // Vocabularies for token estimates load in the background, off the request path.
+    scira2api_core::preload_tokens();
     for pair in &config.bad_mapping_pairs {
         warn!(
             "MODEL_MAPPINGS: cannot read pair `{pair}` (expected external:internal); using the built-in default table"
@@ -91,9 +107,7 @@ async fn serve(config: Config, demo: bool) -> std::io::Result<()> {
     let summary = config.to_string();
     let state = GatewayState::new(config);
     let server = HttpServer::new(move || {
-        App::new()
-            .wrap(Logger::new("%a \"%m %U\" %s %b %Dms"))
-            .configure(scira2api_http::configure(Gateway::new(state.clone())))
+        App::new().configure(scira2api_http::configure(Gateway::new(state.clone())))
     })
     .shutdown_timeout(shutdown)
     .bind(&addr)

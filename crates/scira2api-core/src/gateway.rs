@@ -6,19 +6,20 @@
 //! awc client inside is `!Send`.
 
 use crate::config::{CacheScope, Config, RateLimitScope};
+use crate::metrics::Metrics;
+use crate::observe::ObservedStream;
 use bytes::Bytes;
-use futures_util::Stream;
 use log::{debug, warn};
-use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore, TtlCell, cache_key};
+use scira2api_cache::{CacheStats, MemoryStore, ResponseStore, TtlCell, cache_key};
 use scira2api_limiter::{BucketConfig, LimiterStats, MemoryLimiter, RateLimiter};
 use scira2api_models::{Catalog, ModelEntry};
-use scira2api_types::{Answer, AnswerBuilder, ChatRequest, Error};
+use scira2api_types::{Answer, ChatRequest, Error, RawObject, Usage};
 use scira2api_upstream::{
-    ChatReply, FrameStream, PoolConfig, ProviderKind, Upstream, UpstreamConfig, UpstreamSettings,
+    ChatReply, PoolConfig, ProviderKind, Upstream, UpstreamConfig, UpstreamSettings,
 };
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How the client asked the cache to behave (its `Cache-Control` header).
@@ -55,13 +56,56 @@ impl CacheStatus {
     }
 }
 
+/// Where an answer's token usage came from (`x-usage-source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    /// Reported by the upstream.
+    Upstream,
+    /// Counted by the gateway (the upstream did not report it).
+    Estimated,
+}
+
+impl UsageSource {
+    /// `upstream` or `estimated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Upstream => "upstream",
+            UsageSource::Estimated => "estimated",
+        }
+    }
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// The whole answer was written.
+    Completed,
+    /// It broke off with an error (its code).
+    Failed(String),
+    /// The client went away first.
+    ClientGone,
+}
+
+/// What is known about a stream once it has ended.
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    /// How it ended.
+    pub outcome: StreamOutcome,
+    /// Its token usage, when known.
+    pub usage: Option<Usage>,
+    /// Where the usage came from.
+    pub usage_source: Option<UsageSource>,
+}
+
 /// What the HTTP layer knows about the request beyond its body.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Default)]
 pub struct ChatContext<'a> {
     /// The client's API key, when it sent one (for `CACHE_SCOPE=per_key`).
     pub client_key: Option<&'a str>,
     /// The client's `Cache-Control`.
     pub cache_control: CacheControl,
+    /// Called once when a streamed answer ends, however it ends (for access logs and timing).
+    pub on_stream_end: Option<Box<dyn FnOnce(&StreamSummary)>>,
 }
 
 /// A chat answer and how it was obtained.
@@ -70,6 +114,25 @@ pub struct ChatOutcome {
     pub reply: ChatReply,
     /// What the cache did.
     pub cache: CacheStatus,
+    /// Time spent waiting for the upstream (zero for a cache hit).
+    pub upstream_time: Duration,
+    /// Upstream attempts that were retries.
+    pub retries: u32,
+    /// A non-stream answer's usage and its source (streams report theirs when they end).
+    pub usage: Option<(Usage, UsageSource)>,
+}
+
+/// Token usage for an answer the upstream did not count: the prompt with OpenAI's chat framing,
+/// the completion from the answer's text, with the upstream model's vocabulary.
+pub(crate) fn estimate(req: &ChatRequest, internal_model: &str, answer: &Answer) -> Usage {
+    let messages = req.messages().unwrap_or_default();
+    let tools = req
+        .object()
+        .get::<serde_json::Value>("tools")
+        .and_then(Result::ok);
+    let prompt = scira2api_tokens::count_prompt(internal_model, &messages, tools.as_ref());
+    let completion = scira2api_tokens::count_completion(internal_model, &answer.text());
+    Usage::new(prompt, completion)
 }
 
 /// State shared by every worker's [`Gateway`].
@@ -80,9 +143,14 @@ pub struct GatewayState {
     store: Option<Arc<dyn ResponseStore>>,
     limiter: Option<Arc<dyn RateLimiter>>,
     models: TtlCell<Vec<ModelEntry>>,
+    metrics: Metrics,
+    model_labels: Mutex<HashSet<String>>,
     started: Instant,
     start_unix: u64,
 }
+
+/// Most distinct model names used as metric labels; others count as `other`.
+const MAX_MODEL_LABELS: usize = 200;
 
 /// The in-memory limiter the settings describe, or `None` when rate limiting is off.
 fn memory_limiter(config: &Config) -> Option<Arc<dyn RateLimiter>> {
@@ -165,6 +233,8 @@ impl GatewayState {
         let upstream = Arc::new(UpstreamConfig::new(upstream_settings(&config)));
         Arc::new(GatewayState {
             models: TtlCell::new(config.model_cache_ttl),
+            metrics: Metrics::new(),
+            model_labels: Mutex::new(HashSet::new()),
             config,
             catalog,
             upstream,
@@ -209,6 +279,37 @@ impl GatewayState {
     pub fn upstream(&self) -> &UpstreamConfig {
         &self.upstream
     }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A bounded metric label for a client-chosen model name.
+    fn model_label(&self, model: &str) -> String {
+        let mut seen = self.model_labels.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(model) {
+            return model.to_owned();
+        }
+        if seen.len() < MAX_MODEL_LABELS {
+            seen.insert(model.to_owned());
+            return model.to_owned();
+        }
+        "other".to_owned()
+    }
+
+    /// Counts an answer's tokens for `model`.
+    pub(crate) fn record_usage(&self, model: &str, usage: &Usage, source: UsageSource) {
+        let label = self.model_label(model);
+        let m = &self.metrics;
+        m.tokens
+            .with_label_values(&[&label, "prompt"])
+            .inc_by(usage.prompt_tokens);
+        m.tokens
+            .with_label_values(&[&label, "completion"])
+            .inc_by(usage.completion_tokens);
+        m.usage_source.with_label_values(&[source.as_str()]).inc();
+    }
 }
 
 /// One worker's gateway: parses, maps, forwards and translates chat requests.
@@ -230,7 +331,8 @@ impl Gateway {
     }
 
     /// Answers one chat completion request (already parsed and validated), from the response
-    /// cache when it can. The reply is in OpenAI form with `model` as the client sent it.
+    /// cache when it can. The reply is in OpenAI form with `model` as the client sent it, and its
+    /// usage is always known: reported by the upstream, or estimated and marked so.
     pub async fn chat(
         &self,
         req: &ChatRequest,
@@ -262,35 +364,100 @@ impl Gateway {
         if let (Some(store), Some(key), CacheControl::Default) = (store, key, ctx.cache_control) {
             if let Some(hit) = store.get(key).await {
                 debug!("cache hit for model={}", req.model);
+                let usage = hit.usage.map(|u| (u, UsageSource::Upstream));
+                let reply = match replay(&hit, req) {
+                    ChatReply::Stream(frames) => {
+                        let mut s = ObservedStream::new(frames, state.clone(), req, internal);
+                        s.replay = true;
+                        s.strip_usage = false;
+                        s.usage = hit.usage;
+                        s.on_end = ctx.on_stream_end;
+                        ChatReply::Stream(Box::pin(s))
+                    }
+                    json => json,
+                };
                 return Ok(ChatOutcome {
-                    reply: replay(&hit, req),
+                    reply,
                     cache: CacheStatus::Hit,
+                    upstream_time: Duration::ZERO,
+                    retries: 0,
+                    usage,
                 });
             }
             status = CacheStatus::Miss;
         }
-        let reply = self.upstream.chat(req, internal).await?;
-        let reply = match (store, key, reply) {
-            (Some(store), Some(key), ChatReply::Json(body)) => {
-                if let Some(answer) = Answer::from_completion(&body).filter(Answer::is_complete) {
-                    store.put(key, answer).await;
+        let retries = Cell::new(0);
+        let started = Instant::now();
+        let result = self.upstream.chat(req, internal, &retries).await;
+        let upstream_time = started.elapsed();
+        state
+            .metrics
+            .upstream_time
+            .observe(upstream_time.as_secs_f64());
+        let reply = result.inspect_err(|e| {
+            let code = e.code().unwrap_or("upstream_error");
+            state
+                .metrics
+                .upstream_errors
+                .with_label_values(&[code])
+                .inc();
+        })?;
+        let mut usage = None;
+        let reply = match reply {
+            ChatReply::Json(body) => {
+                let (body, answer, u) = self.settle_usage(req, internal, body).await;
+                if let Some((u, source)) = u {
+                    state.record_usage(&req.model, &u, source);
+                }
+                usage = u;
+                if let (Some(store), Some(key)) = (store, key) {
+                    let answer = answer.or_else(|| Answer::from_completion(&body));
+                    if let Some(answer) = answer.filter(Answer::is_complete) {
+                        store.put(key, answer).await;
+                    }
                 }
                 ChatReply::Json(body)
             }
-            (Some(store), Some(key), ChatReply::Stream(frames)) => {
-                ChatReply::Stream(Box::pin(CachingStream {
-                    frames,
-                    builder: Some(AnswerBuilder::default()),
-                    store: store.clone(),
-                    key,
-                }))
+            ChatReply::Stream(frames) => {
+                let mut s = ObservedStream::new(frames, state.clone(), req, internal);
+                s.cache = store.cloned().zip(key);
+                s.on_end = ctx.on_stream_end;
+                ChatReply::Stream(Box::pin(s))
             }
-            (_, _, reply) => reply,
         };
         Ok(ChatOutcome {
             reply,
             cache: status,
+            upstream_time,
+            retries: retries.get(),
+            usage,
         })
+    }
+
+    /// The usage of a non-stream answer: the upstream's, or estimated (on a blocking thread, so a
+    /// vocabulary still loading never stalls this worker) and written into the body.
+    async fn settle_usage(
+        &self,
+        req: &ChatRequest,
+        internal: &str,
+        body: Bytes,
+    ) -> (Bytes, Option<Answer>, Option<(Usage, UsageSource)>) {
+        let Ok(obj) = RawObject::parse(body.clone()) else {
+            return (body, None, None);
+        };
+        if let Some(Ok(u)) = obj.get::<Usage>("usage") {
+            return (body, None, Some((u, UsageSource::Upstream)));
+        }
+        let Some(answer) = Answer::from_completion(&body) else {
+            return (body, None, None);
+        };
+        let (r, m, a) = (req.clone(), internal.to_owned(), answer.clone());
+        let Ok(u) = actix_rt::task::spawn_blocking(move || estimate(&r, &m, &a)).await else {
+            return (body, Some(answer), None);
+        };
+        let usage_json = serde_json::to_string(&u).unwrap_or_default();
+        let body = obj.with_replaced(&[("usage", &usage_json)]);
+        (body, Some(answer), Some((u, UsageSource::Estimated)))
     }
 
     /// The model list: the mapping table's names, configured extras, and the upstream's own list
@@ -336,46 +503,5 @@ fn replay(answer: &Answer, req: &ChatRequest) -> ChatReply {
         )))
     } else {
         ChatReply::Json(answer.to_completion_json(&req.model))
-    }
-}
-
-/// Passes a stream through unchanged while rebuilding its answer; a stream that ends cleanly
-/// with a complete answer is stored. One that fails, or is dropped because the client left, is
-/// not.
-struct CachingStream {
-    frames: FrameStream,
-    builder: Option<AnswerBuilder>,
-    store: Arc<dyn ResponseStore>,
-    key: CacheKey,
-}
-
-impl Stream for CachingStream {
-    type Item = Result<Bytes, Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let item = this.frames.as_mut().poll_next(cx);
-        match &item {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(b) = this.builder.as_mut() {
-                    b.push_frame(frame);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.builder = None,
-            Poll::Ready(None) => {
-                let answer = this
-                    .builder
-                    .take()
-                    .map(AnswerBuilder::finish)
-                    .filter(Answer::is_complete);
-                if let Some(answer) = answer {
-                    let store = this.store.clone();
-                    let key = this.key;
-                    actix_rt::spawn(async move { store.put(key, answer).await });
-                }
-            }
-            Poll::Pending => {}
-        }
-        item
     }
 }

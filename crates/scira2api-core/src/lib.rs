@@ -12,13 +12,25 @@
 
 mod config;
 mod gateway;
+pub mod metrics;
+mod observe;
+pub mod request_id;
 mod settings;
 
 pub use config::{CacheScope, Config, ConfigError, RateLimitScope};
-pub use gateway::{CacheControl, CacheStatus, ChatContext, ChatOutcome, Gateway, GatewayState};
+pub use gateway::{
+    CacheControl, CacheStatus, ChatContext, ChatOutcome, Gateway, GatewayState, StreamOutcome,
+    StreamSummary, UsageSource,
+};
 pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
 pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};
 pub use scira2api_models::ModelEntry;
 pub use scira2api_types::{ChatRequest, Error};
 pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig};
 pub use settings::{mask_url, parse_duration};
+
+/// Loads the token vocabularies on a background thread (a few hundred ms of CPU), so that
+/// estimating usage never waits for them. Servers call it at startup; it returns at once.
+pub fn preload_tokens() {
+    scira2api_tokens::preload_in_background();
+}

@@ -19,6 +19,7 @@
 mod auth;
 mod error;
 mod limit;
+mod observe;
 mod routes;
 mod sse;
 
@@ -58,9 +59,20 @@ pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
                 .wrap(from_fn(limit::rate_limit))
                 .wrap(from_fn(auth::require_key))
                 .wrap(cors)
+                .wrap(from_fn(observe::observe))
                 .service(
                     web::resource("/health")
                         .route(web::get().to(routes::health))
+                        .default_service(web::to(routes::method_not_allowed("GET"))),
+                )
+                .service(
+                    web::resource("/metrics")
+                        .route(web::get().to(routes::metrics))
+                        .default_service(web::to(routes::method_not_allowed("GET"))),
+                )
+                .service(
+                    web::resource("/metrics/prometheus")
+                        .route(web::get().to(routes::prometheus))
                         .default_service(web::to(routes::method_not_allowed("GET"))),
                 )
                 .service(

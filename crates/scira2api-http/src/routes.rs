@@ -1,14 +1,20 @@
 //! Route handlers.
 
 use crate::error::{ApiError, error_response};
+use crate::observe::{ChatLog, RequestInfo, access_line};
 use crate::sse::SseBody;
+use actix_web::HttpMessage;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use scira2api_core::{CacheControl, ChatContext, ChatReply, ChatRequest, Gateway};
+use scira2api_core::{
+    CacheControl, ChatContext, ChatReply, ChatRequest, Gateway, StreamOutcome, StreamSummary,
+};
 use scira2api_types::Error;
 use serde_json::json;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// `GET /health`: liveness, uptime and version; never needs a key.
 pub async fn health(gw: web::Data<Gateway>) -> HttpResponse {
@@ -107,16 +113,81 @@ pub async fn chat(
     let limit = gw.state().config().max_body_bytes;
     let body = read_body(&req, payload, limit).await?;
     let chat = ChatRequest::parse(body)?;
+    let info = req.extensions().get::<RequestInfo>().cloned();
+    let log = Rc::new(RefCell::new(ChatLog {
+        model: chat.model.clone(),
+        stream: chat.stream,
+        cache: "BYPASS",
+        ..ChatLog::default()
+    }));
+    req.extensions_mut().insert(log.borrow().clone());
+    let on_stream_end = info.clone().map(|info| {
+        let (state, log, method) = (gw.state().clone(), log.clone(), req.method().to_string());
+        let path = req.path().to_owned();
+        Box::new(move |summary: &StreamSummary| {
+            let total = info.start.elapsed();
+            state
+                .metrics()
+                .duration
+                .with_label_values(&["/v1/chat/completions"])
+                .observe(total.as_secs_f64());
+            let mut log = log.borrow_mut();
+            log.usage = summary
+                .usage
+                .zip(summary.usage_source)
+                .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
+            let outcome = match &summary.outcome {
+                StreamOutcome::Completed => String::new(),
+                StreamOutcome::Failed(code) => format!(" stream=cut:{code}"),
+                StreamOutcome::ClientGone => " stream=client_gone".to_owned(),
+            };
+            access_line(&info.id, &method, &path, 200, Some(&log), total, &outcome);
+        }) as Box<dyn FnOnce(&StreamSummary)>
+    });
     let ctx = ChatContext {
         client_key: crate::auth::bearer_token(req.headers())
             .and_then(|k| std::str::from_utf8(k).ok()),
         cache_control: cache_control(&req),
+        on_stream_end,
     };
-    let outcome = gw.chat(&chat, ctx).await?;
+    let result = gw.chat(&chat, ctx).await;
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            req.extensions_mut().insert(log.borrow().clone());
+            return Err(e.into());
+        }
+    };
+    {
+        let mut l = log.borrow_mut();
+        l.cache = outcome.cache.as_str();
+        l.upstream = outcome.upstream_time;
+        l.retries = outcome.retries;
+        l.usage = outcome
+            .usage
+            .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
+    }
+    req.extensions_mut().insert(log.borrow().clone());
     let mut resp = HttpResponse::Ok();
     resp.insert_header(("x-cache", outcome.cache.as_str()));
+    if let Some(info) = &info {
+        let overhead = info.start.elapsed().saturating_sub(outcome.upstream_time);
+        gw.state()
+            .metrics()
+            .overhead
+            .observe(overhead.as_secs_f64());
+        resp.insert_header((
+            "x-gateway-overhead-ms",
+            format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+        ));
+    }
     match outcome.reply {
-        ChatReply::Json(body) => Ok(resp.content_type("application/json").body(body)),
+        ChatReply::Json(body) => {
+            if let Some((_, source)) = outcome.usage {
+                resp.insert_header(("x-usage-source", source.as_str()));
+            }
+            Ok(resp.content_type("application/json").body(body))
+        }
         ChatReply::Stream(frames) => {
             let heartbeat = gw.state().config().heartbeat_interval;
             Ok(resp
@@ -126,6 +197,27 @@ pub async fn chat(
                 .streaming(SseBody::new(frames, heartbeat)))
         }
     }
+}
+
+/// `GET /metrics`: JSON, or the Prometheus text format when the client accepts `text/plain`
+/// (and not JSON), as Prometheus scrapers do.
+pub async fn metrics(gw: web::Data<Gateway>, req: HttpRequest) -> HttpResponse {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("text/plain") && !accept.contains("application/json") {
+        return prometheus(gw).await;
+    }
+    HttpResponse::Ok().json(gw.state().metrics().json(gw.state()))
+}
+
+/// `GET /metrics/prometheus`: the Prometheus text exposition format.
+pub async fn prometheus(gw: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(gw.state().metrics().prometheus_text(gw.state()))
 }
 
 /// Any path that is not a route: 404 in OpenAI form.

@@ -69,10 +69,28 @@ impl Vocab {
     }
 }
 
+static LOADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Loads both vocabularies (a few hundred ms); call it off the request path, at startup.
 pub fn preload() {
     let _ = Vocab::O200k.bpe();
     let _ = Vocab::Cl100k.bpe();
+    LOADED.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Whether [`preload`] has finished, so counting will not stop to load a vocabulary.
+pub fn ready() -> bool {
+    LOADED.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Starts [`preload`] on a background thread unless it already ran; returns at once.
+pub fn preload_in_background() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("tokens-preload".into())
+            .spawn(preload);
+    });
 }
 
 fn count_content(vocab: Vocab, content: &Content) -> u64 {

@@ -133,6 +133,32 @@ impl RawObject {
     }
 }
 
+/// Whether `json` has a field `key` whose value starts with the byte `first` (e.g. `b'"'` for a
+/// string, `b'{'` for an object), found by scanning, not parsing. Inside JSON strings quotes are
+/// escaped, so an unescaped `"key"` followed by `:` can only be a real field.
+pub fn field_starts_with(json: &[u8], key: &str, first: u8) -> bool {
+    let trim = |s: &[u8]| -> usize { s.iter().take_while(|b| b.is_ascii_whitespace()).count() };
+    let mut rest = json;
+    while let Some(pos) = find_quoted(rest, key.as_bytes()) {
+        rest = &rest[pos..];
+        let after = &rest[trim(rest)..];
+        if let Some(after) = after.strip_prefix(b":") {
+            if after.get(trim(after)) == Some(&first) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Position just after the next `"key"` in `hay`.
+fn find_quoted(hay: &[u8], key: &[u8]) -> Option<usize> {
+    let n = key.len() + 2;
+    hay.windows(n)
+        .position(|w| w[0] == b'"' && w[n - 1] == b'"' && &w[1..n - 1] == key)
+        .map(|p| p + n)
+}
+
 /// Encodes a string as a JSON string literal.
 pub fn json_string(s: &str) -> String {
     // Serialising a &str cannot fail.
@@ -264,13 +290,35 @@ impl ChatRequest {
     }
 
     /// The body to send to an OpenAI-compatible upstream: the client's exact bytes with only
-    /// `model` replaced (no copy at all when the name does not change).
+    /// `model` replaced, and for a stream `stream_options.include_usage` set so every answer's
+    /// usage is known (the gateway drops the extra usage chunk again if the client did not ask).
+    /// No copy at all when nothing changes.
     pub fn upstream_body(&self, internal_model: &str) -> Bytes {
-        if internal_model == self.model {
-            return self.obj.bytes().clone();
+        let model = (internal_model != self.model).then(|| json_string(internal_model));
+        let options =
+            (self.stream && !self.include_usage).then(|| self.stream_options_with_usage());
+        let mut replace: Vec<(&str, &str)> = Vec::with_capacity(2);
+        if let Some(m) = &model {
+            replace.push(("model", m));
         }
-        self.obj
-            .with_replaced(&[("model", &json_string(internal_model))])
+        if let Some(o) = &options {
+            replace.push(("stream_options", o));
+        }
+        self.obj.with_replaced(&replace)
+    }
+
+    /// The client's `stream_options` with `include_usage: true` added.
+    fn stream_options_with_usage(&self) -> String {
+        match self
+            .obj
+            .get::<serde_json::Map<String, serde_json::Value>>("stream_options")
+        {
+            Some(Ok(mut map)) => {
+                map.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+                serde_json::Value::Object(map).to_string()
+            }
+            _ => r#"{"include_usage":true}"#.to_owned(),
+        }
     }
 }
 
@@ -293,10 +341,29 @@ mod tests {
         let text = std::str::from_utf8(&out).unwrap();
         assert_eq!(
             text,
-            r#"{"temperature":0.5,"model":"scira-4o","messages":[{"role":"user","content":null}],"x_vendor":{"a":[1,2]},"stream":true}"#
+            r#"{"temperature":0.5,"model":"scira-4o","messages":[{"role":"user","content":null}],"x_vendor":{"a":[1,2]},"stream":true,"stream_options":{"include_usage":true}}"#
         );
-        // same name: the exact original bytes
-        assert_eq!(&r.upstream_body("gpt-4o")[..], body.as_bytes());
+        // a stream always asks for usage
+        let text = String::from_utf8(r.upstream_body("gpt-4o").to_vec()).unwrap();
+        assert!(
+            text.ends_with(r#""stream":true,"stream_options":{"include_usage":true}}"#),
+            "{text}"
+        );
+        // same name, not a stream: the exact original bytes
+        let plain = r#"{"model":"gpt-4o","messages":[{"role":"user"}],"stream_options":{"x":1}}"#;
+        assert_eq!(
+            &req(plain).unwrap().upstream_body("gpt-4o")[..],
+            plain.as_bytes()
+        );
+        let s = req(
+            r#"{"model":"m","messages":[{"role":"user"}],"stream":true,"stream_options":{"x":1}}"#,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&s.upstream_body("m")).unwrap();
+        assert_eq!(
+            out["stream_options"],
+            serde_json::json!({"x":1,"include_usage":true})
+        );
     }
 
     #[test]
@@ -337,6 +404,18 @@ mod tests {
         assert_eq!(v["choices"][0]["delta"]["content"], "\"model\"");
         assert_eq!(v["kéy"], 1);
         assert!(rewrite_model(Bytes::from_static(b"[1]"), "x").is_none());
+    }
+
+    #[test]
+    fn field_scan() {
+        assert!(field_starts_with(br#"{"usage" : {"a":1}}"#, "usage", b'{'));
+        assert!(!field_starts_with(br#"{"usage":null}"#, "usage", b'{'));
+        assert!(!field_starts_with(br#"{"c":"\"usage\":{"}"#, "usage", b'{'));
+        assert!(field_starts_with(
+            br#"{"x":"usage","finish_reason":"stop"}"#,
+            "finish_reason",
+            b'"'
+        ));
     }
 
     #[test]

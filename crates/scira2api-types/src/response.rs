@@ -183,9 +183,22 @@ impl ChunkEncoder {
         )
     }
 
-    /// The usage chunk (`choices: []`). Written only when the client asked for usage.
-    pub fn usage(&self, usage: &Usage) -> Option<Bytes> {
-        self.include_usage.then(|| self.frame(&[], Some(usage)))
+    /// The usage chunk (`choices: []`, `usage`). The gateway always produces it, to know every
+    /// answer's usage, and drops it again when the client did not ask for usage.
+    pub fn usage(&self, usage: &Usage) -> Bytes {
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: &[],
+            usage: Some(Some(usage)),
+        };
+        let mut out = Vec::with_capacity(200);
+        out.extend_from_slice(b"data: ");
+        let _ = serde_json::to_writer(&mut out, &chunk);
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
     }
 }
 
@@ -213,7 +226,7 @@ struct CompletionBody<'a> {
     created: u64,
     model: &'a str,
     choices: [CompletionChoice<'a>; 1],
-    usage: &'a Usage,
+    usage: Option<&'a Usage>,
 }
 
 /// A complete non-streamed answer, ready to be rendered as a `chat.completion` body.
@@ -225,8 +238,8 @@ pub struct Completion {
     pub reasoning_content: Option<String>,
     /// OpenAI finish reason (`stop`, `length`, `content_filter`, ...).
     pub finish_reason: String,
-    /// Token usage.
-    pub usage: Usage,
+    /// Token usage, when the upstream reported it.
+    pub usage: Option<Usage>,
 }
 
 impl Completion {
@@ -249,7 +262,7 @@ impl Completion {
                 logprobs: None,
                 finish_reason: &self.finish_reason,
             }],
-            usage: &self.usage,
+            usage: self.usage.as_ref(),
         };
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
@@ -293,7 +306,7 @@ mod tests {
         let f = parse(&enc.finish("stop"));
         assert_eq!(f["choices"][0]["finish_reason"], "stop");
         assert_eq!(f["choices"][0]["delta"], json!({}));
-        let u = parse(&enc.usage(&Usage::new(3, 4)).unwrap());
+        let u = parse(&enc.usage(&Usage::new(3, 4)));
         assert_eq!(u["choices"], json!([]));
         assert_eq!(
             u["usage"],
@@ -310,7 +323,10 @@ mod tests {
                 .unwrap()
                 .contains_key("usage")
         );
-        assert!(enc.usage(&Usage::default()).is_none());
+        assert_eq!(
+            parse(&enc.usage(&Usage::new(1, 1)))["usage"]["total_tokens"],
+            2
+        );
     }
 
     #[test]
@@ -319,7 +335,7 @@ mod tests {
             content: "hi".into(),
             reasoning_content: Some("r".into()),
             finish_reason: "stop".into(),
-            usage: Usage::new(1, 2),
+            usage: Some(Usage::new(1, 2)),
         };
         let v: Value = serde_json::from_slice(&c.to_json("m")).unwrap();
         assert_eq!(v["object"], "chat.completion");

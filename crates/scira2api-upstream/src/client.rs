@@ -15,6 +15,7 @@ use bytes::Bytes;
 use log::debug;
 use scira2api_models::ModelEntry;
 use scira2api_types::{ChatRequest, ChunkEncoder, Error};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -92,6 +93,7 @@ impl Upstream {
     async fn send(
         &self,
         ring: &KeyRing,
+        retries: &Cell<u32>,
         build: impl Fn(Option<&str>) -> awc::ClientRequest,
         body: &Bytes,
         map_error: ErrorMapper,
@@ -142,16 +144,22 @@ impl Upstream {
                 delay.as_millis()
             );
             stats.retries.fetch_add(1, Ordering::Relaxed);
+            retries.set(retries.get() + 1);
             actix_rt::time::sleep(delay).await;
         }
     }
 
     /// Sends a chat request for `internal_model` and returns the answer in OpenAI form, with
     /// `model` set to the name the client asked for.
-    pub async fn chat(&self, req: &ChatRequest, internal_model: &str) -> Result<ChatReply, Error> {
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        internal_model: &str,
+        retries: &Cell<u32>,
+    ) -> Result<ChatReply, Error> {
         match self.settings().provider {
-            ProviderKind::OpenAi => self.chat_openai(req, internal_model).await,
-            ProviderKind::Scira => self.chat_scira(req, internal_model).await,
+            ProviderKind::OpenAi => self.chat_openai(req, internal_model, retries).await,
+            ProviderKind::Scira => self.chat_scira(req, internal_model, retries).await,
         }
     }
 
@@ -159,6 +167,7 @@ impl Upstream {
         &self,
         req: &ChatRequest,
         internal_model: &str,
+        retries: &Cell<u32>,
     ) -> Result<ChatReply, Error> {
         let rewrite = ModelRewrite::new(&req.model, internal_model);
         let body = req.upstream_body(internal_model);
@@ -175,7 +184,7 @@ impl Upstream {
             http
         };
         let resp = self
-            .send(&self.config.keys, build, &body, map_openai_error)
+            .send(&self.config.keys, retries, build, &body, map_openai_error)
             .await?;
         if req.stream {
             let s = self.settings();
@@ -193,6 +202,7 @@ impl Upstream {
         &self,
         req: &ChatRequest,
         internal_model: &str,
+        retries: &Cell<u32>,
     ) -> Result<ChatReply, Error> {
         let s = self.settings();
         let messages = req.messages()?;
@@ -219,7 +229,13 @@ impl Upstream {
             http
         };
         let resp = self
-            .send(&self.config.cookies, build, &body, scira::map_error)
+            .send(
+                &self.config.cookies,
+                retries,
+                build,
+                &body,
+                scira::map_error,
+            )
             .await?;
         if req.stream {
             let decoder =
@@ -258,7 +274,13 @@ impl Upstream {
             }
         };
         let resp = self
-            .send(&self.config.keys, build, &Bytes::new(), map_openai_error)
+            .send(
+                &self.config.keys,
+                &Cell::new(0),
+                build,
+                &Bytes::new(),
+                map_openai_error,
+            )
             .await?;
         let body = self.read_body(resp).await?;
         parse_model_list(&body)

@@ -6,6 +6,7 @@
 //! (that would reveal the server's own address). Every connection gets `TCP_NODELAY`, and every
 //! connection opened is counted so connection reuse can be reported.
 
+use actix_rt::net::ActixStream;
 use actix_rt::net::TcpStream;
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection};
@@ -81,6 +82,92 @@ impl ProxyConfig {
 pub struct ConnStats {
     /// TCP connections opened to the upstream (or to the proxy for it).
     pub opened: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicU64,
+}
+
+/// An upstream connection that keeps [`ConnStats::open`] true: counted when made, uncounted
+/// when dropped (closed by the pool, the upstream or an error).
+#[derive(Debug)]
+pub(crate) struct CountedStream {
+    inner: TcpStream,
+    stats: Arc<ConnStats>,
+}
+
+impl CountedStream {
+    fn new(inner: TcpStream, stats: Arc<ConnStats>) -> Self {
+        stats.opened.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        CountedStream { inner, stats }
+    }
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl actix_rt::net::ActixStream for CountedStream {
+    fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<actix_rt::net::Ready>> {
+        ActixStream::poll_read_ready(&self.inner, cx)
+    }
+
+    fn poll_write_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<actix_rt::net::Ready>> {
+        ActixStream::poll_write_ready(&self.inner, cx)
+    }
 }
 
 /// awc's TCP connector service.
@@ -175,7 +262,7 @@ async fn through_proxy(
 }
 
 impl Service<ConnectInfo<Uri>> for UpstreamConnector {
-    type Response = Connection<Uri, TcpStream>;
+    type Response = Connection<Uri, CountedStream>;
     type Error = ConnectError;
     type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -196,8 +283,7 @@ impl Service<ConnectInfo<Uri>> for UpstreamConnector {
             };
             // Latency over throughput: every event is sent at once.
             let _ = stream.set_nodelay(true);
-            stats.opened.fetch_add(1, Ordering::Relaxed);
-            Ok(Connection::new(uri, stream))
+            Ok(Connection::new(uri, CountedStream::new(stream, stats)))
         })
     }
 }

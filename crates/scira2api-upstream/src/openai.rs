@@ -4,7 +4,7 @@
 use crate::lines::SseEvents;
 use crate::stream::LineDecoder;
 use bytes::Bytes;
-use scira2api_types::{Error, RawObject, json_string, openai_error_message};
+use scira2api_types::{Error, RawObject, field_starts_with, json_string, openai_error_message};
 use std::collections::VecDeque;
 
 /// Rewrites the `model` of upstream JSON objects to the name the client asked for.
@@ -34,30 +34,14 @@ impl ModelRewrite {
     }
 }
 
-/// Whether a chunk carries a non-null `finish_reason` (scanned, not parsed: inside JSON strings
-/// the quotes would be escaped, so the unescaped key can only be a real field).
+/// Whether a chunk carries a non-null `finish_reason`.
 fn has_finish_reason(json: &[u8]) -> bool {
-    const KEY: &[u8] = b"\"finish_reason\"";
-    let mut rest = json;
-    while let Some(pos) = find(rest, KEY) {
-        rest = &rest[pos + KEY.len()..];
-        let after = trim_start(rest);
-        if let Some(after) = after.strip_prefix(b":") {
-            if trim_start(after).first() == Some(&b'"') {
-                return true;
-            }
-        }
-    }
-    false
+    field_starts_with(json, "finish_reason", b'"')
 }
 
 fn trim_start(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &s[n..]
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Passes an OpenAI SSE stream through, event by event.

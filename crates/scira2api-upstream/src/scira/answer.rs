@@ -172,13 +172,13 @@ impl SciraStreamDecoder {
             Step::Finished { reason, usage } => {
                 self.role(out);
                 out.push_back(self.enc.finish(reason));
-                if let Some(frame) = usage.and_then(|u| self.enc.usage(&u)) {
+                if let Some(frame) = usage.map(|u| self.enc.usage(&u)) {
                     out.push_back(frame);
                 }
                 Ok(true)
             }
             Step::Failed { error, usage } => {
-                if let Some(frame) = usage.and_then(|u| self.enc.usage(&u)) {
+                if let Some(frame) = usage.map(|u| self.enc.usage(&u)) {
                     out.push_back(frame);
                 }
                 Err(error)
@@ -232,7 +232,7 @@ pub(crate) fn collect(body: &[u8]) -> Result<Completion, Error> {
             content,
             reasoning_content: reasoning,
             finish_reason: reason.to_owned(),
-            usage: usage.unwrap_or_default(),
+            usage,
         }),
         Step::Failed { error, .. } => Err(error),
         _ => Err(incomplete()),
@@ -286,7 +286,7 @@ mod tests {
         assert_eq!(c.content, "ab");
         assert_eq!(c.reasoning_content.as_deref(), Some("r"));
         assert_eq!(c.finish_reason, "length");
-        assert_eq!(c.usage, Usage::new(1, 2));
+        assert_eq!(c.usage, Some(Usage::new(1, 2)));
         let e = collect(b"0:\"a\"\n").unwrap_err();
         assert!(e.to_string().contains("before its finish"), "{e}");
         let e = collect(b"0:\"a\"\n3:\"Oops\"\nd:{\"finishReason\":\"error\"}\n").unwrap_err();

@@ -1,0 +1,465 @@
+//! What the gateway counts, kept in a `prometheus` registry: the Prometheus text exposition is
+//! that registry's own encoding, and the JSON view of `/metrics` is read from the same values,
+//! so the two can never disagree.
+
+use crate::GatewayState;
+use prometheus::core::Collector;
+use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Buckets for whole-request durations, seconds.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0,
+];
+/// Buckets for the gateway's own overhead, seconds (tens of microseconds and up).
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.000_025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// Every metric of the gateway.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route pattern and status.
+    pub requests: IntCounterVec,
+    /// Requests being handled now.
+    pub in_flight: IntGauge,
+    /// Whole request time by route (for streams: until the stream ended).
+    pub duration: HistogramVec,
+    /// Time the gateway itself added: total until the response head minus upstream time.
+    pub overhead: Histogram,
+    /// Time spent waiting for the upstream (until its answer, or its stream's first event).
+    pub upstream_time: Histogram,
+    /// Streams being written now.
+    pub streams_active: IntGauge,
+    /// Streams that ended with `[DONE]` after a complete answer.
+    pub streams_completed: IntCounter,
+    /// Streams that ended with an error event, or whose client left.
+    pub streams_cut: IntCounterVec,
+    /// Tokens by model and kind (`prompt`, `completion`).
+    pub tokens: IntCounterVec,
+    /// Answers by where their usage came from (`upstream`, `estimated`).
+    pub usage_source: IntCounterVec,
+    /// Upstream failures by error code.
+    pub upstream_errors: IntCounterVec,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_entries: IntGauge,
+    cache_bytes: IntGauge,
+    pool_opened: IntCounter,
+    pool_open: IntGauge,
+    upstream_requests: IntCounter,
+    retries: IntCounter,
+    limiter_allowed: IntCounter,
+    limiter_limited: IntCounter,
+    limiter_keys: IntGauge,
+    refresh: Mutex<()>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, c)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, g)
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(registry, c)
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    // Names are fixed and distinct: registering cannot fail except by a programming error.
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("registering a metric: {e}"));
+    c
+}
+
+/// Raises a counter to `value` (counters only go up; a lower value is ignored).
+fn catch_up(c: &IntCounter, value: u64) {
+    let now = c.get();
+    if value > now {
+        c.inc_by(value - now);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric, plus the process collector (RSS, CPU, fds, threads).
+    pub fn new() -> Metrics {
+        let r = Registry::new_custom(Some("scira2api".to_owned()), None)
+            .unwrap_or_else(|e| panic!("metrics registry: {e}"));
+        #[cfg(target_os = "linux")]
+        {
+            // The process collector's names are prefixed with `process_` by the collector itself.
+            let _ = r.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        }
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Request time by route, until the last byte",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        let overhead = Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_overhead_seconds",
+                "Time the gateway added: request time until the response head minus upstream time",
+            )
+            .buckets(OVERHEAD_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        let upstream_time = Histogram::with_opts(
+            HistogramOpts::new(
+                "upstream_duration_seconds",
+                "Time waiting for the upstream answer (or first event)",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+        Metrics {
+            requests: counter_vec(
+                &r,
+                "http_requests_total",
+                "HTTP requests by route and status",
+                &["route", "status"],
+            ),
+            in_flight: gauge(&r, "http_requests_in_flight", "HTTP requests being handled"),
+            duration: register(&r, duration),
+            overhead: register(&r, overhead),
+            upstream_time: register(&r, upstream_time),
+            streams_active: gauge(&r, "streams_active", "Streams being written"),
+            streams_completed: counter(
+                &r,
+                "streams_completed_total",
+                "Streams that ended with a complete answer",
+            ),
+            streams_cut: counter_vec(
+                &r,
+                "streams_cut_total",
+                "Streams that did not end with a complete answer",
+                &["reason"],
+            ),
+            tokens: counter_vec(
+                &r,
+                "tokens_total",
+                "Tokens by model and kind",
+                &["model", "kind"],
+            ),
+            usage_source: counter_vec(
+                &r,
+                "usage_total",
+                "Answers by where their token usage came from",
+                &["source"],
+            ),
+            upstream_errors: counter_vec(
+                &r,
+                "upstream_errors_total",
+                "Upstream failures by error code",
+                &["code"],
+            ),
+            cache_hits: counter(&r, "cache_hits_total", "Chat answers served from the cache"),
+            cache_misses: counter(&r, "cache_misses_total", "Cache lookups that found nothing"),
+            cache_entries: gauge(&r, "cache_entries", "Answers in the cache"),
+            cache_bytes: gauge(&r, "cache_bytes", "Approximate bytes held by the cache"),
+            pool_opened: counter(
+                &r,
+                "upstream_connections_opened_total",
+                "Upstream connections opened",
+            ),
+            pool_open: gauge(
+                &r,
+                "upstream_connections_open",
+                "Upstream connections open now",
+            ),
+            upstream_requests: counter(
+                &r,
+                "upstream_requests_total",
+                "Requests sent upstream (every attempt)",
+            ),
+            retries: counter(
+                &r,
+                "upstream_retries_total",
+                "Upstream attempts that were retries",
+            ),
+            limiter_allowed: counter(
+                &r,
+                "ratelimit_allowed_total",
+                "Requests the rate limiter let through",
+            ),
+            limiter_limited: counter(&r, "ratelimit_limited_total", "Requests refused with 429"),
+            limiter_keys: gauge(&r, "ratelimit_keys", "Client keys with a rate-limit bucket"),
+            registry: r,
+            refresh: Mutex::new(()),
+        }
+    }
+
+    /// Copies the counters that live elsewhere (cache, pool, limiter, upstream) into the registry.
+    fn refresh(&self, state: &GatewayState) {
+        let _one_at_a_time = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = state.cache_stats();
+        catch_up(&self.cache_hits, cache.hits);
+        catch_up(&self.cache_misses, cache.misses);
+        self.cache_entries.set(cache.entries as i64);
+        self.cache_bytes.set(cache.bytes as i64);
+        let up = state.upstream().stats();
+        catch_up(
+            &self.pool_opened,
+            up.connections.opened.load(Ordering::Relaxed),
+        );
+        self.pool_open
+            .set(up.connections.open.load(Ordering::Relaxed) as i64);
+        catch_up(&self.upstream_requests, up.requests.load(Ordering::Relaxed));
+        catch_up(&self.retries, up.retries.load(Ordering::Relaxed));
+        let lim = state.limiter_stats();
+        catch_up(&self.limiter_allowed, lim.allowed);
+        catch_up(&self.limiter_limited, lim.limited);
+        self.limiter_keys.set(lim.keys as i64);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn prometheus_text(&self, state: &GatewayState) -> String {
+        self.refresh(state);
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The JSON view of `/metrics`.
+    pub fn json(&self, state: &GatewayState) -> Value {
+        self.refresh(state);
+        let families: BTreeMap<String, MetricFamily> = self
+            .registry
+            .gather()
+            .into_iter()
+            .map(|f| (f.name().trim_start_matches("scira2api_").to_owned(), f))
+            .collect();
+        let scalar = |name: &str| -> f64 {
+            families.get(name).map_or(0.0, |f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| match f.get_field_type() {
+                        MetricType::COUNTER => m.get_counter().get_value(),
+                        MetricType::GAUGE => m.get_gauge().get_value(),
+                        _ => 0.0,
+                    })
+                    .sum()
+            })
+        };
+        let labelled = |name: &str| -> Vec<(BTreeMap<String, String>, f64)> {
+            families.get(name).map_or_else(Vec::new, |f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| {
+                        let labels = m
+                            .get_label()
+                            .iter()
+                            .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                            .collect();
+                        (labels, m.get_counter().get_value())
+                    })
+                    .collect()
+            })
+        };
+        let requests = labelled("http_requests_total");
+        let mut by_route: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let (mut total, mut success, mut client_errors, mut server_errors) = (0.0, 0.0, 0.0, 0.0);
+        for (labels, v) in &requests {
+            let status = labels.get("status").cloned().unwrap_or_default();
+            let route = labels.get("route").cloned().unwrap_or_default();
+            total += v;
+            match status.chars().next() {
+                Some('2') | Some('3') => success += v,
+                Some('4') => client_errors += v,
+                _ => server_errors += v,
+            }
+            by_route
+                .entry(route)
+                .or_default()
+                .insert(status, json!(*v as u64));
+        }
+        let mut tokens_by_model: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+        let (mut prompt, mut completion) = (0.0, 0.0);
+        for (labels, v) in labelled("tokens_total") {
+            let kind = labels.get("kind").cloned().unwrap_or_default();
+            if kind == "prompt" {
+                prompt += v;
+            } else {
+                completion += v;
+            }
+            tokens_by_model
+                .entry(labels.get("model").cloned().unwrap_or_default())
+                .or_default()
+                .insert(kind, json!(v as u64));
+        }
+        let by_label = |name: &str, label: &str| -> Map<String, Value> {
+            labelled(name)
+                .into_iter()
+                .map(|(l, v)| (l.get(label).cloned().unwrap_or_default(), json!(v as u64)))
+                .collect()
+        };
+        let histogram = |name: &str| -> Value {
+            let Some(f) = families.get(name) else {
+                return Value::Null;
+            };
+            let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+            let (mut count, mut sum) = (0u64, 0.0);
+            for m in f.get_metric() {
+                let h = m.get_histogram();
+                count += h.get_sample_count();
+                sum += h.get_sample_sum();
+                for b in h.get_bucket() {
+                    *buckets.entry(b.upper_bound().to_bits()).or_default() +=
+                        b.cumulative_count() as f64;
+                }
+            }
+            let mut bounds: Vec<(f64, f64)> = buckets
+                .into_iter()
+                .map(|(k, v)| (f64::from_bits(k), v))
+                .collect();
+            bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let q = |p: f64| quantile(&bounds, count, p) * 1000.0;
+            json!({
+                "count": count,
+                "mean_ms": if count > 0 { sum / count as f64 * 1000.0 } else { 0.0 },
+                "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99),
+            })
+        };
+        let cache_hits = scalar("cache_hits_total");
+        let cache_misses = scalar("cache_misses_total");
+        let opened = scalar("upstream_connections_opened_total");
+        let upstream_requests = scalar("upstream_requests_total");
+        json!({
+            "uptime_seconds": state.uptime().as_secs(),
+            "uptime": humantime::format_duration(Duration::from_secs(state.uptime().as_secs())).to_string(),
+            "start_time": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(state.start_unix())).to_string(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "provider": state.config().provider.as_str(),
+            "process": {
+                "rss_bytes": scalar("process_resident_memory_bytes") as u64,
+                "virtual_memory_bytes": scalar("process_virtual_memory_bytes") as u64,
+                "cpu_seconds": scalar("process_cpu_seconds_total"),
+                "threads": scalar("process_threads") as u64,
+                "open_fds": scalar("process_open_fds") as u64,
+            },
+            "requests": {
+                "total": total as u64,
+                "success": success as u64,
+                "client_errors": client_errors as u64,
+                "server_errors": server_errors as u64,
+                "upstream_errors": scalar("upstream_errors_total") as u64,
+                "in_flight": scalar("http_requests_in_flight") as i64,
+                "by_route": by_route,
+            },
+            "latency": {
+                "total": histogram("request_duration_seconds"),
+                "gateway_overhead": histogram("gateway_overhead_seconds"),
+                "upstream": histogram("upstream_duration_seconds"),
+            },
+            "streams": {
+                "active": scalar("streams_active") as i64,
+                "completed": scalar("streams_completed_total") as u64,
+                "cut": scalar("streams_cut_total") as u64,
+                "cut_by_reason": by_label("streams_cut_total", "reason"),
+            },
+            "tokens": {
+                "prompt": prompt as u64,
+                "completion": completion as u64,
+                "total": (prompt + completion) as u64,
+                "by_model": tokens_by_model,
+                "usage_source": by_label("usage_total", "source"),
+            },
+            "cache": {
+                "enabled": state.config().cache_enabled,
+                "hits": cache_hits as u64,
+                "misses": cache_misses as u64,
+                "entries": scalar("cache_entries") as u64,
+                "bytes": scalar("cache_bytes") as u64,
+                "hit_ratio": if cache_hits + cache_misses > 0.0 { cache_hits / (cache_hits + cache_misses) } else { 0.0 },
+            },
+            "connection_pool": {
+                "enabled": state.config().conn_pool_enabled,
+                "open": scalar("upstream_connections_open") as u64,
+                "created": opened as u64,
+                "upstream_requests": upstream_requests as u64,
+                "reused": (upstream_requests - opened).max(0.0) as u64,
+            },
+            "rate_limiter": {
+                "enabled": state.config().rate_limit_enabled,
+                "allowed": scalar("ratelimit_allowed_total") as u64,
+                "limited": scalar("ratelimit_limited_total") as u64,
+                "keys_tracked": scalar("ratelimit_keys") as u64,
+            },
+            "retries": scalar("upstream_retries_total") as u64,
+            "upstream_errors_by_kind": by_label("upstream_errors_total", "code"),
+        })
+    }
+}
+
+/// The `p` quantile from cumulative histogram buckets, interpolated linearly inside a bucket.
+fn quantile(bounds: &[(f64, f64)], count: u64, p: f64) -> f64 {
+    if count == 0 {
+        return 0.0;
+    }
+    let rank = p * count as f64;
+    let mut prev_bound = 0.0;
+    let mut prev_count = 0.0;
+    for &(bound, cum) in bounds {
+        if cum >= rank {
+            if !bound.is_finite() {
+                return prev_bound;
+            }
+            let inside = cum - prev_count;
+            let frac = if inside > 0.0 {
+                (rank - prev_count) / inside
+            } else {
+                1.0
+            };
+            return prev_bound + (bound - prev_bound) * frac;
+        }
+        prev_bound = bound;
+        prev_count = cum;
+    }
+    prev_bound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate() {
+        let b = [
+            (0.001, 50.0),
+            (0.01, 90.0),
+            (0.1, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert!((quantile(&b, 100, 0.5) - 0.001).abs() < 1e-12);
+        assert!((quantile(&b, 100, 0.9) - 0.01).abs() < 1e-12);
+        assert!((quantile(&b, 100, 0.7) - 0.0055).abs() < 1e-9);
+        assert_eq!(quantile(&b, 0, 0.5), 0.0);
+    }
+}

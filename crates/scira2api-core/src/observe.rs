@@ -1,0 +1,262 @@
+//! Watching a stream on its way to the client: its usage (from the upstream's usage chunk, or
+//! estimated at the end), whether it completed, and — when the cache is on — its answer.
+//!
+//! Per event the work is a byte scan for the usage chunk and a reference-counted clone of the
+//! frame; parsing happens once, at the end, and only when the answer is needed (to cache it, or
+//! to estimate usage the upstream did not report).
+
+use crate::GatewayState;
+use crate::gateway::{StreamOutcome, StreamSummary, UsageSource};
+use bytes::Bytes;
+use futures_util::Stream;
+use log::debug;
+use scira2api_cache::{CacheKey, ResponseStore};
+use scira2api_types::{
+    Answer, AnswerBuilder, ChatRequest, Error, RawObject, Usage, field_starts_with,
+};
+use scira2api_upstream::FrameStream;
+use serde_json::json;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The JSON of an SSE frame (`data: {...}\n\n`).
+fn frame_json(frame: &[u8]) -> &[u8] {
+    frame
+        .strip_prefix(b"data: ")
+        .unwrap_or(frame)
+        .trim_ascii_end()
+}
+
+/// The usage of a usage chunk (`"usage": {...}`), if this frame is one.
+fn usage_of(frame: &Bytes) -> Option<Usage> {
+    if !field_starts_with(frame, "usage", b'{') {
+        return None;
+    }
+    let json = frame.slice_ref(frame_json(frame));
+    let obj = RawObject::parse(json).ok()?;
+    obj.get::<Usage>("usage")?.ok()
+}
+
+/// A chunk without the `"usage":null` the forced `include_usage` added, when it is the chunk's
+/// last field (as OpenAI and most compatible servers write it); otherwise the chunk unchanged.
+fn without_null_usage(frame: Bytes) -> Bytes {
+    const TAIL: &[u8] = b",\"usage\":null}\n\n";
+    if !frame.ends_with(TAIL) {
+        return frame;
+    }
+    let mut out = Vec::with_capacity(frame.len());
+    out.extend_from_slice(&frame[..frame.len() - TAIL.len()]);
+    out.extend_from_slice(b"}\n\n");
+    Bytes::from(out)
+}
+
+/// A callback run once when the stream ends, however it ends.
+pub(crate) type OnEnd = Box<dyn FnOnce(&StreamSummary)>;
+
+/// The stream the client gets, observed.
+pub(crate) struct ObservedStream {
+    pub(crate) frames: FrameStream,
+    pub(crate) state: Arc<GatewayState>,
+    pub(crate) req: ChatRequest,
+    pub(crate) internal_model: String,
+    /// Drop the usage chunk (the client did not ask for it).
+    pub(crate) strip_usage: bool,
+    /// Where to keep a complete answer.
+    pub(crate) cache: Option<(Arc<dyn ResponseStore>, CacheKey)>,
+    /// Whether this stream is a cache replay (its tokens were not spent now).
+    pub(crate) replay: bool,
+    pub(crate) on_end: Option<OnEnd>,
+    pub(crate) kept: Vec<Bytes>,
+    pub(crate) kept_bytes: usize,
+    pub(crate) usage: Option<Usage>,
+    pub(crate) tail: Option<Bytes>,
+    pub(crate) finished: bool,
+}
+
+impl ObservedStream {
+    pub(crate) fn new(
+        frames: FrameStream,
+        state: Arc<GatewayState>,
+        req: &ChatRequest,
+        internal_model: &str,
+    ) -> Self {
+        state.metrics().streams_active.inc();
+        ObservedStream {
+            frames,
+            state,
+            req: req.clone(),
+            internal_model: internal_model.to_owned(),
+            strip_usage: !req.include_usage,
+            cache: None,
+            replay: false,
+            on_end: None,
+            kept: Vec::new(),
+            kept_bytes: 0,
+            usage: None,
+            tail: None,
+            finished: false,
+        }
+    }
+
+    fn keep(&mut self, frame: &Bytes) {
+        let needed = self.cache.is_some() || self.usage.is_none();
+        if needed && self.kept_bytes + frame.len() <= self.state.config().max_body_bytes {
+            self.kept_bytes += frame.len();
+            self.kept.push(frame.clone());
+        }
+    }
+
+    fn answer(&self) -> Answer {
+        let mut b = AnswerBuilder::default();
+        for f in &self.kept {
+            b.push_frame(f);
+        }
+        b.finish()
+    }
+
+    /// The stream ended cleanly: settle usage, store the answer, report.
+    fn complete(&mut self) {
+        let answer = (self.cache.is_some() || self.usage.is_none()).then(|| self.answer());
+        let mut source = UsageSource::Upstream;
+        if self.usage.is_none() {
+            if let Some(answer) = &answer {
+                if scira2api_tokens::ready() {
+                    self.usage = Some(crate::gateway::estimate(
+                        &self.req,
+                        &self.internal_model,
+                        answer,
+                    ));
+                    source = UsageSource::Estimated;
+                    if !self.strip_usage {
+                        self.tail = self.usage.map(|u| self.estimated_usage_frame(&u));
+                    }
+                } else {
+                    scira2api_tokens::preload_in_background();
+                    debug!("usage unknown and the vocabularies are still loading: not estimated");
+                }
+            }
+        }
+        if let (Some((store, key)), Some(answer)) = (&self.cache, answer) {
+            if answer.is_complete() {
+                let (store, key) = (store.clone(), *key);
+                actix_rt::spawn(async move { store.put(key, answer).await });
+            }
+        }
+        self.finish(StreamOutcome::Completed, self.usage.map(|u| (u, source)));
+    }
+
+    /// A usage chunk for an estimated usage, with the stream's id, marked `usage_source`.
+    fn estimated_usage_frame(&self, usage: &Usage) -> Bytes {
+        let first = self.kept.first().map(|f| frame_json(f)).unwrap_or(b"{}");
+        let head: serde_json::Value = serde_json::from_slice(first).unwrap_or_default();
+        let chunk = json!({
+            "id": head["id"], "object": "chat.completion.chunk", "created": head["created"],
+            "model": self.req.model, "choices": [], "usage": usage, "usage_source": "estimated",
+        });
+        Bytes::from(format!("data: {chunk}\n\n"))
+    }
+
+    fn finish(&mut self, outcome: StreamOutcome, usage: Option<(Usage, UsageSource)>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let m = self.state.metrics();
+        m.streams_active.dec();
+        match &outcome {
+            StreamOutcome::Completed => m.streams_completed.inc(),
+            StreamOutcome::Failed(code) => m.streams_cut.with_label_values(&[code]).inc(),
+            StreamOutcome::ClientGone => m.streams_cut.with_label_values(&["client_gone"]).inc(),
+        }
+        if !self.replay {
+            if let Some((u, source)) = usage {
+                self.state.record_usage(&self.req.model, &u, source);
+            }
+        }
+        let summary = StreamSummary {
+            outcome,
+            usage: usage.map(|(u, _)| u),
+            usage_source: usage.map(|(_, s)| s),
+        };
+        if let Some(cb) = self.on_end.take() {
+            cb(&summary);
+        }
+    }
+}
+
+impl Stream for ObservedStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(this.tail.take().map(Ok));
+        }
+        loop {
+            match this.frames.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(u) = usage_of(&frame) {
+                        this.usage = Some(u);
+                        if this.strip_usage {
+                            continue;
+                        }
+                    }
+                    let frame = if this.strip_usage {
+                        without_null_usage(frame)
+                    } else {
+                        frame
+                    };
+                    this.keep(&frame);
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let code = e.code().unwrap_or("upstream_error").to_owned();
+                    this.state
+                        .metrics()
+                        .upstream_errors
+                        .with_label_values(&[&code])
+                        .inc();
+                    let usage = this.usage.map(|u| (u, UsageSource::Upstream));
+                    this.finish(StreamOutcome::Failed(code), usage);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    this.complete();
+                    return Poll::Ready(this.tail.take().map(Ok));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for ObservedStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            let usage = self.usage.map(|u| (u, UsageSource::Upstream));
+            self.finish(StreamOutcome::ClientGone, usage);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_the_forced_null_usage() {
+        let f = Bytes::from_static(b"data: {\"choices\":[],\"usage\":null}\n\n");
+        assert_eq!(&without_null_usage(f)[..], b"data: {\"choices\":[]}\n\n");
+        let other = Bytes::from_static(b"data: {\"usage\":null,\"x\":1}\n\n");
+        assert_eq!(without_null_usage(other.clone()), other);
+    }
+
+    #[test]
+    fn finds_usage_chunks_only() {
+        let u = Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n\n");
+        assert_eq!(usage_of(&u), Some(Usage::new(1, 2)));
+        let c = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":{\"}}],\"usage\":null}\n\n");
+        assert_eq!(usage_of(&c), None);
+    }
+}

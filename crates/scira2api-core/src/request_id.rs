@@ -1,0 +1,62 @@
+//! Request ids: taken from the client's `X-Request-Id` or minted, returned on every response,
+//! and attached to every log line written while the request is handled.
+//!
+//! The id lives in a task-local for the duration of the request's handling, so code deep in the
+//! gateway (retries, upstream errors) logs it without passing it around; the server's log
+//! format reads it with [`current`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+tokio::task_local! {
+    static REQUEST_ID: Arc<str>;
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+/// Runs `f` with `id` as the current request id.
+pub async fn scope<F: Future>(id: Arc<str>, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
+}
+
+/// The client's id when it is usable (1-128 visible ASCII characters), else a fresh one.
+pub fn from_client(header: Option<&str>) -> Arc<str> {
+    match header.map(str::trim) {
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Arc::from(id)
+        }
+        _ => mint(),
+    }
+}
+
+/// A fresh id, `req_<32 hex>`.
+pub fn mint() -> Arc<str> {
+    Arc::from(format!("req_{}", uuid::Uuid::new_v4().simple()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_checked() {
+        assert_eq!(&*from_client(Some("abc-123")), "abc-123");
+        assert!(from_client(Some("has space")).starts_with("req_"));
+        assert!(from_client(Some("")).starts_with("req_"));
+        assert!(from_client(Some(&"x".repeat(200))).starts_with("req_"));
+        assert!(from_client(None).starts_with("req_"));
+    }
+
+    #[actix_rt::test]
+    async fn scoped_id_is_visible_inside_only() {
+        assert!(current().is_none());
+        let id: Arc<str> = Arc::from("r1");
+        let seen = scope(id, async { current() }).await;
+        assert_eq!(seen.as_deref(), Some("r1"));
+    }
+}

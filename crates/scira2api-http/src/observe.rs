@@ -1,0 +1,131 @@
+//! Request ids, in-flight tracking, request metrics and the access log.
+//!
+//! Every request gets an id (the client's `X-Request-Id` when usable, else a fresh one), returned
+//! in `x-request-id` and attached to every log line written while it is handled. One access-log
+//! line at info is written per request — for a stream, when the stream ends, with its tokens —
+//! and it never holds a secret or a prompt.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use log::info;
+use scira2api_core::{Gateway, UsageSource, request_id};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Per-request facts shared between the middleware and the handlers.
+#[derive(Clone)]
+pub(crate) struct RequestInfo {
+    pub(crate) id: Arc<str>,
+    pub(crate) start: Instant,
+}
+
+/// What the chat handler learned, for the access log.
+#[derive(Clone, Default)]
+pub(crate) struct ChatLog {
+    pub(crate) model: String,
+    pub(crate) stream: bool,
+    pub(crate) cache: &'static str,
+    pub(crate) upstream: Duration,
+    pub(crate) retries: u32,
+    pub(crate) usage: Option<(u64, u64, UsageSource)>,
+}
+
+/// One access-log line.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn access_line(
+    id: &str,
+    method: &str,
+    path: &str,
+    status: u16,
+    chat: Option<&ChatLog>,
+    total: Duration,
+    outcome: &str,
+) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    match chat {
+        Some(c) => {
+            let tokens = c
+                .usage
+                .map(|(p, k, s)| format!("{p}+{k} ({})", s.as_str()))
+                .unwrap_or_else(|| "-".to_owned());
+            info!(
+                target: "scira2api::access",
+                "{method} {path} {status} request_id={id} model={} stream={} tokens={tokens} upstream_ms={:.1} total_ms={:.1} cache={} retries={}{outcome}",
+                c.model,
+                c.stream,
+                ms(c.upstream),
+                ms(total),
+                c.cache,
+                c.retries,
+            );
+        }
+        None => {
+            info!(target: "scira2api::access", "{method} {path} {status} request_id={id} total_ms={:.1}{outcome}", ms(total))
+        }
+    }
+}
+
+/// Middleware (outermost): id, timing, metrics and the access log for every request.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = request_id::from_client(
+        req.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let start = Instant::now();
+    let gw = req.app_data::<web::Data<Gateway>>().cloned();
+    if let Some(gw) = &gw {
+        gw.state().metrics().in_flight.inc();
+    }
+    req.extensions_mut().insert(RequestInfo {
+        id: id.clone(),
+        start,
+    });
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let res = request_id::scope(id.clone(), next.call(req)).await;
+    if let Some(gw) = &gw {
+        gw.state().metrics().in_flight.dec();
+    }
+    let mut res = res?;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), v);
+    }
+    let status = res.status().as_u16();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let chat = res.request().extensions().get::<ChatLog>().cloned();
+    if let Some(gw) = &gw {
+        let m = gw.state().metrics();
+        m.requests
+            .with_label_values(&[&route, &status.to_string()])
+            .inc();
+        // A stream is timed and logged when it ends (see the chat handler).
+        if !chat.as_ref().is_some_and(|c| c.stream && status == 200) {
+            m.duration
+                .with_label_values(&[&route])
+                .observe(start.elapsed().as_secs_f64());
+        }
+    }
+    if !chat.as_ref().is_some_and(|c| c.stream && status == 200) {
+        access_line(
+            &id,
+            &method,
+            &path,
+            status,
+            chat.as_ref(),
+            start.elapsed(),
+            "",
+        );
+    }
+    Ok(res)
+}
