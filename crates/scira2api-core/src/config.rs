@@ -113,6 +113,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Log filter (`RUST_LOG` overrides it).
     pub log_level: String,
+    /// Log request bodies (prompts) at debug level.
+    pub log_bodies: bool,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_timeout: Duration,
     /// Keep-alive comment interval on silent streams.
@@ -267,6 +269,7 @@ impl Config {
             bad_mapping_pairs: mapping.bad_pairs,
             max_body_bytes: raw.u64_min("MAX_BODY_BYTES", 16 * 1024 * 1024, 1024)? as usize,
             log_level: raw.str("LOG_LEVEL").unwrap_or_else(|| "info".to_owned()),
+            log_bodies: raw.bool("LOG_BODIES", false)?,
             shutdown_timeout: raw.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
             heartbeat_interval: raw.duration("HEARTBEAT_INTERVAL", Duration::from_secs(15))?,
             scira: SciraConfig {

@@ -97,6 +97,9 @@ pub struct StreamSummary {
     pub usage_source: Option<UsageSource>,
 }
 
+/// A callback run once when a streamed answer ends.
+pub type OnStreamEnd = Box<dyn FnOnce(&StreamSummary)>;
+
 /// What the HTTP layer knows about the request beyond its body.
 #[derive(Default)]
 pub struct ChatContext<'a> {
@@ -105,7 +108,7 @@ pub struct ChatContext<'a> {
     /// The client's `Cache-Control`.
     pub cache_control: CacheControl,
     /// Called once when a streamed answer ends, however it ends (for access logs and timing).
-    pub on_stream_end: Option<Box<dyn FnOnce(&StreamSummary)>>,
+    pub on_stream_end: Option<OnStreamEnd>,
 }
 
 /// A chat answer and how it was obtained.

@@ -360,7 +360,7 @@ impl Metrics {
             "process": {
                 "rss_bytes": scalar("process_resident_memory_bytes") as u64,
                 "virtual_memory_bytes": scalar("process_virtual_memory_bytes") as u64,
-                "cpu_seconds": scalar("process_cpu_seconds_total"),
+                "cpu_seconds": cpu_seconds().unwrap_or_else(|| scalar("process_cpu_seconds_total")),
                 "threads": scalar("process_threads") as u64,
                 "open_fds": scalar("process_open_fds") as u64,
             },
@@ -416,6 +416,19 @@ impl Metrics {
             "upstream_errors_by_kind": by_label("upstream_errors_total", "code"),
         })
     }
+}
+
+/// CPU time used by this process (user + system), in seconds with tick precision. The process
+/// collector's own counter has whole seconds only.
+#[cfg(target_os = "linux")]
+fn cpu_seconds() -> Option<f64> {
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cpu_seconds() -> Option<f64> {
+    None
 }
 
 /// The `p` quantile from cumulative histogram buckets, interpolated linearly inside a bucket.

@@ -16,6 +16,7 @@ use scira2api_types::{
 };
 use scira2api_upstream::FrameStream;
 use serde_json::json;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -51,9 +52,6 @@ fn without_null_usage(frame: Bytes) -> Bytes {
     Bytes::from(out)
 }
 
-/// A callback run once when the stream ends, however it ends.
-pub(crate) type OnEnd = Box<dyn FnOnce(&StreamSummary)>;
-
 /// The stream the client gets, observed.
 pub(crate) struct ObservedStream {
     pub(crate) frames: FrameStream,
@@ -66,12 +64,16 @@ pub(crate) struct ObservedStream {
     pub(crate) cache: Option<(Arc<dyn ResponseStore>, CacheKey)>,
     /// Whether this stream is a cache replay (its tokens were not spent now).
     pub(crate) replay: bool,
-    pub(crate) on_end: Option<OnEnd>,
+    pub(crate) on_end: Option<crate::gateway::OnStreamEnd>,
     pub(crate) kept: Vec<Bytes>,
     pub(crate) kept_bytes: usize,
     pub(crate) usage: Option<Usage>,
     pub(crate) tail: Option<Bytes>,
     pub(crate) finished: bool,
+    /// The upstream stream has ended; what is left is settling usage.
+    ended: bool,
+    answer: Option<Answer>,
+    estimating: Option<Pin<Box<actix_rt::task::JoinHandle<Usage>>>>,
 }
 
 impl ObservedStream {
@@ -96,6 +98,9 @@ impl ObservedStream {
             usage: None,
             tail: None,
             finished: false,
+            ended: false,
+            answer: None,
+            estimating: None,
         }
     }
 
@@ -115,29 +120,42 @@ impl ObservedStream {
         b.finish()
     }
 
-    /// The stream ended cleanly: settle usage, store the answer, report.
-    fn complete(&mut self) {
-        let answer = (self.cache.is_some() || self.usage.is_none()).then(|| self.answer());
-        let mut source = UsageSource::Upstream;
+    /// The upstream stream ended cleanly: rebuild the answer when it is needed, and start
+    /// estimating usage (on a blocking thread) when the upstream did not report it.
+    fn begin_end(&mut self) {
+        self.ended = true;
+        if self.cache.is_some() || self.usage.is_none() {
+            self.answer = Some(self.answer());
+        }
         if self.usage.is_none() {
-            if let Some(answer) = &answer {
-                if scira2api_tokens::ready() {
-                    self.usage = Some(crate::gateway::estimate(
-                        &self.req,
-                        &self.internal_model,
-                        answer,
-                    ));
-                    source = UsageSource::Estimated;
-                    if !self.strip_usage {
-                        self.tail = self.usage.map(|u| self.estimated_usage_frame(&u));
-                    }
-                } else {
-                    scira2api_tokens::preload_in_background();
-                    debug!("usage unknown and the vocabularies are still loading: not estimated");
-                }
+            if let Some(answer) = &self.answer {
+                let (req, model, answer) = (
+                    self.req.clone(),
+                    self.internal_model.clone(),
+                    answer.clone(),
+                );
+                let job = actix_rt::task::spawn_blocking(move || {
+                    crate::gateway::estimate(&req, &model, &answer)
+                });
+                self.estimating = Some(Box::pin(job));
             }
         }
-        if let (Some((store, key)), Some(answer)) = (&self.cache, answer) {
+    }
+
+    /// Everything is known: store the answer, report, and queue an estimated usage chunk for a
+    /// client that asked for usage.
+    fn complete(&mut self, estimated: Option<Usage>) {
+        let mut source = UsageSource::Upstream;
+        if let Some(u) = estimated {
+            self.usage = Some(u);
+            source = UsageSource::Estimated;
+            if !self.strip_usage {
+                self.tail = Some(self.estimated_usage_frame(&u));
+            }
+        } else if self.usage.is_none() {
+            debug!("stream usage unknown and not estimated");
+        }
+        if let (Some((store, key)), Some(answer)) = (&self.cache, self.answer.take()) {
             if answer.is_complete() {
                 let (store, key) = (store.clone(), *key);
                 actix_rt::spawn(async move { store.put(key, answer).await });
@@ -193,6 +211,9 @@ impl Stream for ObservedStream {
         if this.finished {
             return Poll::Ready(this.tail.take().map(Ok));
         }
+        if this.ended {
+            return this.poll_end(cx);
+        }
         loop {
             match this.frames.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -222,12 +243,30 @@ impl Stream for ObservedStream {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {
-                    this.complete();
-                    return Poll::Ready(this.tail.take().map(Ok));
+                    this.begin_end();
+                    return this.poll_end(cx);
                 }
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl ObservedStream {
+    /// Waits for a running usage estimate, then completes.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        let mut estimated = None;
+        if let Some(job) = self.estimating.as_mut() {
+            match job.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => {
+                    self.estimating = None;
+                    estimated = result.ok();
+                }
+            }
+        }
+        self.complete(estimated);
+        Poll::Ready(self.tail.take().map(Ok))
     }
 }
 

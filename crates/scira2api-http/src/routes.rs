@@ -112,6 +112,9 @@ pub async fn chat(
     check_content_type(&req)?;
     let limit = gw.state().config().max_body_bytes;
     let body = read_body(&req, payload, limit).await?;
+    if gw.state().config().log_bodies {
+        log::debug!("request body: {}", String::from_utf8_lossy(&body));
+    }
     let chat = ChatRequest::parse(body)?;
     let info = req.extensions().get::<RequestInfo>().cloned();
     let log = Rc::new(RefCell::new(ChatLog {

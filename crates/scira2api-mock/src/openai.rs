@@ -29,6 +29,7 @@ struct Knobs {
     delay: Duration,
     latency: Duration,
     content: Option<String>,
+    no_usage: bool,
 }
 
 fn knobs(req: &Value, state: &MockState) -> Knobs {
@@ -44,6 +45,7 @@ fn knobs(req: &Value, state: &MockState) -> Knobs {
         delay: ms("delay_ms", o.chunk_delay),
         latency: ms("latency_ms", o.latency),
         content: m["content"].as_str().map(str::to_owned),
+        no_usage: m["no_usage"] == Value::Bool(true),
     }
 }
 
@@ -132,12 +134,18 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
                 k.chunks as u64,
             ),
         };
-        return HttpResponse::Ok().json(json!({
+        let mut body = json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
             "system_fingerprint": "fp_mock"
-        }));
+        });
+        if k.no_usage {
+            if let Some(o) = body.as_object_mut() {
+                o.remove("usage");
+            }
+        }
+        return HttpResponse::Ok().json(body);
     }
     let include_usage = req["stream_options"]["include_usage"] == Value::Bool(true);
     let chunk = |choices: Value, usage: Option<Value>| {
@@ -170,7 +178,7 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
         json!([{"index":0,"delta":{},"logprobs":null,"finish_reason":finish}]),
         None,
     ));
-    if include_usage {
+    if include_usage && !k.no_usage {
         events.push(chunk(json!([]), Some(json!({"prompt_tokens":prompt,"completion_tokens":completion,"total_tokens":prompt+completion}))));
     }
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
