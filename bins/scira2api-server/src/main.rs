@@ -84,8 +84,6 @@ fn main() -> ExitCode {
             )
         })
         .init();
-    // Vocabularies for token estimates load in the background, off the request path.
-    scira2api_core::preload_tokens();
     for pair in &config.bad_mapping_pairs {
         warn!(
             "MODEL_MAPPINGS: cannot read pair `{pair}` (expected external:internal); using the built-in default table"
@@ -104,11 +102,13 @@ fn main() -> ExitCode {
 async fn serve(config: Config, demo: bool) -> std::io::Result<()> {
     let addr = (config.host.clone(), config.port);
     let shutdown = config.shutdown_timeout.as_secs().max(1);
+    let workers = config.workers;
     let summary = config.to_string();
     let state = GatewayState::new(config);
     let server = HttpServer::new(move || {
         App::new().configure(scira2api_http::configure(Gateway::new(state.clone())))
     })
+    .workers(workers)
     .shutdown_timeout(shutdown)
     .bind(&addr)
     .map_err(|e| {

@@ -45,6 +45,8 @@ pub struct Config {
     pub host: String,
     /// Listen port (0 = any free port).
     pub port: u16,
+    /// actix worker threads (each with its own upstream connection pool).
+    pub workers: usize,
     /// Client API keys; empty = no auth. Secret.
     pub api_keys: Vec<String>,
     /// Paths reachable without a key (exact match).
@@ -199,6 +201,13 @@ impl Config {
         let config = Config {
             host: raw.str("HOST").unwrap_or_else(|| "0.0.0.0".to_owned()),
             port: raw.port("PORT", 8080)?,
+            workers: raw.u64_min(
+                "WORKERS",
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as u64)
+                    .unwrap_or(1),
+                1,
+            )? as usize,
             api_keys: raw.list("APIKEY"),
             public_paths: raw
                 .str_list("PUBLIC_PATHS")
@@ -376,12 +385,13 @@ impl fmt::Display for Config {
         let d = |d: Duration| humantime::format_duration(d).to_string();
         write!(
             f,
-            "listen={}:{} provider={} base_url={} apikey={} upstream_api_key={} client_timeout={} \
+            "listen={}:{} workers={} provider={} base_url={} apikey={} upstream_api_key={} client_timeout={} \
              connect_timeout={} retry={} http_proxy={} socks5_proxy={} cache={} model_cache_ttl={} \
              resp_cache_ttl={} conn_pool={} max_conns_per_host={} rate_limit={} requests_per_second={} \
              burst={} model_mappings={} max_body_bytes={} shutdown_timeout={} heartbeat={} log_level={}",
             self.host,
             self.port,
+            self.workers,
             self.provider.as_str(),
             self.base_url,
             count(self.api_keys.len(), "key"),

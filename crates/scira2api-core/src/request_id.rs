@@ -34,9 +34,10 @@ pub fn from_client(header: Option<&str>) -> Arc<str> {
     }
 }
 
-/// A fresh id, `req_<32 hex>`.
+/// A fresh id, `req_<32 hex>` (128 random bits from a fast non-cryptographic generator: ids
+/// need to be unique, not secret, and minting one must not cost a system call).
 pub fn mint() -> Arc<str> {
-    Arc::from(format!("req_{}", uuid::Uuid::new_v4().simple()))
+    Arc::from(format!("req_{:032x}", fastrand::u128(..)))
 }
 
 #[cfg(test)]

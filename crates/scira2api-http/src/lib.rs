@@ -60,6 +60,12 @@ pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
                 .wrap(from_fn(auth::require_key))
                 .wrap(cors)
                 .wrap(from_fn(observe::observe))
+                // The hot route first: the router tries resources in order.
+                .service(
+                    web::resource("/v1/chat/completions")
+                        .route(web::post().to(routes::chat))
+                        .default_service(web::to(routes::method_not_allowed("POST"))),
+                )
                 .service(
                     web::resource("/health")
                         .route(web::get().to(routes::health))
@@ -84,11 +90,6 @@ pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
                     web::resource("/v1/models/{id:.+}")
                         .route(web::get().to(routes::model))
                         .default_service(web::to(routes::method_not_allowed("GET"))),
-                )
-                .service(
-                    web::resource("/v1/chat/completions")
-                        .route(web::post().to(routes::chat))
-                        .default_service(web::to(routes::method_not_allowed("POST"))),
                 )
                 .default_service(web::to(routes::not_found)),
         );

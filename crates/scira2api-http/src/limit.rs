@@ -20,21 +20,16 @@ fn exempt(path: &str) -> bool {
     path == "/health" || path == "/metrics" || path.starts_with("/metrics/")
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(HeaderName::from_static(name), v);
-    }
-}
-
 /// Adds OpenAI's rate-limit headers for `d`.
 fn add_headers(headers: &mut HeaderMap, d: &Decision) {
-    insert(headers, "x-ratelimit-limit-requests", d.limit.to_string());
-    insert(
-        headers,
-        "x-ratelimit-remaining-requests",
-        d.remaining.to_string(),
-    );
-    insert(headers, "x-ratelimit-reset-requests", format_reset(d.reset));
+    const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+    const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+    const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
+    headers.insert(LIMIT, HeaderValue::from(d.limit));
+    headers.insert(REMAINING, HeaderValue::from(d.remaining));
+    if let Ok(v) = HeaderValue::from_str(&format_reset(d.reset)) {
+        headers.insert(RESET, v);
+    }
 }
 
 /// The bucket a request belongs to.

@@ -68,6 +68,19 @@ pub(crate) fn access_line(
     }
 }
 
+/// The route a path belongs to, as a metric label (a fixed set, whatever the client sends).
+pub(crate) fn route_label(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/models" => "/v1/models",
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        "/metrics/prometheus" => "/metrics/prometheus",
+        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
+        _ => "unmatched",
+    }
+}
+
 /// Middleware (outermost): id, timing, metrics and the access log for every request.
 pub async fn observe(
     req: ServiceRequest,
@@ -99,20 +112,17 @@ pub async fn observe(
             .insert(HeaderName::from_static("x-request-id"), v);
     }
     let status = res.status().as_u16();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = route_label(&path);
     let chat = res.request().extensions().get::<ChatLog>().cloned();
     if let Some(gw) = &gw {
         let m = gw.state().metrics();
         m.requests
-            .with_label_values(&[&route, &status.to_string()])
+            .with_label_values(&[route, res.status().as_str()])
             .inc();
         // A stream is timed and logged when it ends (see the chat handler).
         if !chat.as_ref().is_some_and(|c| c.stream && status == 200) {
             m.duration
-                .with_label_values(&[&route])
+                .with_label_values(&[route])
                 .observe(start.elapsed().as_secs_f64());
         }
     }

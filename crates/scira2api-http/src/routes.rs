@@ -179,9 +179,10 @@ pub async fn chat(
             .metrics()
             .overhead
             .observe(overhead.as_secs_f64());
+        let us = overhead.as_micros();
         resp.insert_header((
             "x-gateway-overhead-ms",
-            format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+            format!("{}.{:03}", us / 1000, us % 1000),
         ));
     }
     match outcome.reply {

@@ -182,17 +182,23 @@ impl RateLimiter for MemoryLimiter {
     }
 }
 
-/// A duration in OpenAI's header format: `120ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
+/// A duration in OpenAI's header format: `120ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s` (integer
+/// arithmetic only: this runs on every limited request).
 pub fn format_reset(d: Duration) -> String {
-    let ms = d.as_millis();
+    let ms = d.as_millis() as u64;
     if ms < 1000 {
         return format!("{ms}ms");
     }
-    let secs = d.as_secs_f64();
-    if secs < 60.0 {
-        let s = format!("{:.3}", secs);
-        let s = s.trim_end_matches('0').trim_end_matches('.');
-        return format!("{s}s");
+    if ms < 60_000 {
+        let (secs, frac) = (ms / 1000, ms % 1000);
+        if frac == 0 {
+            return format!("{secs}s");
+        }
+        let mut f = format!("{frac:03}");
+        while f.ends_with('0') {
+            f.pop();
+        }
+        return format!("{secs}.{f}s");
     }
     let total = d.as_secs();
     let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);

@@ -30,6 +30,7 @@ struct Knobs {
     latency: Duration,
     content: Option<String>,
     no_usage: bool,
+    timestamps: bool,
 }
 
 fn knobs(req: &Value, state: &MockState) -> Knobs {
@@ -46,6 +47,7 @@ fn knobs(req: &Value, state: &MockState) -> Knobs {
         latency: ms("latency_ms", o.latency),
         content: m["content"].as_str().map(str::to_owned),
         no_usage: m["no_usage"] == Value::Bool(true),
+        timestamps: m["timestamps"] == Value::Bool(true),
     }
 }
 
@@ -148,12 +150,19 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
         return HttpResponse::Ok().json(body);
     }
     let include_usage = req["stream_options"]["include_usage"] == Value::Bool(true);
+    let stamps = k.timestamps;
     let chunk = |choices: Value, usage: Option<Value>| {
         let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "system_fingerprint": "fp_mock", "choices": choices});
         if include_usage {
             c["usage"] = usage.unwrap_or(Value::Null);
         }
-        Bytes::from(format!("data: {c}\n\n"))
+        let json = c.to_string();
+        if stamps {
+            // `{"x_mock_sent_us":0000000000000000,...`: stamped with the send time.
+            Bytes::from(format!("data: {{{},{}\n\n", crate::pace::STAMP, &json[1..]))
+        } else {
+            Bytes::from(format!("data: {json}\n\n"))
+        }
     };
     let mut events = vec![chunk(
         json!([{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]),
@@ -185,7 +194,7 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
-        .streaming(Paced::new(events, k.delay, cut, state))
+        .streaming(Paced::new(events, k.delay, cut, state).stamped(k.timestamps))
 }
 
 #[cfg(test)]

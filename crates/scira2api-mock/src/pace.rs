@@ -21,6 +21,27 @@ pub(crate) struct Paced {
     cut: Option<usize>,
     finished: bool,
     state: Arc<MockState>,
+    stamp: bool,
+}
+
+/// The placeholder a stamped event carries until it is sent: 16 digits, overwritten in place
+/// with the send time in microseconds since the Unix epoch.
+pub(crate) const STAMP: &str = "\"x_mock_sent_us\":0000000000000000";
+
+/// Writes the current time into an event's [`STAMP`].
+fn stamp(event: Bytes) -> Bytes {
+    let key = &STAMP.as_bytes()[..STAMP.len() - 16];
+    let Some(pos) = event.windows(key.len()).position(|w| w == key) else {
+        return event;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let mut out = event.to_vec();
+    let digits = format!("{now:016}");
+    out[pos + key.len()..pos + key.len() + 16].copy_from_slice(&digits.as_bytes()[..16]);
+    Bytes::from(out)
 }
 
 impl Paced {
@@ -38,7 +59,14 @@ impl Paced {
             cut,
             finished: false,
             state,
+            stamp: false,
         }
+    }
+
+    /// Stamps each event with its send time as it goes out (benchmarks measure delivery).
+    pub(crate) fn stamped(mut self, on: bool) -> Self {
+        self.stamp = on;
+        self
     }
 }
 
@@ -68,7 +96,8 @@ impl Stream for Paced {
             this.sleep = None;
         }
         this.sent += 1;
-        Poll::Ready(this.events.pop_front().map(Ok))
+        let event = this.events.pop_front();
+        Poll::Ready(event.map(|e| Ok(if this.stamp { stamp(e) } else { e })))
     }
 }
 

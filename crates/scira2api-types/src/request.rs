@@ -82,7 +82,8 @@ impl RawObject {
 
     /// Deserialises one top-level field.
     pub fn get<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Option<serde_json::Result<T>> {
-        self.raw(key).map(serde_json::from_str)
+        let f = self.fields.iter().find(|f| f.key == key)?;
+        Some(serde_json::from_slice(&self.body[f.value.clone()]))
     }
 
     /// The original bytes.
@@ -209,40 +210,45 @@ impl ChatRequest {
             }
             Some(Ok(m)) => m,
         };
-        match obj.get::<Vec<&RawValue>>("messages") {
+        #[derive(Deserialize)]
+        struct RoleOnly<'a> {
+            #[serde(borrow, rename = "role")]
+            _role: std::borrow::Cow<'a, str>,
+        }
+        // One pass in the common case; the slower per-message pass only to name a bad message.
+        match obj.get::<Vec<RoleOnly>>("messages") {
+            Some(Ok(list)) if !list.is_empty() => {}
             None => {
                 return Err(Error::invalid(
                     "you must provide a messages parameter",
                     Some("messages"),
                 ));
             }
-            Some(Err(_)) => {
-                return Err(Error::invalid(
-                    "`messages` must be an array",
-                    Some("messages"),
-                ));
-            }
-            Some(Ok(list)) if list.is_empty() => {
+            Some(Ok(_)) => {
                 return Err(Error::invalid(
                     "`messages` must contain at least one message",
                     Some("messages"),
                 ));
             }
-            Some(Ok(list)) => {
-                for (i, m) in list.iter().enumerate() {
-                    #[derive(Deserialize)]
-                    struct RoleOnly<'a> {
-                        #[serde(borrow, rename = "role")]
-                        _role: std::borrow::Cow<'a, str>,
+            Some(Err(_)) => match obj.get::<Vec<&RawValue>>("messages") {
+                Some(Ok(list)) => {
+                    for (i, m) in list.iter().enumerate() {
+                        if serde_json::from_str::<RoleOnly>(m.get()).is_err() {
+                            return Err(Error::invalid(
+                                format!("`messages[{i}]` must be an object with a string `role`"),
+                                Some(&format!("messages[{i}].role")),
+                            ));
+                        }
                     }
-                    if serde_json::from_str::<RoleOnly>(m.get()).is_err() {
-                        return Err(Error::invalid(
-                            format!("`messages[{i}]` must be an object with a string `role`"),
-                            Some(&format!("messages[{i}].role")),
-                        ));
-                    }
+                    return Err(Error::invalid("`messages` is not valid", Some("messages")));
                 }
-            }
+                _ => {
+                    return Err(Error::invalid(
+                        "`messages` must be an array",
+                        Some("messages"),
+                    ));
+                }
+            },
         }
         let stream = match obj.get::<Option<bool>>("stream") {
             None => false,

@@ -39,3 +39,11 @@ pub enum ChatReply {
     /// A stream of `chat.completion.chunk` frames.
     Stream(FrameStream),
 }
+
+/// Decodes a whole Scira answer body (any of its three formats) into one completion, as the
+/// Scira provider does for a non-stream request. Errors inside the body become an [`Error`].
+pub fn decode_scira_body(
+    body: &[u8],
+) -> Result<scira2api_types::Completion, scira2api_types::Error> {
+    scira::collect(body)
+}

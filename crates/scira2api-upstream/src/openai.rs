@@ -4,7 +4,9 @@
 use crate::lines::SseEvents;
 use crate::stream::LineDecoder;
 use bytes::Bytes;
-use scira2api_types::{Error, RawObject, field_starts_with, json_string, openai_error_message};
+use scira2api_types::{
+    Error, RawObject, field_starts_with, json_string, openai_error_message, top_level_value,
+};
 use std::collections::VecDeque;
 
 /// Rewrites the `model` of upstream JSON objects to the name the client asked for.
@@ -23,10 +25,19 @@ impl ModelRewrite {
     }
 
     /// Applies the rewrite to one JSON object; anything that is not an object passes unchanged.
+    /// The fast path replaces the bytes of the top-level `model` string in place; only what the
+    /// scanner does not understand takes a full parse.
     pub(crate) fn apply(&self, json: Bytes) -> Bytes {
         let Some(lit) = &self.literal else {
             return json;
         };
+        if let Some(r) = top_level_value(&json, "model").filter(|r| json[r.start] == b'"') {
+            let mut out = Vec::with_capacity(json.len() + lit.len());
+            out.extend_from_slice(&json[..r.start]);
+            out.extend_from_slice(lit.as_bytes());
+            out.extend_from_slice(&json[r.end..]);
+            return Bytes::from(out);
+        }
         match RawObject::parse(json.clone()) {
             Ok(obj) if obj.raw("model").is_some() => obj.with_replaced(&[("model", lit)]),
             _ => json,

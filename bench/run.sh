@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# The scira2api benchmark: the gateway against the physical limit (client -> mock directly), the
+# floor of any proxy (nginx with upstream keep-alive), and optionally LiteLLM, all in one run on
+# loopback, so ratios stay comparable on a noisy shared machine.
+#
+#   bench/run.sh            full run (about 4 minutes)
+#   bench/run.sh --smoke    a couple of seconds per path (CI runs this; no targets enforced)
+#   bench/run.sh --litellm  also LiteLLM 1.82.6 from PyPI (installed into target/bench/venv)
+#
+# Pinning: with 2+ CPUs the proxy under test (gateway, nginx or LiteLLM) runs on CPU 0, the mock
+# upstream and the load tools on CPU 1. Results: target/bench/results.json and results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMOKE=0
+LITELLM=0
+for arg in "$@"; do
+  case "$arg" in
+    --smoke) SMOKE=1 ;;
+    --litellm) LITELLM=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+OUT=target/bench
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.log
+
+if [ "$SMOKE" = 1 ]; then
+  DURATION=2s; CONCURRENCY="1 16"; STREAMS=16; STREAM_REQS=16; CHUNKS=8; HOLD=50
+else
+  DURATION=10s; CONCURRENCY="1 16 64"; STREAMS=64; STREAM_REQS=128; CHUNKS=64; HOLD=1000
+fi
+
+# --- tools ------------------------------------------------------------------------------------
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+cargo build --release -q -p scira2api-server -p scira2api-mock -p scira2api-loadgen
+BIN=target/release
+
+if [ "$(nproc)" -ge 2 ]; then
+  PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; PINNING="proxy on CPU 0; mock and load tools on CPU 1"
+else
+  PROXY_CPU=""; LOAD_CPU=""; PINNING="none (1 CPU)"
+fi
+
+MOCK=127.0.0.1:19100
+GW=127.0.0.1:19101
+GW_CACHE=127.0.0.1:19102
+NGINX=127.0.0.1:19103
+LITE=127.0.0.1:19104
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_port() { # host:port
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1" >&2; return 1
+}
+
+# --- servers ----------------------------------------------------------------------------------
+$LOAD_CPU "$BIN/scira2api-mock" --addr "$MOCK" --workers 1 --chunks 4 > "$OUT/mock.log" 2>&1 &
+pids+=($!)
+wait_port "$MOCK"
+
+gateway() { # addr, extra env...
+  local addr=$1; shift
+  env -i PATH="$PATH" HOST="${addr%:*}" PORT="${addr#*:}" WORKERS=1 BASE_URL="http://$MOCK" \
+    APIKEY=bench MODEL_MAPPINGS=gpt-4o:mock-gpt LOG_LEVEL=warn RETRY=1 \
+    RATE_LIMIT_ENABLED=true REQUESTS_PER_SECOND=1000000 BURST=1000000 "$@" \
+    $PROXY_CPU "$BIN/scira2api-server" > "$OUT/gateway-${addr#*:}.log" 2>&1 &
+  pids+=($!)
+  wait_port "$addr"
+}
+gateway "$GW" CACHE_ENABLED=false
+GW_PID=${pids[-1]}
+gateway "$GW_CACHE" CACHE_ENABLED=true
+
+NGINX_BIN=/usr/sbin/nginx
+mkdir -p "$OUT/nginx"
+cat > "$OUT/nginx.conf" <<EOF
+worker_processes 1;
+daemon on;
+pid $PWD/$OUT/nginx.pid;
+error_log $PWD/$OUT/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $PWD/$OUT/nginx/body;
+  proxy_temp_path $PWD/$OUT/nginx/proxy;
+  fastcgi_temp_path $PWD/$OUT/nginx/fastcgi;
+  uwsgi_temp_path $PWD/$OUT/nginx/uwsgi;
+  scgi_temp_path $PWD/$OUT/nginx/scgi;
+  upstream mock { server $MOCK; keepalive 128; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+EOF
+$PROXY_CPU "$NGINX_BIN" -c "$PWD/$OUT/nginx.conf" -p "$PWD/$OUT/nginx" 2>"$OUT/nginx/start.log"
+wait_port "$NGINX"
+
+PATHS="direct nginx gateway"
+if [ "$LITELLM" = 1 ]; then
+  VENV=$OUT/venv
+  if [ ! -x "$VENV/bin/litellm" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "litellm[proxy]==1.82.6"
+  fi
+  LITELLM_LOCAL_MODEL_COST_MAP=True $PROXY_CPU "$VENV/bin/litellm" --model openai/mock-gpt \
+    --api_base "http://$MOCK/v1" --host "${LITE%:*}" --port "${LITE#*:}" --num_workers 1 \
+    --telemetry False > "$OUT/litellm.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 600); do curl -fs "http://$LITE/health/liveliness" >/dev/null 2>&1 && break; sleep 0.1; done
+  PATHS="$PATHS litellm"
+fi
+
+url_of() {
+  case "$1" in
+    direct) echo "http://$MOCK" ;;
+    nginx) echo "http://$NGINX" ;;
+    gateway) echo "http://$GW" ;;
+    gateway_cache) echo "http://$GW_CACHE" ;;
+    litellm) echo "http://$LITE" ;;
+  esac
+}
+model_of() { case "$1" in gateway|gateway_cache) echo gpt-4o ;; litellm) echo openai/mock-gpt ;; *) echo mock-gpt ;; esac; }
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+# --- non-stream load (wrk) ---------------------------------------------------------------------
+cat > "$OUT/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench"
+wrk.body = os.getenv("BODY")
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format(
+    '{"requests":%d,"errors":%d,"rps":%.1f,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d}\n',
+    summary.requests, errors, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+end
+EOF
+
+RSS_IDLE=$(rss_kb "$GW_PID")
+RSS_PEAK=$RSS_IDLE
+for path in $PATHS gateway_cache; do
+  for c in $CONCURRENCY; do
+    [ "$path" = gateway_cache ] && [ "$c" != 16 ] && continue
+    body="{\"model\":\"$(model_of "$path")\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello to the benchmark.\"}]}"
+    # One warm-up request fills the cache and opens pooled connections.
+    curl -fs -o /dev/null -H 'content-type: application/json' -H 'authorization: Bearer bench' \
+      -d "$body" "$(url_of "$path")/v1/chat/completions" || true
+    t0=$(cpu_ticks "$GW_PID")
+    BODY=$body $LOAD_CPU wrk -t1 -c"$c" -d"$DURATION" -s "$OUT/post.lua" \
+      "$(url_of "$path")/v1/chat/completions" > "$OUT/wrk-$path-$c.txt" &
+    wrk_pid=$!
+    while kill -0 "$wrk_pid" 2>/dev/null; do
+      if [ "$path" = gateway ]; then r=$(rss_kb "$GW_PID"); [ "$r" -gt "$RSS_PEAK" ] && RSS_PEAK=$r; fi
+      sleep 0.2
+    done
+    wait "$wrk_pid"
+    t1=$(cpu_ticks "$GW_PID")
+    tail -n 1 "$OUT/wrk-$path-$c.txt" | sed "s/^{/{\"path\":\"$path\",\"concurrency\":$c,\"gateway_cpu_s\":$(( t1 - t0 ))\/$TCK,/" \
+      | sed "s|\"gateway_cpu_s\":\([0-9]*\)/\([0-9]*\)|\"gateway_cpu_ticks\":\1,\"clk_tck\":\2|" >> "$OUT/nonstream.jsonl"
+  done
+done
+sleep 2
+RSS_AFTER=$(rss_kb "$GW_PID")
+
+# --- streaming load (loadgen): 64 deltas 20 ms apart ---------------------------------------
+for path in $PATHS; do
+  [ "$path" = litellm ] && continue
+  $LOAD_CPU "$BIN/scira2api-loadgen" --url "$(url_of "$path")/v1/chat/completions" \
+    --header "authorization: Bearer bench" --concurrency "$STREAMS" --requests "$STREAM_REQS" \
+    --chunks "$CHUNKS" --delay-ms 20 | sed "s/^{/{\"path\":\"$path\",/" >> "$OUT/stream.jsonl"
+done
+# Many concurrent streams held through the gateway: stalls and memory.
+RSS_STREAMS=0
+$LOAD_CPU "$BIN/scira2api-loadgen" --url "http://$GW/v1/chat/completions" \
+  --header "authorization: Bearer bench" --concurrency "$HOLD" --requests "$HOLD" \
+  --chunks "$CHUNKS" --delay-ms 20 > "$OUT/hold.json" &
+hold_pid=$!
+while kill -0 "$hold_pid" 2>/dev/null; do
+  r=$(rss_kb "$GW_PID"); [ "$r" -gt "$RSS_STREAMS" ] && RSS_STREAMS=$r
+  sleep 0.1
+done
+wait "$hold_pid"
+
+# --- report ---------------------------------------------------------------------------------
+python3 - "$OUT" "$RSS_IDLE" "$RSS_PEAK" "$RSS_AFTER" "$RSS_STREAMS" "$HOLD" "$PINNING" "$SMOKE" <<'EOF'
+import json, sys, platform, subprocess, datetime
+out, rss_idle, rss_peak, rss_after, rss_streams, hold, pinning, smoke = sys.argv[1:9]
+ns = [json.loads(l) for l in open(f"{out}/nonstream.jsonl")]
+st = [json.loads(l) for l in open(f"{out}/stream.jsonl")]
+hold_r = json.load(open(f"{out}/hold.json"))
+by = {(r["path"], r["concurrency"]): r for r in ns}
+sb = {r["path"]: r for r in st}
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+res = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "machine": f"{cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs",
+       "pinning": pinning, "smoke": smoke == "1", "nonstream": ns, "stream": st, "hold": hold_r,
+       "rss_kb": {"idle": int(rss_idle), "under_load": int(rss_peak), "after_load": int(rss_after), f"{hold}_streams": int(rss_streams)},
+       "ratios": {}}
+concs = sorted({r["concurrency"] for r in ns if r["path"] == "gateway"})
+for c in concs:
+    g, d, n = by.get(("gateway", c)), by.get(("direct", c)), by.get(("nginx", c))
+    if g and n: res["ratios"][f"rps_gateway_over_nginx_c{c}"] = round(g["rps"] / n["rps"], 3)
+    if g and d: res["ratios"][f"rps_gateway_over_direct_c{c}"] = round(g["rps"] / d["rps"], 3)
+    l = by.get(("litellm", c))
+    if g and l and l["rps"] > 0: res["ratios"][f"rps_gateway_over_litellm_c{c}"] = round(g["rps"] / l["rps"], 1)
+    if g and d:
+        res["ratios"][f"added_p50_us_c{c}"] = g["p50_us"] - d["p50_us"]
+        res["ratios"][f"added_p99_us_c{c}"] = g["p99_us"] - d["p99_us"]
+    if g and g["requests"]:
+        res["ratios"][f"gateway_cpu_s_per_10k_c{c}"] = round(g["gateway_cpu_ticks"] / g["clk_tck"] / g["requests"] * 10000, 3)
+if "gateway" in sb and "direct" in sb:
+    g, d = sb["gateway"], sb["direct"]
+    res["ratios"]["stream_added_ttft_p50_us"] = round(g["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
+    res["ratios"]["stream_added_ttft_p99_us"] = round(g["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
+    res["ratios"]["stream_added_delivery_p50_us"] = round(g["delivery_us"]["p50"] - d["delivery_us"]["p50"], 1)
+    res["ratios"]["stream_added_delivery_p99_us"] = round(g["delivery_us"]["p99"] - d["delivery_us"]["p99"], 1)
+json.dump(res, open(f"{out}/results.json", "w"), indent=2)
+md = [f"Benchmark {res['date']} on {res['machine']}; pinning: {pinning}{' (smoke run)' if smoke == '1' else ''}", "",
+      "| path | conc. | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+for r in ns:
+    md.append(f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_us']} | {r['p90_us']} | {r['p99_us']} | {r['p999_us']} | {r['errors']} |")
+md += ["", "| stream path | TTFT p50 µs | TTFT p99 µs | delivery p50 µs | delivery p99 µs | gap p99 µs | stalls | ok/errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+for r in st + [dict(hold_r, path=f"gateway, {hold} streams at once")]:
+    md.append(f"| {r['path']} | {r['ttft_us']['p50']:.0f} | {r['ttft_us']['p99']:.0f} | {r['delivery_us']['p50']:.0f} | {r['delivery_us']['p99']:.0f} | {r['gap_us']['p99']:.0f} | {r['stalls']} | {r['requests_ok']}/{r['errors']} |")
+md += ["", "| gateway RSS | KiB |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in res["rss_kb"].items()]
+md += ["", "| ratio / added | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in res["ratios"].items()]
+open(f"{out}/results.md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+EOF

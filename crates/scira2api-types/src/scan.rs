@@ -1,0 +1,151 @@
+//! Finding one top-level field of a JSON object without parsing the rest.
+//!
+//! The gateway rewrites `model` in every answer and every stream chunk, and reads `usage` from
+//! every answer. Both are top-level fields of objects the upstream produced; a full parse costs
+//! an order of magnitude more than walking the bytes once. [`top_level_value`] walks them,
+//! skipping nested values and strings (escapes included), and gives the byte range of the value.
+//! It answers `None` for anything it does not understand, and callers then fall back to a full
+//! parse, so a surprise costs time, never correctness.
+
+use std::ops::Range;
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// `i` is at an opening quote; returns the index just past the closing quote.
+fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// `i` is at the first byte of a value; returns the index just past it.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            None
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            {
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
+}
+
+/// The byte range of the value of the top-level field `key` in the JSON object `json`, or `None`
+/// when `json` is not an object, has no such field (spelled without escapes), or is malformed.
+pub fn top_level_value(json: &[u8], key: &str) -> Option<Range<usize>> {
+    let b = json;
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return None;
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = skip_string(b, i)?;
+        let found = &b[i + 1..key_end - 1] == key.as_bytes();
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let start = skip_ws(b, i + 1);
+        let end = skip_value(b, start)?;
+        if found {
+            return Some(start..end);
+        }
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+        top_level_value(json.as_bytes(), key).map(|r| &json[r])
+    }
+
+    #[test]
+    fn finds_top_level_values_only() {
+        let j = r#"{"id":"x","meta":{"model":"nested"},"choices":[{"delta":{"content":"\"model\":\"no\" \\"}}],"model" : "int-1","usage":{"a":1},"n":12}"#;
+        assert_eq!(val(j, "model"), Some(r#""int-1""#));
+        assert_eq!(val(j, "usage"), Some(r#"{"a":1}"#));
+        assert_eq!(val(j, "n"), Some("12"));
+        assert_eq!(val(j, "missing"), None);
+        assert_eq!(val(r#"{"usage":null}"#, "usage"), Some("null"));
+        assert_eq!(
+            val(
+                " {\n \"a\" : [1,{\"b\":\"]}\"}] , \"model\":\"m\"}",
+                "model"
+            ),
+            Some("\"m\"")
+        );
+    }
+
+    #[test]
+    fn gives_up_on_what_it_does_not_understand() {
+        assert_eq!(val("[1,2]", "model"), None);
+        assert_eq!(val("{}", "model"), None);
+        assert_eq!(val(r#"{"a":"unterminated"#, "a"), None);
+        assert_eq!(val(r#"{"a" 1}"#, "a"), None);
+        assert_eq!(val(r#"{"a":{"b":1}"#, "model"), None);
+    }
+
+    #[test]
+    fn agrees_with_serde_on_real_chunks() {
+        let chunk = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"mock-gpt","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"a \"quoted\" \\ and {braces} [x]"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+        let v: serde_json::Value = serde_json::from_str(chunk).unwrap();
+        for key in ["id", "object", "created", "model", "choices", "usage"] {
+            let raw = val(chunk, key).unwrap();
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(raw).unwrap(),
+                v[key],
+                "{key}"
+            );
+        }
+    }
+}
