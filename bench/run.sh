@@ -25,7 +25,7 @@ done
 
 OUT=target/bench
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.log
+rm -f "$OUT"/*.json "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/*.txt
 
 if [ "$SMOKE" = 1 ]; then
   DURATION=2s; CONCURRENCY="1 16"; STREAMS=16; STREAM_REQS=16; CHUNKS=8; HOLD=50
@@ -126,7 +126,7 @@ if [ "$LITELLM" = 1 ]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "litellm[proxy]==1.82.6"
   fi
-  LITELLM_LOCAL_MODEL_COST_MAP=True $PROXY_CPU "$VENV/bin/litellm" --model openai/mock-gpt \
+  OPENAI_API_KEY=sk-mock LITELLM_LOCAL_MODEL_COST_MAP=True $PROXY_CPU "$VENV/bin/litellm" --model openai/mock-gpt \
     --api_base "http://$MOCK/v1" --host "${LITE%:*}" --port "${LITE#*:}" --num_workers 1 \
     --telemetry False > "$OUT/litellm.log" 2>&1 &
   pids+=($!)

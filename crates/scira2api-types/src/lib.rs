@@ -11,6 +11,8 @@ mod scan;
 pub use answer::{Answer, AnswerBuilder, AnswerChoice, ToolCall};
 pub use error::{Error, ErrorObject, openai_error_message};
 pub use message::{Content, ContentPart, ImageUrl, Message};
-pub use request::{ChatRequest, RawObject, field_starts_with, json_string, rewrite_model};
+pub use request::{
+    ChatRequest, RawObject, field_starts_with, json_string, replace_model_literal, rewrite_model,
+};
 pub use response::{ChunkEncoder, Completion, DONE_FRAME, Usage, new_completion_id, unix_now};
 pub use scan::top_level_value;

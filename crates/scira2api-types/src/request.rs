@@ -167,11 +167,28 @@ pub fn json_string(s: &str) -> String {
 }
 
 /// Replaces the top-level `model` of a JSON object (a completion or a stream chunk) with `model`,
-/// keeping every other byte. Returns `None` when `json` is not an object.
+/// keeping every other byte (an object without `model` is returned as it is). Returns `None`
+/// when `json` is not an object.
 pub fn rewrite_model(json: Bytes, model: &str) -> Option<Bytes> {
-    let obj = RawObject::parse(json).ok()?;
-    let lit = json_string(model);
-    Some(obj.with_replaced(&[("model", &lit)]))
+    replace_model_literal(json, &json_string(model))
+}
+
+/// Like [`rewrite_model`] with the new value given as a JSON string literal. The fast path
+/// splices the literal over the old value's bytes (found by [`crate::top_level_value`]); only
+/// what the scanner does not understand takes a full parse.
+pub fn replace_model_literal(json: Bytes, literal: &str) -> Option<Bytes> {
+    if let Some(r) = crate::top_level_value(&json, "model").filter(|r| json[r.start] == b'"') {
+        let mut out = Vec::with_capacity(json.len() + literal.len());
+        out.extend_from_slice(&json[..r.start]);
+        out.extend_from_slice(literal.as_bytes());
+        out.extend_from_slice(&json[r.end..]);
+        return Some(Bytes::from(out));
+    }
+    let obj = RawObject::parse(json.clone()).ok()?;
+    if obj.raw("model").is_none() {
+        return Some(json);
+    }
+    Some(obj.with_replaced(&[("model", literal)]))
 }
 
 /// A validated chat completion request.

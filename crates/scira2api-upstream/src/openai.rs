@@ -5,7 +5,7 @@ use crate::lines::SseEvents;
 use crate::stream::LineDecoder;
 use bytes::Bytes;
 use scira2api_types::{
-    Error, RawObject, field_starts_with, json_string, openai_error_message, top_level_value,
+    Error, field_starts_with, json_string, openai_error_message, replace_model_literal,
 };
 use std::collections::VecDeque;
 
@@ -24,23 +24,12 @@ impl ModelRewrite {
         }
     }
 
-    /// Applies the rewrite to one JSON object; anything that is not an object passes unchanged.
-    /// The fast path replaces the bytes of the top-level `model` string in place; only what the
-    /// scanner does not understand takes a full parse.
+    /// Applies the rewrite to one JSON object; anything that is not an object, or has no
+    /// `model`, passes unchanged.
     pub(crate) fn apply(&self, json: Bytes) -> Bytes {
-        let Some(lit) = &self.literal else {
-            return json;
-        };
-        if let Some(r) = top_level_value(&json, "model").filter(|r| json[r.start] == b'"') {
-            let mut out = Vec::with_capacity(json.len() + lit.len());
-            out.extend_from_slice(&json[..r.start]);
-            out.extend_from_slice(lit.as_bytes());
-            out.extend_from_slice(&json[r.end..]);
-            return Bytes::from(out);
-        }
-        match RawObject::parse(json.clone()) {
-            Ok(obj) if obj.raw("model").is_some() => obj.with_replaced(&[("model", lit)]),
-            _ => json,
+        match &self.literal {
+            Some(lit) => replace_model_literal(json.clone(), lit).unwrap_or(json),
+            None => json,
         }
     }
 }
