@@ -108,6 +108,7 @@ async fn serve(config: Config, demo: bool) -> std::io::Result<()> {
     let server = HttpServer::new(move || {
         App::new().configure(scira2api_http::configure(Gateway::new(state.clone())))
     })
+    .on_connect(scira2api_http::tcp_nodelay)
     .workers(workers)
     .shutdown_timeout(shutdown)
     .bind(&addr)

@@ -10,6 +10,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let state = GatewayState::new(Config::from_env().expect("settings"));
 //! HttpServer::new(move || App::new().configure(scira2api_http::configure(Gateway::new(state.clone()))))
+//!     .on_connect(scira2api_http::tcp_nodelay)
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run()
 //!     .await
@@ -31,6 +32,16 @@ use actix_cors::Cors;
 use actix_web::middleware::from_fn;
 use actix_web::web;
 use scira2api_core::{Config, Gateway};
+
+/// An `HttpServer::on_connect` callback that turns Nagle's algorithm off on every accepted
+/// connection. actix-web leaves it on, which holds small writes — a streamed event — back until
+/// the client's delayed ACK, up to 40 ms. Install it on any server that serves the gateway:
+/// `HttpServer::new(...).on_connect(scira2api_http::tcp_nodelay)`.
+pub fn tcp_nodelay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let _ = tcp.set_nodelay(true);
+    }
+}
 
 /// CORS from the settings: any origin with `*`, otherwise exactly the listed origins.
 pub fn cors(config: &Config) -> Cors {
@@ -93,5 +104,21 @@ pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
                 )
                 .default_service(web::to(routes::not_found)),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[actix_rt::test]
+    async fn nodelay_is_set_on_accepted_connections() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let stream = actix_web::rt::net::TcpStream::from_std(server).unwrap();
+        assert!(!stream.nodelay().unwrap(), "the OS default keeps Nagle on");
+        super::tcp_nodelay(&stream, &mut actix_web::dev::Extensions::new());
+        assert!(stream.nodelay().unwrap());
     }
 }

@@ -200,7 +200,11 @@ impl MockServer {
                             .default_service(web::to(not_found))
                     })
                     .workers(workers.max(1))
-                    .on_connect(move |_, _| {
+                    .on_connect(move |conn, _| {
+                        // Nagle off, as a real upstream streaming events would have it.
+                        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                            let _ = tcp.set_nodelay(true);
+                        }
                         conn_state.connections.fetch_add(1, Ordering::SeqCst);
                     })
                     .disable_signals()
