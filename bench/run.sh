@@ -198,6 +198,14 @@ for path in $PATHS; do
     --header "authorization: Bearer bench" --concurrency "$STREAMS" --requests "$STREAM_REQS" \
     --chunks "$CHUNKS" --delay-ms 20 | sed "s/^{/{\"path\":\"$path\",/" >> "$OUT/stream.jsonl"
 done
+# Time to first event without load-side queueing: 4 streams at a time, 16 events 5 ms apart.
+PROBE_REQS=$([ "$SMOKE" = 1 ] && echo 16 || echo 400)
+for path in $PATHS; do
+  [ "$path" = litellm ] && continue
+  $LOAD_CPU "$BIN/scira2api-loadgen" --url "$(url_of "$path")/v1/chat/completions" \
+    --header "authorization: Bearer bench" --concurrency 4 --requests "$PROBE_REQS" \
+    --chunks 16 --delay-ms 5 | sed "s/^{/{\"path\":\"$path\",/" >> "$OUT/probe.jsonl"
+done
 # Many concurrent streams held through the gateway: stalls and memory.
 RSS_STREAMS=0
 $LOAD_CPU "$BIN/scira2api-loadgen" --url "http://$GW/v1/chat/completions" \
@@ -216,12 +224,14 @@ import json, sys, platform, subprocess, datetime
 out, rss_idle, rss_peak, rss_after, rss_streams, hold, pinning, smoke = sys.argv[1:9]
 ns = [json.loads(l) for l in open(f"{out}/nonstream.jsonl")]
 st = [json.loads(l) for l in open(f"{out}/stream.jsonl")]
+pr = [json.loads(l) for l in open(f"{out}/probe.jsonl")]
+pb = {r["path"]: r for r in pr}
 hold_r = json.load(open(f"{out}/hold.json"))
 by = {(r["path"], r["concurrency"]): r for r in ns}
 sb = {r["path"]: r for r in st}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 res = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "machine": f"{cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs",
-       "pinning": pinning, "smoke": smoke == "1", "nonstream": ns, "stream": st, "hold": hold_r,
+       "pinning": pinning, "smoke": smoke == "1", "nonstream": ns, "stream": st, "probe": pr, "hold": hold_r,
        "rss_kb": {"idle": int(rss_idle), "under_load": int(rss_peak), "after_load": int(rss_after), f"{hold}_streams": int(rss_streams)},
        "ratios": {}}
 concs = sorted({r["concurrency"] for r in ns if r["path"] == "gateway"})
@@ -242,13 +252,23 @@ if "gateway" in sb and "direct" in sb:
     res["ratios"]["stream_added_ttft_p99_us"] = round(g["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
     res["ratios"]["stream_added_delivery_p50_us"] = round(g["delivery_us"]["p50"] - d["delivery_us"]["p50"], 1)
     res["ratios"]["stream_added_delivery_p99_us"] = round(g["delivery_us"]["p99"] - d["delivery_us"]["p99"], 1)
+if "gateway" in pb and "direct" in pb:
+    g, d = pb["gateway"], pb["direct"]
+    res["ratios"]["probe_added_ttft_p50_us"] = round(g["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
+    res["ratios"]["probe_added_ttft_p99_us"] = round(g["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
+    res["ratios"]["probe_added_delivery_p50_us"] = round(g["delivery_us"]["p50"] - d["delivery_us"]["p50"], 1)
+    res["ratios"]["probe_added_delivery_p99_us"] = round(g["delivery_us"]["p99"] - d["delivery_us"]["p99"], 1)
+if "nginx" in pb and "direct" in pb:
+    n, d = pb["nginx"], pb["direct"]
+    res["ratios"]["probe_nginx_added_ttft_p50_us"] = round(n["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
+    res["ratios"]["probe_nginx_added_ttft_p99_us"] = round(n["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
 json.dump(res, open(f"{out}/results.json", "w"), indent=2)
 md = [f"Benchmark {res['date']} on {res['machine']}; pinning: {pinning}{' (smoke run)' if smoke == '1' else ''}", "",
       "| path | conc. | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
 for r in ns:
     md.append(f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_us']} | {r['p90_us']} | {r['p99_us']} | {r['p999_us']} | {r['errors']} |")
 md += ["", "| stream path | TTFT p50 µs | TTFT p99 µs | delivery p50 µs | delivery p99 µs | gap p99 µs | stalls | ok/errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-for r in st + [dict(hold_r, path=f"gateway, {hold} streams at once")]:
+for r in st + [dict(r, path=f"{r['path']}, probe: 4 at a time, 16 events 5 ms apart") for r in pr] + [dict(hold_r, path=f"gateway, {hold} streams at once")]:
     md.append(f"| {r['path']} | {r['ttft_us']['p50']:.0f} | {r['ttft_us']['p99']:.0f} | {r['delivery_us']['p50']:.0f} | {r['delivery_us']['p99']:.0f} | {r['gap_us']['p99']:.0f} | {r['stalls']} | {r['requests_ok']}/{r['errors']} |")
 md += ["", "| gateway RSS | KiB |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in res["rss_kb"].items()]
 md += ["", "| ratio / added | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in res["ratios"].items()]
