@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::proxies::tinyproxy;
+use common::proxies::{free_port, tinyproxy};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -25,7 +25,7 @@ fn tls_mock() -> (MockServer, PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "scira2api-tls-{}-{}",
         std::process::id(),
-        rand_suffix()
+        free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_file = dir.join("ca.pem");
@@ -33,14 +33,6 @@ fn tls_mock() -> (MockServer, PathBuf) {
     let chain = vec![CertificateDer::from(cert.der().to_vec())];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     (MockServer::start_tls(chain, key).unwrap(), ca_file)
-}
-
-fn rand_suffix() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[actix_rt::test]

@@ -1,7 +1,7 @@
 //! The OpenAI side of the mock: chat completions (JSON and SSE) and the model list.
 
 use crate::pace::Paced;
-use crate::server::{Fault, MockState, status_response};
+use crate::server::MockState;
 use actix_web::{HttpResponse, web};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -93,18 +93,10 @@ fn tool_call(req: &Value) -> Option<(String, String)> {
 }
 
 pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
-    let mut cut = None;
-    match state.next_fault() {
-        Some(Fault::Status {
-            status,
-            headers,
-            body,
-        }) => return status_response(status, &headers, &body),
-        Some(Fault::Hang(d)) => actix_rt::time::sleep(d).await,
-        Some(Fault::CutAfter(n)) => cut = Some(n),
-        Some(Fault::Reset) => return crate::server::reset(state),
-        None => {}
-    }
+    let cut = match crate::server::apply_fault(&state).await {
+        Ok(cut) => cut,
+        Err(response) => return response,
+    };
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return HttpResponse::BadRequest().json(json!({"error":{"message":"mock: body is not JSON","type":"invalid_request_error","param":null,"code":null}}));
     };

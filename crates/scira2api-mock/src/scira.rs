@@ -3,7 +3,7 @@
 
 use crate::openai::split_text;
 use crate::pace::Paced;
-use crate::server::{Fault, MockState, status_response};
+use crate::server::{MockState, status_response};
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -105,18 +105,10 @@ fn generate(format: SciraFormat, model: &str, text: &str, chunks: usize) -> Vec<
 }
 
 pub(crate) async fn search(state: Arc<MockState>, body: Bytes) -> HttpResponse {
-    let mut cut = None;
-    match state.next_fault() {
-        Some(Fault::Status {
-            status,
-            headers,
-            body,
-        }) => return status_response(status, &headers, &body),
-        Some(Fault::Hang(d)) => actix_rt::time::sleep(d).await,
-        Some(Fault::CutAfter(n)) => cut = Some(n),
-        Some(Fault::Reset) => return crate::server::reset(state),
-        None => {}
-    }
+    let cut = match crate::server::apply_fault(&state).await {
+        Ok(cut) => cut,
+        Err(response) => return response,
+    };
     let opts = state.options();
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return HttpResponse::InternalServerError().body("Internal Server Error");

@@ -321,6 +321,25 @@ pub(crate) fn status_response(
     resp.body(body.clone())
 }
 
+/// Applies the next queued fault: a response to send instead (`Err`), or how many events to
+/// send before cutting the stream (`Ok(Some(n))`), after any hang.
+pub(crate) async fn apply_fault(state: &Arc<MockState>) -> Result<Option<usize>, HttpResponse> {
+    match state.next_fault() {
+        Some(Fault::Status {
+            status,
+            headers,
+            body,
+        }) => Err(status_response(status, &headers, &body)),
+        Some(Fault::Hang(d)) => {
+            actix_rt::time::sleep(d).await;
+            Ok(None)
+        }
+        Some(Fault::CutAfter(n)) => Ok(Some(n)),
+        Some(Fault::Reset) => Err(reset(state.clone())),
+        None => Ok(None),
+    }
+}
+
 /// A response that breaks the connection before its head is written.
 pub(crate) fn reset(state: Arc<MockState>) -> HttpResponse {
     HttpResponse::Ok().streaming(crate::pace::Paced::new(

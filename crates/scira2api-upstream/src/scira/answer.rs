@@ -87,14 +87,7 @@ impl SciraAnswer {
                     usage,
                 },
             },
-            SciraEvent::Done => Step::Failed {
-                error: self
-                    .error
-                    .as_deref()
-                    .map(stream_error)
-                    .unwrap_or_else(incomplete),
-                usage: None,
-            },
+            SciraEvent::Done => self.ended_early(),
             _ => Step::Nothing,
         }
     }
@@ -122,6 +115,11 @@ impl SciraAnswer {
             }
             Err(error) => return Step::Failed { error, usage: None },
         }
+        self.ended_early()
+    }
+
+    /// The body ended (or said `[DONE]`) without a finish: the error it reported, or "incomplete".
+    fn ended_early(&self) -> Step {
         Step::Failed {
             error: self
                 .error
