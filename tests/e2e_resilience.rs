@@ -253,6 +253,28 @@ async fn pool_reuses_one_connection_and_without_it_each_request_opens_one() {
 }
 
 #[actix_rt::test]
+async fn finished_streams_give_their_connection_back_to_the_pool() {
+    let mock = MockServer::start().unwrap();
+    let gw = Gateway::openai(&mock, &[]);
+    let c = client();
+    for _ in 0..20 {
+        let req = c
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .insert_header(("content-type", "application/json"));
+        let r = send(req, Some(STREAM)).await;
+        assert_eq!(
+            sse_json(&r.body).last().unwrap()["choices"][0]["finish_reason"],
+            "stop"
+        );
+    }
+    assert_eq!(
+        mock.state().connections.load(Ordering::SeqCst),
+        1,
+        "20 streams, 1 upstream connection"
+    );
+}
+
+#[actix_rt::test]
 async fn stream_requests_are_retried_before_the_first_byte() {
     let mock = MockServer::start().unwrap();
     let gw = Gateway::openai(&mock, &FAST_RETRY);

@@ -85,6 +85,7 @@ impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
                     Ok(false) => {}
                     Ok(true) => {
                         self.state = State::Done;
+                        self.release_connection();
                         return;
                     }
                     Err(e) => {
@@ -102,6 +103,23 @@ impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
                 }
             }
         }
+    }
+
+    /// The answer is complete: read what is left of the body (usually just the chunked
+    /// encoding's terminator, already on its way) on a separate task, so that awc sees the
+    /// response finished and puts the connection back in the pool. Dropping a response that was
+    /// not read to its end closes the connection instead, and the next request pays for a new one.
+    fn release_connection(&mut self) {
+        let mut body: BodyStream = Box::pin(futures_util::stream::empty());
+        std::mem::swap(&mut body, &mut self.body);
+        actix_rt::spawn(async move {
+            let drain = async {
+                use futures_util::StreamExt;
+                while let Some(Ok(_)) = body.next().await {}
+            };
+            // An upstream that keeps a finished stream open loses its connection after 5 s.
+            let _ = actix_rt::time::timeout(Duration::from_secs(5), drain).await;
+        });
     }
 
     fn end(&mut self) {
