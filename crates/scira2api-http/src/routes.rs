@@ -123,7 +123,6 @@ pub async fn chat(
         cache: "BYPASS",
         ..ChatLog::default()
     }));
-    req.extensions_mut().insert(log.borrow().clone());
     let on_stream_end = info.clone().map(|info| {
         let (state, log, method) = (gw.state().clone(), log.clone(), req.method().to_string());
         let path = req.path().to_owned();
