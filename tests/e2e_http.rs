@@ -98,6 +98,23 @@ async fn cors_preflight_succeeds_without_a_key() {
         r.header("access-control-allow-origin").as_deref(),
         Some("https://chat.example")
     );
+    // A browser client may read the gateway's own headers (request id, limits, cache, retry).
+    let exposed = r
+        .header("access-control-expose-headers")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    for h in [
+        "x-request-id",
+        "x-ratelimit-remaining-requests",
+        "x-cache",
+        "x-should-retry",
+        "retry-after",
+    ] {
+        assert!(
+            exposed.split(',').any(|e| e.trim() == h),
+            "{h} in {exposed}"
+        );
+    }
 }
 
 #[actix_rt::test]

@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::observe::ObservedStream;
 use bytes::Bytes;
 use log::{debug, warn};
+use prometheus::IntCounter;
 use scira2api_cache::{CacheStats, MemoryStore, ResponseStore, TtlCell, cache_key};
 use scira2api_limiter::{BucketConfig, LimiterStats, MemoryLimiter, RateLimiter};
 use scira2api_models::{Catalog, ModelEntry};
@@ -18,7 +19,7 @@ use scira2api_upstream::{
     ChatReply, PoolConfig, ProviderKind, Upstream, UpstreamConfig, UpstreamSettings,
 };
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -147,10 +148,13 @@ pub struct GatewayState {
     limiter: Option<Arc<dyn RateLimiter>>,
     models: TtlCell<Vec<ModelEntry>>,
     metrics: Metrics,
-    model_labels: Mutex<HashSet<String>>,
+    model_tokens: Mutex<HashMap<String, TokenCounters>>,
     started: Instant,
     start_unix: u64,
 }
+
+/// A model's `tokens_total` series (prompt, completion), resolved once per model name.
+type TokenCounters = [IntCounter; 2];
 
 /// Most distinct model names used as metric labels; others count as `other`.
 const MAX_MODEL_LABELS: usize = 200;
@@ -237,7 +241,7 @@ impl GatewayState {
         Arc::new(GatewayState {
             models: TtlCell::new(config.model_cache_ttl),
             metrics: Metrics::new(),
-            model_labels: Mutex::new(HashSet::new()),
+            model_tokens: Mutex::new(HashMap::new()),
             config,
             catalog,
             upstream,
@@ -288,30 +292,40 @@ impl GatewayState {
         &self.metrics
     }
 
-    /// A bounded metric label for a client-chosen model name.
-    fn model_label(&self, model: &str) -> String {
-        let mut seen = self.model_labels.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(model) {
-            return model.to_owned();
+    /// The token counters of a client-chosen model name: at most `MAX_MODEL_LABELS` names get
+    /// their own series, the rest count as `other`. Resolved once per name, so counting an
+    /// answer's tokens costs one map lookup.
+    fn token_counters(&self, model: &str) -> TokenCounters {
+        let mut known = self.model_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = known.get(model) {
+            return c.clone();
         }
-        if seen.len() < MAX_MODEL_LABELS {
-            seen.insert(model.to_owned());
-            return model.to_owned();
+        let label = if known.len() < MAX_MODEL_LABELS {
+            model
+        } else {
+            "other"
+        };
+        let tokens = &self.metrics.tokens;
+        let c = [
+            tokens.with_label_values(&[label, "prompt"]),
+            tokens.with_label_values(&[label, "completion"]),
+        ];
+        if label == model {
+            known.insert(model.to_owned(), c.clone());
         }
-        "other".to_owned()
+        c
     }
 
     /// Counts an answer's tokens for `model`.
     pub(crate) fn record_usage(&self, model: &str, usage: &Usage, source: UsageSource) {
-        let label = self.model_label(model);
-        let m = &self.metrics;
-        m.tokens
-            .with_label_values(&[&label, "prompt"])
-            .inc_by(usage.prompt_tokens);
-        m.tokens
-            .with_label_values(&[&label, "completion"])
-            .inc_by(usage.completion_tokens);
-        m.usage_source.with_label_values(&[source.as_str()]).inc();
+        let [prompt, completion] = self.token_counters(model);
+        prompt.inc_by(usage.prompt_tokens);
+        completion.inc_by(usage.completion_tokens);
+        let hot = &self.metrics.hot;
+        match source {
+            UsageSource::Upstream => hot.usage_upstream.inc(),
+            UsageSource::Estimated => hot.usage_estimated.inc(),
+        }
     }
 }
 

@@ -15,6 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// The chat route's label, as the HTTP layer reports it.
+pub const CHAT_ROUTE: &str = "/v1/chat/completions";
+
 /// Buckets for whole-request durations, seconds.
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -62,6 +65,22 @@ pub struct Metrics {
     limiter_limited: IntCounter,
     limiter_keys: IntGauge,
     refresh: Mutex<()>,
+    /// Handles resolved once for the labels every chat request uses, so the hot path skips the
+    /// label hashing and lookup of `with_label_values`.
+    pub hot: HotMetrics,
+}
+
+/// Children of the labelled metrics that a chat request always touches, resolved at start-up.
+/// They share their values with the labelled families (same series, same numbers).
+pub struct HotMetrics {
+    /// `http_requests_total{route="/v1/chat/completions",status="200"}`.
+    pub chat_ok: IntCounter,
+    /// `request_duration_seconds{route="/v1/chat/completions"}`.
+    pub chat_duration: Histogram,
+    /// `usage_total{source="upstream"}`.
+    pub usage_upstream: IntCounter,
+    /// `usage_total{source="estimated"}`.
+    pub usage_estimated: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -139,15 +158,29 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
         )
         .unwrap_or_else(|e| panic!("metric: {e}"));
+        let requests = counter_vec(
+            &r,
+            "http_requests_total",
+            "HTTP requests by route and status",
+            &["route", "status"],
+        );
+        let usage_source = counter_vec(
+            &r,
+            "usage_total",
+            "Answers by where their token usage came from",
+            &["source"],
+        );
+        let duration = register(&r, duration);
+        let hot = HotMetrics {
+            chat_ok: requests.with_label_values(&[CHAT_ROUTE, "200"]),
+            chat_duration: duration.with_label_values(&[CHAT_ROUTE]),
+            usage_upstream: usage_source.with_label_values(&["upstream"]),
+            usage_estimated: usage_source.with_label_values(&["estimated"]),
+        };
         Metrics {
-            requests: counter_vec(
-                &r,
-                "http_requests_total",
-                "HTTP requests by route and status",
-                &["route", "status"],
-            ),
+            requests,
             in_flight: gauge(&r, "http_requests_in_flight", "HTTP requests being handled"),
-            duration: register(&r, duration),
+            duration,
             overhead: register(&r, overhead),
             upstream_time: register(&r, upstream_time),
             streams_active: gauge(&r, "streams_active", "Streams being written"),
@@ -168,12 +201,7 @@ impl Metrics {
                 "Tokens by model and kind",
                 &["model", "kind"],
             ),
-            usage_source: counter_vec(
-                &r,
-                "usage_total",
-                "Answers by where their token usage came from",
-                &["source"],
-            ),
+            usage_source,
             upstream_errors: counter_vec(
                 &r,
                 "upstream_errors_total",
@@ -213,6 +241,7 @@ impl Metrics {
             limiter_keys: gauge(&r, "ratelimit_keys", "Client keys with a rate-limit bucket"),
             registry: r,
             refresh: Mutex::new(()),
+            hot,
         }
     }
 

@@ -37,7 +37,14 @@ pub fn from_client(header: Option<&str>) -> Arc<str> {
 /// A fresh id, `req_<32 hex>` (128 random bits from a fast non-cryptographic generator: ids
 /// need to be unique, not secret, and minting one must not cost a system call).
 pub fn mint() -> Arc<str> {
-    Arc::from(format!("req_{:032x}", fastrand::u128(..)))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    id.push_str("req_");
+    let bits = fastrand::u128(..);
+    for shift in (0..32).rev() {
+        id.push(char::from(HEX[((bits >> (shift * 4)) & 0xf) as usize]));
+    }
+    Arc::from(id)
 }
 
 #[cfg(test)]
@@ -50,7 +57,15 @@ mod tests {
         assert!(from_client(Some("has space")).starts_with("req_"));
         assert!(from_client(Some("")).starts_with("req_"));
         assert!(from_client(Some(&"x".repeat(200))).starts_with("req_"));
-        assert!(from_client(None).starts_with("req_"));
+        let minted = from_client(None);
+        assert_eq!(minted.len(), 36);
+        assert!(minted.starts_with("req_"));
+        assert!(
+            minted[4..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(mint(), mint());
     }
 
     #[actix_rt::test]

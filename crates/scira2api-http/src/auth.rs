@@ -20,7 +20,9 @@ pub fn key_matches(keys: &[String], token: &[u8]) -> bool {
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
 pub(crate) fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
-    let value = headers.get("authorization")?.as_bytes();
+    let value = headers
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .as_bytes();
     let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
     scheme
         .eq_ignore_ascii_case(b"bearer")

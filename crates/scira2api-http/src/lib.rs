@@ -43,12 +43,28 @@ pub fn tcp_nodelay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensio
     }
 }
 
+/// The response headers a browser client may read: the gateway's own (request id, rate limits,
+/// cache and usage facts, retry hints). A fixed list is encoded once; "expose any header" would
+/// make actix-cors collect every response's header names anew on every response.
+pub const EXPOSED_HEADERS: [&str; 10] = [
+    "x-request-id",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-cache",
+    "x-usage-source",
+    "x-gateway-overhead-ms",
+    "x-should-retry",
+    "retry-after",
+    "retry-after-ms",
+];
+
 /// CORS from the settings: any origin with `*`, otherwise exactly the listed origins.
 pub fn cors(config: &Config) -> Cors {
     let mut cors = Cors::default()
         .allowed_methods(["GET", "POST", "OPTIONS"])
         .allow_any_header()
-        .expose_any_header()
+        .expose_headers(EXPOSED_HEADERS)
         .max_age(86_400);
     if config.cors_origins.iter().any(|o| o == "*") {
         cors = cors.allow_any_origin();

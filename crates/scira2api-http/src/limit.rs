@@ -44,7 +44,13 @@ fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> String {
         RateLimitScope::Global => String::new(),
         RateLimitScope::Ip => ip(),
         RateLimitScope::Key if !config.api_keys.is_empty() => match bearer_token(req.headers()) {
-            Some(k) => format!("key:{}", String::from_utf8_lossy(k)),
+            Some(k) => {
+                let k = String::from_utf8_lossy(k);
+                let mut key = String::with_capacity(4 + k.len());
+                key.push_str("key:");
+                key.push_str(&k);
+                key
+            }
             None => ip(),
         },
         RateLimitScope::Key => ip(),

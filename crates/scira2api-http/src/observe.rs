@@ -7,10 +7,12 @@
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use log::info;
+use scira2api_core::metrics::CHAT_ROUTE;
 use scira2api_core::{Gateway, UsageSource, request_id};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,7 +73,7 @@ pub(crate) fn access_line(
 /// The route a path belongs to, as a metric label (a fixed set, whatever the client sends).
 pub(crate) fn route_label(path: &str) -> &'static str {
     match path {
-        "/v1/chat/completions" => "/v1/chat/completions",
+        CHAT_ROUTE => CHAT_ROUTE,
         "/v1/models" => "/v1/models",
         "/health" => "/health",
         "/metrics" => "/metrics",
@@ -81,14 +83,20 @@ pub(crate) fn route_label(path: &str) -> &'static str {
     }
 }
 
+/// Whether access-log lines are written at all (so their facts are not gathered in vain).
+pub(crate) fn access_log_enabled() -> bool {
+    log::log_enabled!(target: "scira2api::access", log::Level::Info)
+}
+
 /// Middleware (outermost): id, timing, metrics and the access log for every request.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     let id = request_id::from_client(
         req.headers()
-            .get("x-request-id")
+            .get(&X_REQUEST_ID)
             .and_then(|v| v.to_str().ok()),
     );
     let start = Instant::now();
@@ -100,38 +108,43 @@ pub async fn observe(
         id: id.clone(),
         start,
     });
-    let method = req.method().to_string();
-    let path = req.path().to_owned();
+    let route = route_label(req.path());
+    // The method and path are kept only when an access line will be written.
+    let logged = access_log_enabled().then(|| (req.method().clone(), req.path().to_owned()));
     let res = request_id::scope(id.clone(), next.call(req)).await;
     if let Some(gw) = &gw {
         gw.state().metrics().in_flight.dec();
     }
     let mut res = res?;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), v);
+        res.headers_mut().insert(X_REQUEST_ID, v);
     }
-    let status = res.status().as_u16();
-    let route = route_label(&path);
-    let chat = res.request().extensions().get::<ChatLog>().cloned();
+    let status = res.status();
+    let chat = res.request().extensions_mut().remove::<ChatLog>();
+    // A stream is timed and logged when it ends (see the chat handler).
+    let streamed = chat.as_ref().is_some_and(|c| c.stream) && status == StatusCode::OK;
     if let Some(gw) = &gw {
         let m = gw.state().metrics();
-        m.requests
-            .with_label_values(&[route, res.status().as_str()])
-            .inc();
-        // A stream is timed and logged when it ends (see the chat handler).
-        if !chat.as_ref().is_some_and(|c| c.stream && status == 200) {
+        if route == CHAT_ROUTE && status == StatusCode::OK {
+            m.hot.chat_ok.inc();
+            if !streamed {
+                m.hot.chat_duration.observe(start.elapsed().as_secs_f64());
+            }
+        } else {
+            m.requests
+                .with_label_values(&[route, status.as_str()])
+                .inc();
             m.duration
                 .with_label_values(&[route])
                 .observe(start.elapsed().as_secs_f64());
         }
     }
-    if !chat.as_ref().is_some_and(|c| c.stream && status == 200) {
+    if let (Some((method, path)), false) = (logged, streamed) {
         access_line(
             &id,
-            &method,
+            method.as_str(),
             &path,
-            status,
+            status.as_u16(),
             chat.as_ref(),
             start.elapsed(),
             "",

@@ -1,15 +1,16 @@
 //! Route handlers.
 
 use crate::error::{ApiError, error_response};
-use crate::observe::{ChatLog, RequestInfo, access_line};
+use crate::observe::{ChatLog, RequestInfo, access_line, access_log_enabled};
 use crate::sse::SseBody;
 use actix_web::HttpMessage;
-use actix_web::http::header;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use scira2api_core::{
-    CacheControl, ChatContext, ChatReply, ChatRequest, Gateway, StreamOutcome, StreamSummary,
+    CacheControl, ChatContext, ChatOutcome, ChatReply, ChatRequest, Gateway, StreamOutcome,
+    StreamSummary,
 };
 use scira2api_types::Error;
 use serde_json::json;
@@ -58,16 +59,33 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::PayloadTooLarge { limit });
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    // Most bodies arrive in one chunk: that chunk is the body, with no copy.
+    let mut first: Option<bytes::Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut len = 0;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk
             .map_err(|e| Error::invalid(format!("could not read the request body: {e}"), None))?;
-        if body.len() + chunk.len() > limit {
+        len += chunk.len();
+        if len > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
-        body.extend_from_slice(&chunk);
+        match (&mut joined, first.take()) {
+            (Some(body), _) => body.extend_from_slice(&chunk),
+            (None, None) => first = Some(chunk),
+            (None, Some(head)) => {
+                let mut body = BytesMut::with_capacity(declared.unwrap_or(len).clamp(len, limit));
+                body.extend_from_slice(&head);
+                body.extend_from_slice(&chunk);
+                joined = Some(body);
+            }
+        }
     }
-    Ok(body.freeze())
+    Ok(match (joined, first) {
+        (Some(body), _) => body.freeze(),
+        (None, Some(body)) => body,
+        (None, None) => bytes::Bytes::new(),
+    })
 }
 
 /// Accepts `application/json` (any parameters) or no Content-Type at all.
@@ -103,6 +121,64 @@ fn cache_control(req: &HttpRequest) -> CacheControl {
     }
 }
 
+/// Response headers the chat route sets (names parsed once, at compile time).
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const X_OVERHEAD: HeaderName = HeaderName::from_static("x-gateway-overhead-ms");
+const X_USAGE_SOURCE: HeaderName = HeaderName::from_static("x-usage-source");
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Copies what a finished call learned into the access-log facts.
+fn fill_log(log: &mut ChatLog, outcome: &ChatOutcome) {
+    log.cache = outcome.cache.as_str();
+    log.upstream = outcome.upstream_time;
+    log.retries = outcome.retries;
+    log.usage = outcome
+        .usage
+        .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
+}
+
+/// The callback that times and logs a stream when it ends; it reads the log facts the handler
+/// fills in once the call returns, hence the shared cell.
+fn stream_end_hook(
+    gw: &Gateway,
+    req: &HttpRequest,
+    info: RequestInfo,
+    log: Rc<RefCell<ChatLog>>,
+) -> Box<dyn FnOnce(&StreamSummary)> {
+    let state = gw.state().clone();
+    let logged = access_log_enabled().then(|| (req.method().clone(), req.path().to_owned()));
+    Box::new(move |summary: &StreamSummary| {
+        let total = info.start.elapsed();
+        state
+            .metrics()
+            .hot
+            .chat_duration
+            .observe(total.as_secs_f64());
+        let Some((method, path)) = logged else {
+            return;
+        };
+        let mut log = log.borrow_mut();
+        log.usage = summary
+            .usage
+            .zip(summary.usage_source)
+            .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
+        let outcome = match &summary.outcome {
+            StreamOutcome::Completed => String::new(),
+            StreamOutcome::Failed(code) => format!(" stream=cut:{code}"),
+            StreamOutcome::ClientGone => " stream=client_gone".to_owned(),
+        };
+        access_line(
+            &info.id,
+            method.as_str(),
+            &path,
+            200,
+            Some(&log),
+            total,
+            &outcome,
+        );
+    })
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat(
     gw: web::Data<Gateway>,
@@ -117,61 +193,42 @@ pub async fn chat(
     }
     let chat = ChatRequest::parse(body)?;
     let info = req.extensions().get::<RequestInfo>().cloned();
-    let log = Rc::new(RefCell::new(ChatLog {
-        model: chat.model.clone(),
+    let mut log = ChatLog {
+        // The model name is only needed for an access line.
+        model: if access_log_enabled() {
+            chat.model.clone()
+        } else {
+            String::new()
+        },
         stream: chat.stream,
         cache: "BYPASS",
         ..ChatLog::default()
-    }));
-    let on_stream_end = info.clone().map(|info| {
-        let (state, log, method) = (gw.state().clone(), log.clone(), req.method().to_string());
-        let path = req.path().to_owned();
-        Box::new(move |summary: &StreamSummary| {
-            let total = info.start.elapsed();
-            state
-                .metrics()
-                .duration
-                .with_label_values(&["/v1/chat/completions"])
-                .observe(total.as_secs_f64());
-            let mut log = log.borrow_mut();
-            log.usage = summary
-                .usage
-                .zip(summary.usage_source)
-                .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
-            let outcome = match &summary.outcome {
-                StreamOutcome::Completed => String::new(),
-                StreamOutcome::Failed(code) => format!(" stream=cut:{code}"),
-                StreamOutcome::ClientGone => " stream=client_gone".to_owned(),
-            };
-            access_line(&info.id, &method, &path, 200, Some(&log), total, &outcome);
-        }) as Box<dyn FnOnce(&StreamSummary)>
-    });
+    };
+    let shared = chat.stream.then(|| Rc::new(RefCell::new(log.clone())));
+    let on_stream_end = shared
+        .clone()
+        .zip(info.clone())
+        .map(|(shared, info)| stream_end_hook(&gw, &req, info, shared));
     let ctx = ChatContext {
         client_key: crate::auth::bearer_token(req.headers())
             .and_then(|k| std::str::from_utf8(k).ok()),
         cache_control: cache_control(&req),
         on_stream_end,
     };
-    let result = gw.chat(&chat, ctx).await;
-    let outcome = match result {
+    let outcome = match gw.chat(&chat, ctx).await {
         Ok(o) => o,
         Err(e) => {
-            req.extensions_mut().insert(log.borrow().clone());
+            req.extensions_mut().insert(log);
             return Err(e.into());
         }
     };
-    {
-        let mut l = log.borrow_mut();
-        l.cache = outcome.cache.as_str();
-        l.upstream = outcome.upstream_time;
-        l.retries = outcome.retries;
-        l.usage = outcome
-            .usage
-            .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
+    fill_log(&mut log, &outcome);
+    if let Some(shared) = &shared {
+        fill_log(&mut shared.borrow_mut(), &outcome);
     }
-    req.extensions_mut().insert(log.borrow().clone());
+    req.extensions_mut().insert(log);
     let mut resp = HttpResponse::Ok();
-    resp.insert_header(("x-cache", outcome.cache.as_str()));
+    resp.insert_header((X_CACHE, HeaderValue::from_static(outcome.cache.as_str())));
     if let Some(info) = &info {
         let overhead = info.start.elapsed().saturating_sub(outcome.upstream_time);
         gw.state()
@@ -179,24 +236,31 @@ pub async fn chat(
             .overhead
             .observe(overhead.as_secs_f64());
         let us = overhead.as_micros();
-        resp.insert_header((
-            "x-gateway-overhead-ms",
-            format!("{}.{:03}", us / 1000, us % 1000),
-        ));
+        if let Ok(v) = HeaderValue::try_from(format!("{}.{:03}", us / 1000, us % 1000)) {
+            resp.insert_header((X_OVERHEAD, v));
+        }
     }
     match outcome.reply {
         ChatReply::Json(body) => {
             if let Some((_, source)) = outcome.usage {
-                resp.insert_header(("x-usage-source", source.as_str()));
+                resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
             }
-            Ok(resp.content_type("application/json").body(body))
+            Ok(resp
+                .insert_header((
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ))
+                .body(body))
         }
         ChatReply::Stream(frames) => {
             let heartbeat = gw.state().config().heartbeat_interval;
             Ok(resp
-                .content_type("text/event-stream")
-                .insert_header((header::CACHE_CONTROL, "no-cache"))
-                .insert_header(("x-accel-buffering", "no"))
+                .insert_header((
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                ))
+                .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+                .insert_header((X_ACCEL_BUFFERING, HeaderValue::from_static("no")))
                 .streaming(SseBody::new(frames, heartbeat)))
         }
     }

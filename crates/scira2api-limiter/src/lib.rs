@@ -61,6 +61,8 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 struct Bucket {
     limiter: Ratelimiter,
     config: BucketConfig,
+    /// Time for one token to come back (computed once: float maths on every check is not free).
+    interval: Duration,
 }
 
 impl Bucket {
@@ -74,19 +76,20 @@ impl Bucket {
             .initial_available(config.burst)
             .build()
             .unwrap_or_else(|_| Ratelimiter::new(0));
-        Bucket { limiter, config }
-    }
-
-    /// Seconds per token.
-    fn interval(&self) -> Duration {
-        Duration::from_secs_f64(1.0 / self.config.per_second)
+        let interval =
+            Duration::try_from_secs_f64(1.0 / config.per_second).unwrap_or(Duration::MAX);
+        Bucket {
+            limiter,
+            config,
+            interval,
+        }
     }
 
     fn take(&self) -> Result<(), Duration> {
         match self.limiter.try_wait() {
             Ok(()) => Ok(()),
             Err(TryWaitError::Insufficient(wait)) => Err(wait.max(Duration::from_millis(1))),
-            Err(_) => Err(self.interval()),
+            Err(_) => Err(self.interval),
         }
     }
 
@@ -97,7 +100,12 @@ impl Bucket {
             allowed,
             limit: self.config.burst,
             remaining,
-            reset: self.interval().mul_f64(missing as f64),
+            reset: match missing {
+                0 => Duration::ZERO,
+                n => self
+                    .interval
+                    .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)),
+            },
             retry_after,
         }
     }
@@ -185,6 +193,9 @@ impl RateLimiter for MemoryLimiter {
 /// A duration in OpenAI's header format: `120ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s` (integer
 /// arithmetic only: this runs on every limited request).
 pub fn format_reset(d: Duration) -> String {
+    if d.is_zero() {
+        return "0ms".to_owned();
+    }
     let ms = d.as_millis() as u64;
     if ms < 1000 {
         return format!("{ms}ms");

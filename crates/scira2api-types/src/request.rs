@@ -9,7 +9,7 @@
 use crate::Error;
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
 use std::ops::Range;
@@ -17,8 +17,46 @@ use std::ops::Range;
 /// One top-level field of a JSON object: its key and the byte range of its raw value.
 #[derive(Debug, Clone)]
 struct Field {
-    key: String,
+    key: Key,
     value: Range<usize>,
+}
+
+/// A top-level key: a span of the body when written without escapes (the usual case, which
+/// costs no allocation), else its decoded text.
+#[derive(Debug, Clone)]
+enum Key {
+    Span(Range<usize>),
+    Decoded(String),
+}
+
+/// Reads a key as a span of `base` when serde_json can lend it, else as decoded text.
+struct KeySeed<'a> {
+    base: &'a [u8],
+}
+
+impl<'de> Visitor<'de> for KeySeed<'de> {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key, E> {
+        let start = v.as_ptr() as usize - self.base.as_ptr() as usize;
+        Ok(Key::Span(start..start + v.len()))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+        Ok(Key::Decoded(v.to_owned()))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'de> {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
 }
 
 /// The top level of a JSON object as key/raw-value spans over the original bytes.
@@ -42,7 +80,7 @@ impl<'de> Visitor<'de> for FieldsVisitor<'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
         let base = self.base.as_ptr() as usize;
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(KeySeed { base: self.base })? {
             let raw: &'de RawValue = map.next_value()?;
             let start = raw.get().as_ptr() as usize - base;
             fields.push(Field {
@@ -73,16 +111,30 @@ impl RawObject {
         Ok(RawObject { body, fields })
     }
 
+    /// A field's key as bytes (a span is valid UTF-8: serde_json lent it as a `&str`).
+    fn key_bytes<'a>(&'a self, f: &'a Field) -> &'a [u8] {
+        match &f.key {
+            Key::Span(r) => &self.body[r.clone()],
+            Key::Decoded(s) => s.as_bytes(),
+        }
+    }
+
+    fn field(&self, key: &str) -> Option<&Field> {
+        self.fields
+            .iter()
+            .find(|f| self.key_bytes(f) == key.as_bytes())
+    }
+
     /// The raw JSON text of a top-level field, if present.
     pub fn raw(&self, key: &str) -> Option<&str> {
-        let f = self.fields.iter().find(|f| f.key == key)?;
+        let f = self.field(key)?;
         // The span was cut from a `&str` produced by serde_json, so it is valid UTF-8.
         std::str::from_utf8(&self.body[f.value.clone()]).ok()
     }
 
     /// Deserialises one top-level field.
     pub fn get<'a, T: Deserialize<'a>>(&'a self, key: &str) -> Option<serde_json::Result<T>> {
-        let f = self.fields.iter().find(|f| f.key == key)?;
+        let f = self.field(key)?;
         Some(serde_json::from_slice(&self.body[f.value.clone()]))
     }
 
@@ -93,7 +145,9 @@ impl RawObject {
 
     /// Keys in the order the client sent them.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|f| f.key.as_str())
+        self.fields
+            .iter()
+            .map(|f| std::str::from_utf8(self.key_bytes(f)).unwrap_or_default())
     }
 
     /// Rebuilds the object with some top-level values replaced by new raw JSON; fields not named
@@ -106,26 +160,33 @@ impl RawObject {
         let extra: usize = replace.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut out = Vec::with_capacity(self.body.len() + extra);
         out.push(b'{');
-        let mut first = true;
-        let mut push_key = |out: &mut Vec<u8>, key: &str| {
-            if !first {
+        for f in &self.fields {
+            if out.len() > 1 {
                 out.push(b',');
             }
-            first = false;
-            // Keys are plain strings: serialising them cannot fail.
-            let _ = serde_json::to_writer(&mut *out, key);
+            let key = self.key_bytes(f);
+            match &f.key {
+                // A span is the key exactly as the client escaped it (it had no escapes).
+                Key::Span(r) => out.extend_from_slice(&self.body[r.start - 1..r.end + 1]),
+                // Keys are plain strings: serialising them cannot fail.
+                Key::Decoded(k) => {
+                    let _ = serde_json::to_writer(&mut out, k);
+                }
+            }
             out.push(b':');
-        };
-        for f in &self.fields {
-            push_key(&mut out, &f.key);
-            match replace.iter().find(|(k, _)| *k == f.key) {
+            match replace.iter().find(|(k, _)| k.as_bytes() == key) {
                 Some((_, v)) => out.extend_from_slice(v.as_bytes()),
                 None => out.extend_from_slice(&self.body[f.value.clone()]),
             }
         }
         for (k, v) in replace {
-            if !self.fields.iter().any(|f| f.key == *k) {
-                push_key(&mut out, k);
+            if self.field(k).is_none() {
+                if out.len() > 1 {
+                    out.push(b',');
+                }
+                // Keys are plain strings: serialising them cannot fail.
+                let _ = serde_json::to_writer(&mut out, k);
+                out.push(b':');
                 out.extend_from_slice(v.as_bytes());
             }
         }
@@ -450,5 +511,19 @@ mod tests {
         );
         let o = RawObject::parse(Bytes::from_static(br#"{}"#)).unwrap();
         assert_eq!(&o.with_replaced(&[("b", "2")])[..], br#"{"b":2}"#);
+    }
+
+    #[test]
+    fn escaped_keys_are_found_and_kept() {
+        let o = RawObject::parse(Bytes::from_static(
+            br#"{"mo\u0064el":"a","x\"y":1,"plain":[1]}"#,
+        ))
+        .unwrap();
+        assert_eq!(o.keys().collect::<Vec<_>>(), ["model", "x\"y", "plain"]);
+        assert_eq!(o.raw("model"), Some(r#""a""#));
+        assert_eq!(
+            &o.with_replaced(&[("model", r#""b""#), ("plain", "2")])[..],
+            br#"{"model":"b","x\"y":1,"plain":2}"#
+        );
     }
 }

@@ -16,17 +16,17 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// `i` is at an opening quote; returns the index just past the closing quote.
+/// `i` is at an opening quote; returns the index just past the closing quote. Strings hold most
+/// of an answer's bytes, so they are crossed with `memchr` (vectorised) rather than byte by byte.
 fn skip_string(b: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[i] == b'"' {
+            return Some(i + 1);
         }
+        i += 2;
     }
-    None
 }
 
 /// `i` is at the first byte of a value; returns the index just past it.

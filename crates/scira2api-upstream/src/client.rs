@@ -10,7 +10,8 @@ use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
 use crate::retry::retryable_status;
 use crate::scira::{self, SciraStreamDecoder};
 use crate::stream::DecodedStream;
-use awc::http::header::{ACCEPT, CONTENT_TYPE};
+use awc::http::Uri;
+use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use bytes::Bytes;
 use log::debug;
 use scira2api_models::ModelEntry;
@@ -19,6 +20,9 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+/// `Content-Type` of every request body sent upstream.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Maps a non-2xx upstream answer (status, `Retry-After`, body) to an [`Error`].
 type ErrorMapper = fn(u16, Option<Duration>, &Bytes) -> Error;
@@ -37,6 +41,9 @@ pub struct Upstream {
     client: awc::Client,
     config: Arc<UpstreamConfig>,
     chat_url: String,
+    /// `chat_url` parsed once (awc would otherwise parse the string on every request); `None`
+    /// when it does not parse, and then awc reports the error per request.
+    chat_uri: Option<Uri>,
 }
 
 impl Upstream {
@@ -63,10 +70,12 @@ impl Upstream {
             ProviderKind::OpenAi => config.v1_url("chat/completions"),
             ProviderKind::Scira => format!("{}{}", config.base_url, s.scira.path),
         };
+        let chat_uri = Uri::try_from(chat_url.as_str()).ok();
         Upstream {
             client,
             config,
             chat_url,
+            chat_uri,
         }
     }
 
@@ -77,6 +86,14 @@ impl Upstream {
 
     fn settings(&self) -> &UpstreamSettings {
         &self.config.settings
+    }
+
+    /// A POST to the chat endpoint.
+    fn post_chat(&self) -> awc::ClientRequest {
+        self.request(match &self.chat_uri {
+            Some(uri) => self.client.post(uri.clone()),
+            None => self.client.post(&self.chat_url),
+        })
     }
 
     fn request(&self, req: awc::ClientRequest) -> awc::ClientRequest {
@@ -172,14 +189,12 @@ impl Upstream {
         let rewrite = ModelRewrite::new(&req.model, internal_model);
         let body = req.upstream_body(internal_model);
         let build = |key: Option<&str>| {
-            let mut http = self
-                .request(self.client.post(&self.chat_url))
-                .insert_header((CONTENT_TYPE, "application/json"));
+            let mut http = self.post_chat().insert_header((CONTENT_TYPE, JSON));
             if let Some(k) = key {
                 http = http.bearer_auth(k);
             }
             if req.stream {
-                http = http.insert_header((ACCEPT, "text/event-stream"));
+                http = http.insert_header((ACCEPT, HeaderValue::from_static("text/event-stream")));
             }
             http
         };
@@ -217,8 +232,8 @@ impl Upstream {
         let referer = format!("{origin}/");
         let build = |cookie: Option<&str>| {
             let mut http = self
-                .request(self.client.post(&self.chat_url))
-                .insert_header((CONTENT_TYPE, "application/json"))
+                .post_chat()
+                .insert_header((CONTENT_TYPE, JSON))
                 .insert_header((ACCEPT, "*/*"))
                 .insert_header(("referer", referer.as_str()))
                 .insert_header(("origin", origin.as_str()))
