@@ -28,9 +28,11 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/*.txt
 
 if [ "$SMOKE" = 1 ]; then
-  DURATION=2s; CONCURRENCY="1 16"; STREAMS=16; STREAM_REQS=16; CHUNKS=8; HOLD=50
+  DURATION=2s; ROUNDS=1; CONCURRENCY="1 16"; STREAMS=16; STREAM_REQS=16; CHUNKS=8; HOLD=50
 else
-  DURATION=10s; CONCURRENCY="1 16 64"; STREAMS=64; STREAM_REQS=128; CHUNKS=64; HOLD=1000
+  # Each path runs ROUNDS times per concurrency, interleaved with the others, so a slow spell
+  # of the shared machine hits every path alike; the report takes the median round.
+  DURATION=4s; ROUNDS=3; CONCURRENCY="1 16 64"; STREAMS=64; STREAM_REQS=128; CHUNKS=64; HOLD=1000
 fi
 
 # --- tools ------------------------------------------------------------------------------------
@@ -46,6 +48,8 @@ BIN=target/release
 
 if [ "$(nproc)" -ge 2 ]; then
   PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; PINNING="proxy on CPU 0; mock and load tools on CPU 1"
+  # This script's own work (RSS sampling) stays off the proxy's CPU too.
+  taskset -p -c 1 $$ > /dev/null
 else
   PROXY_CPU=""; LOAD_CPU=""; PINNING="none (1 CPU)"
 fi
@@ -58,7 +62,7 @@ LITE=127.0.0.1:19104
 
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; kill -CONT "$p" 2>/dev/null || true; done
   [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -130,13 +134,20 @@ if [ "$LITELLM" = 1 ]; then
     --api_base "http://$MOCK/v1" --host "${LITE%:*}" --port "${LITE#*:}" --num_workers 1 \
     --telemetry False > "$OUT/litellm.log" 2>&1 &
   pids+=($!)
+  LITE_PID=${pids[-1]}
   for _ in $(seq 1 600); do curl -fs "http://$LITE/health/liveliness" >/dev/null 2>&1 && break; sleep 0.1; done
+  # Frozen (SIGSTOP) except during its own turn: its background work must not share CPU 0
+  # with the other proxies' measurements.
+  kill -STOP "$LITE_PID"
   PATHS="$PATHS litellm"
 fi
+# The direct path measured a second time at the end: how far two runs of the same path differ
+# is the noise floor of this machine, under which an "added" figure means nothing.
+PATHS="$PATHS direct_again"
 
 url_of() {
   case "$1" in
-    direct) echo "http://$MOCK" ;;
+    direct|direct_again) echo "http://$MOCK" ;;
     nginx) echo "http://$NGINX" ;;
     gateway) echo "http://$GW" ;;
     gateway_cache) echo "http://$GW_CACHE" ;;
@@ -145,7 +156,13 @@ url_of() {
 }
 model_of() { case "$1" in gateway|gateway_cache) echo gpt-4o ;; litellm) echo openai/mock-gpt ;; *) echo mock-gpt ;; esac; }
 
-rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Resident memory of a process in KiB (read without forking: it is sampled during the load).
+rss_kb() {
+  local k v _
+  while read -r k v _; do
+    if [ "$k" = VmRSS: ]; then echo "$v"; return; fi
+  done < "/proc/$1/status"
+}
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
@@ -167,25 +184,33 @@ EOF
 
 RSS_IDLE=$(rss_kb "$GW_PID")
 RSS_PEAK=$RSS_IDLE
-for path in $PATHS gateway_cache; do
-  for c in $CONCURRENCY; do
-    [ "$path" = gateway_cache ] && [ "$c" != 16 ] && continue
-    body="{\"model\":\"$(model_of "$path")\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello to the benchmark.\"}]}"
-    # One warm-up request fills the cache and opens pooled connections.
-    curl -fs -o /dev/null -H 'content-type: application/json' -H 'authorization: Bearer bench' \
-      -d "$body" "$(url_of "$path")/v1/chat/completions" || true
-    t0=$(cpu_ticks "$GW_PID")
-    BODY=$body $LOAD_CPU wrk -t1 -c"$c" -d"$DURATION" -s "$OUT/post.lua" \
-      "$(url_of "$path")/v1/chat/completions" > "$OUT/wrk-$path-$c.txt" &
-    wrk_pid=$!
-    while kill -0 "$wrk_pid" 2>/dev/null; do
-      if [ "$path" = gateway ]; then r=$(rss_kb "$GW_PID"); [ "$r" -gt "$RSS_PEAK" ] && RSS_PEAK=$r; fi
-      sleep 0.2
+for c in $CONCURRENCY; do
+  for round in $(seq 1 "$ROUNDS"); do
+    for path in $PATHS gateway_cache; do
+      [ "$path" = gateway_cache ] && [ "$c" != 16 ] && continue
+      [ "$path" = direct_again ] && [ "$c" != 1 ] && continue
+      [ "$path" = litellm ] && kill -CONT "$LITE_PID"
+      body="{\"model\":\"$(model_of "$path")\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello to the benchmark.\"}]}"
+      # One warm-up request fills the cache and opens pooled connections.
+      curl -fs -o /dev/null -H 'content-type: application/json' -H 'authorization: Bearer bench' \
+        -d "$body" "$(url_of "$path")/v1/chat/completions" || true
+      t0=$(cpu_ticks "$GW_PID")
+      BODY=$body $LOAD_CPU wrk -t1 -c"$c" -d"$DURATION" -s "$OUT/post.lua" \
+        "$(url_of "$path")/v1/chat/completions" > "$OUT/wrk-$path-$c-$round.txt" &
+      wrk_pid=$!
+      while kill -0 "$wrk_pid" 2>/dev/null; do
+        # Sampled on every path (the same work on the load CPU), kept for the gateway's.
+        r=$(rss_kb "$GW_PID")
+        if [ "$path" = gateway ] && [ "$r" -gt "$RSS_PEAK" ]; then RSS_PEAK=$r; fi
+        sleep 0.2
+      done
+      wait "$wrk_pid"
+      t1=$(cpu_ticks "$GW_PID")
+      [ "$path" = litellm ] && kill -STOP "$LITE_PID"
+      tail -n 1 "$OUT/wrk-$path-$c-$round.txt" \
+        | sed "s/^{/{\"path\":\"$path\",\"concurrency\":$c,\"round\":$round,\"gateway_cpu_ticks\":$(( t1 - t0 )),\"clk_tck\":$TCK,/" \
+        >> "$OUT/nonstream.jsonl"
     done
-    wait "$wrk_pid"
-    t1=$(cpu_ticks "$GW_PID")
-    tail -n 1 "$OUT/wrk-$path-$c.txt" | sed "s/^{/{\"path\":\"$path\",\"concurrency\":$c,\"gateway_cpu_s\":$(( t1 - t0 ))\/$TCK,/" \
-      | sed "s|\"gateway_cpu_s\":\([0-9]*\)/\([0-9]*\)|\"gateway_cpu_ticks\":\1,\"clk_tck\":\2|" >> "$OUT/nonstream.jsonl"
   done
 done
 sleep 2
@@ -193,18 +218,20 @@ RSS_AFTER=$(rss_kb "$GW_PID")
 
 # --- streaming load (loadgen): 64 deltas 20 ms apart ---------------------------------------
 for path in $PATHS; do
-  [ "$path" = litellm ] && continue
+  [ "$path" = litellm ] || [ "$path" = direct_again ] && continue
   $LOAD_CPU "$BIN/scira2api-loadgen" --url "$(url_of "$path")/v1/chat/completions" \
     --header "authorization: Bearer bench" --concurrency "$STREAMS" --requests "$STREAM_REQS" \
     --chunks "$CHUNKS" --delay-ms 20 | sed "s/^{/{\"path\":\"$path\",/" >> "$OUT/stream.jsonl"
 done
 # Time to first event without load-side queueing: 4 streams at a time, 16 events 5 ms apart.
-PROBE_REQS=$([ "$SMOKE" = 1 ] && echo 16 || echo 400)
-for path in $PATHS; do
-  [ "$path" = litellm ] && continue
-  $LOAD_CPU "$BIN/scira2api-loadgen" --url "$(url_of "$path")/v1/chat/completions" \
-    --header "authorization: Bearer bench" --concurrency 4 --requests "$PROBE_REQS" \
-    --chunks 16 --delay-ms 5 | sed "s/^{/{\"path\":\"$path\",/" >> "$OUT/probe.jsonl"
+PROBE_REQS=$([ "$SMOKE" = 1 ] && echo 16 || echo 200)
+for round in $(seq 1 "$ROUNDS"); do
+  for path in $PATHS; do
+    [ "$path" = litellm ] && continue
+    $LOAD_CPU "$BIN/scira2api-loadgen" --url "$(url_of "$path")/v1/chat/completions" \
+      --header "authorization: Bearer bench" --concurrency 4 --requests "$PROBE_REQS" \
+      --chunks 16 --delay-ms 5 | sed "s/^{/{\"path\":\"$path\",\"round\":$round,/" >> "$OUT/probe.jsonl"
+  done
 done
 # Many concurrent streams held through the gateway: stalls and memory.
 RSS_STREAMS=0
@@ -220,18 +247,47 @@ wait "$hold_pid"
 
 # --- report ---------------------------------------------------------------------------------
 python3 - "$OUT" "$RSS_IDLE" "$RSS_PEAK" "$RSS_AFTER" "$RSS_STREAMS" "$HOLD" "$PINNING" "$SMOKE" <<'EOF'
-import json, sys, platform, subprocess, datetime
+import json, sys, platform, subprocess, datetime, statistics
 out, rss_idle, rss_peak, rss_after, rss_streams, hold, pinning, smoke = sys.argv[1:9]
-ns = [json.loads(l) for l in open(f"{out}/nonstream.jsonl")]
+order = ["direct", "nginx", "gateway", "litellm", "direct_again", "gateway_cache"]
+
+def rounds(rows, key, median, total):
+    """One row per key: the median round for `median` fields, sums for `total` fields."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    merged = []
+    for rs in groups.values():
+        m = json.loads(json.dumps(rs[0]))
+        m.pop("round", None)
+        m["rounds"] = len(rs)
+        for f in median:
+            outer, _, inner = f.partition(".")
+            vals = [r[outer][inner] if inner else r[outer] for r in rs]
+            v = statistics.median(vals)
+            if inner: m[outer][inner] = v
+            else: m[outer] = v
+        for f in total:
+            m[f] = sum(r[f] for r in rs)
+        merged.append(m)
+    return sorted(merged, key=lambda r: (order.index(r["path"]), r.get("concurrency", 0)))
+
+ns_raw = [json.loads(l) for l in open(f"{out}/nonstream.jsonl")]
+ns = rounds(ns_raw, lambda r: (r["path"], r["concurrency"]),
+            ["rps", "p50_us", "p90_us", "p99_us", "p999_us"], ["requests", "errors", "gateway_cpu_ticks"])
 st = [json.loads(l) for l in open(f"{out}/stream.jsonl")]
-pr = [json.loads(l) for l in open(f"{out}/probe.jsonl")]
+pr_raw = [json.loads(l) for l in open(f"{out}/probe.jsonl")]
+pr = rounds(pr_raw, lambda r: r["path"],
+            ["ttft_us.p50", "ttft_us.p99", "delivery_us.p50", "delivery_us.p99", "gap_us.p99"],
+            ["requests_ok", "errors", "stalls"])
 pb = {r["path"]: r for r in pr}
 hold_r = json.load(open(f"{out}/hold.json"))
 by = {(r["path"], r["concurrency"]): r for r in ns}
 sb = {r["path"]: r for r in st}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
-res = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "machine": f"{cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} CPUs",
+res = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "machine": f"{cpu}, {subprocess.run(['nproc', '--all'], capture_output=True, text=True).stdout.strip()} CPUs",
        "pinning": pinning, "smoke": smoke == "1", "nonstream": ns, "stream": st, "probe": pr, "hold": hold_r,
+       "nonstream_rounds": ns_raw, "probe_rounds": pr_raw,
        "rss_kb": {"idle": int(rss_idle), "under_load": int(rss_peak), "after_load": int(rss_after), f"{hold}_streams": int(rss_streams)},
        "ratios": {}}
 concs = sorted({r["concurrency"] for r in ns if r["path"] == "gateway"})
@@ -258,12 +314,22 @@ if "gateway" in pb and "direct" in pb:
     res["ratios"]["probe_added_ttft_p99_us"] = round(g["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
     res["ratios"]["probe_added_delivery_p50_us"] = round(g["delivery_us"]["p50"] - d["delivery_us"]["p50"], 1)
     res["ratios"]["probe_added_delivery_p99_us"] = round(g["delivery_us"]["p99"] - d["delivery_us"]["p99"], 1)
+# A/A: the direct path measured twice; the difference is this machine's noise floor.
+a, d = by.get(("direct_again", 1)), by.get(("direct", 1))
+if a and d:
+    res["ratios"]["noise_direct_vs_direct_p50_us_c1"] = a["p50_us"] - d["p50_us"]
+    res["ratios"]["noise_direct_vs_direct_p99_us_c1"] = a["p99_us"] - d["p99_us"]
+if "direct_again" in pb and "direct" in pb:
+    a, d = pb["direct_again"], pb["direct"]
+    res["ratios"]["probe_noise_direct_vs_direct_ttft_p50_us"] = round(a["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
+    res["ratios"]["probe_noise_direct_vs_direct_ttft_p99_us"] = round(a["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
 if "nginx" in pb and "direct" in pb:
     n, d = pb["nginx"], pb["direct"]
     res["ratios"]["probe_nginx_added_ttft_p50_us"] = round(n["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
     res["ratios"]["probe_nginx_added_ttft_p99_us"] = round(n["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
 json.dump(res, open(f"{out}/results.json", "w"), indent=2)
-md = [f"Benchmark {res['date']} on {res['machine']}; pinning: {pinning}{' (smoke run)' if smoke == '1' else ''}", "",
+md = [f"Benchmark {res['date']} on {res['machine']}; pinning: {pinning}{' (smoke run)' if smoke == '1' else ''}; "
+      f"each row is the median of {ns[0]['rounds'] if ns else 0} interleaved rounds", "",
       "| path | conc. | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
 for r in ns:
     md.append(f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_us']} | {r['p90_us']} | {r['p99_us']} | {r['p999_us']} | {r['errors']} |")
