@@ -28,11 +28,11 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/*.txt
 
 if [ "$SMOKE" = 1 ]; then
-  DURATION=2s; ROUNDS=1; CONCURRENCY="1 16"; STREAMS=16; STREAM_REQS=16; CHUNKS=8; HOLD=50
+  DURATION=2s; ROUNDS=1; CONCURRENCY="1 16"; STREAMS=16; STREAM_REQS=16; CHUNKS=8; HOLD=50; HOLD_CHUNKS=8
 else
   # Each path runs ROUNDS times per concurrency, interleaved with the others, so a slow spell
   # of the shared machine hits every path alike; the report takes the median round.
-  DURATION=4s; ROUNDS=3; CONCURRENCY="1 16 64"; STREAMS=64; STREAM_REQS=128; CHUNKS=64; HOLD=1000
+  DURATION=4s; ROUNDS=3; CONCURRENCY="1 16 64"; STREAMS=64; STREAM_REQS=128; CHUNKS=64; HOLD=1000; HOLD_CHUNKS=24
 fi
 
 # --- tools ------------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ wait_port "$MOCK"
 gateway() { # addr, extra env...
   local addr=$1; shift
   env -i PATH="$PATH" HOST="${addr%:*}" PORT="${addr#*:}" WORKERS=1 BASE_URL="http://$MOCK" \
-    APIKEY=bench MODEL_MAPPINGS=gpt-4o:mock-gpt LOG_LEVEL=warn RETRY=1 \
+    APIKEY=bench MODEL_MAPPINGS=gpt-4o:mock-gpt LOG_LEVEL=warn RETRY=1 MAX_CONNS_PER_HOST=2048 \
     RATE_LIMIT_ENABLED=true REQUESTS_PER_SECOND=1000000 BURST=1000000 "$@" \
     $PROXY_CPU "$BIN/scira2api-server" > "$OUT/gateway-${addr#*:}.log" 2>&1 &
   pids+=($!)
@@ -233,11 +233,15 @@ for round in $(seq 1 "$ROUNDS"); do
       --chunks 16 --delay-ms 5 | sed "s/^{/{\"path\":\"$path\",\"round\":$round,/" >> "$OUT/probe.jsonl"
   done
 done
-# Many concurrent streams held through the gateway: stalls and memory.
+# Many concurrent streams held through the gateway: stalls and memory. The same load straight
+# to the mock first: stalls there belong to the load side (mock and load generator share a CPU).
+# Events are 100 ms apart (10k events/s in all): at 20 ms the load side alone stalls here.
+$LOAD_CPU "$BIN/scira2api-loadgen" --url "http://$MOCK/v1/chat/completions" \
+  --concurrency "$HOLD" --requests "$HOLD" --chunks "$HOLD_CHUNKS" --delay-ms 100 > "$OUT/hold-direct.json"
 RSS_STREAMS=0
 $LOAD_CPU "$BIN/scira2api-loadgen" --url "http://$GW/v1/chat/completions" \
   --header "authorization: Bearer bench" --concurrency "$HOLD" --requests "$HOLD" \
-  --chunks "$CHUNKS" --delay-ms 20 > "$OUT/hold.json" &
+  --chunks "$HOLD_CHUNKS" --delay-ms 100 > "$OUT/hold.json" &
 hold_pid=$!
 while kill -0 "$hold_pid" 2>/dev/null; do
   r=$(rss_kb "$GW_PID"); [ "$r" -gt "$RSS_STREAMS" ] && RSS_STREAMS=$r
@@ -282,11 +286,12 @@ pr = rounds(pr_raw, lambda r: r["path"],
             ["requests_ok", "errors", "stalls"])
 pb = {r["path"]: r for r in pr}
 hold_r = json.load(open(f"{out}/hold.json"))
+hold_direct = json.load(open(f"{out}/hold-direct.json"))
 by = {(r["path"], r["concurrency"]): r for r in ns}
 sb = {r["path"]: r for r in st}
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
 res = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "machine": f"{cpu}, {subprocess.run(['nproc', '--all'], capture_output=True, text=True).stdout.strip()} CPUs",
-       "pinning": pinning, "smoke": smoke == "1", "nonstream": ns, "stream": st, "probe": pr, "hold": hold_r,
+       "pinning": pinning, "smoke": smoke == "1", "nonstream": ns, "stream": st, "probe": pr, "hold": hold_r, "hold_direct": hold_direct,
        "nonstream_rounds": ns_raw, "probe_rounds": pr_raw,
        "rss_kb": {"idle": int(rss_idle), "under_load": int(rss_peak), "after_load": int(rss_after), f"{hold}_streams": int(rss_streams)},
        "ratios": {}}
@@ -334,7 +339,7 @@ md = [f"Benchmark {res['date']} on {res['machine']}; pinning: {pinning}{' (smoke
 for r in ns:
     md.append(f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_us']} | {r['p90_us']} | {r['p99_us']} | {r['p999_us']} | {r['errors']} |")
 md += ["", "| stream path | TTFT p50 µs | TTFT p99 µs | delivery p50 µs | delivery p99 µs | gap p99 µs | stalls | ok/errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-for r in st + [dict(r, path=f"{r['path']}, probe: 4 at a time, 16 events 5 ms apart") for r in pr] + [dict(hold_r, path=f"gateway, {hold} streams at once")]:
+for r in st + [dict(r, path=f"{r['path']}, probe: 4 at a time, 16 events 5 ms apart") for r in pr] + [dict(hold_direct, path=f"direct, {hold} streams at once, events 100 ms apart"), dict(hold_r, path=f"gateway, {hold} streams at once, events 100 ms apart")]:
     md.append(f"| {r['path']} | {r['ttft_us']['p50']:.0f} | {r['ttft_us']['p99']:.0f} | {r['delivery_us']['p50']:.0f} | {r['delivery_us']['p99']:.0f} | {r['gap_us']['p99']:.0f} | {r['stalls']} | {r['requests_ok']}/{r['errors']} |")
 md += ["", "| gateway RSS | KiB |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in res["rss_kb"].items()]
 md += ["", "| ratio / added | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in res["ratios"].items()]
