@@ -3,7 +3,7 @@
 # floor of any proxy (nginx with upstream keep-alive), and optionally LiteLLM, all in one run on
 # loopback, so ratios stay comparable on a noisy shared machine.
 #
-#   bench/run.sh            full run (about 4 minutes)
+#   bench/run.sh            full run (about 5 minutes: 3 interleaved rounds per path)
 #   bench/run.sh --smoke    a couple of seconds per path (CI runs this; no targets enforced)
 #   bench/run.sh --litellm  also LiteLLM 1.82.6 from PyPI (installed into target/bench/venv)
 #
