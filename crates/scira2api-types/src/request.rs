@@ -213,12 +213,19 @@ pub fn field_starts_with(json: &[u8], key: &str, first: u8) -> bool {
     false
 }
 
-/// Position just after the next `"key"` in `hay`.
+/// Position just after the next `"key"` in `hay` (a vectorised substring search for the key,
+/// then a check of the quotes around it).
 fn find_quoted(hay: &[u8], key: &[u8]) -> Option<usize> {
-    let n = key.len() + 2;
-    hay.windows(n)
-        .position(|w| w[0] == b'"' && w[n - 1] == b'"' && &w[1..n - 1] == key)
-        .map(|p| p + n)
+    let finder = memchr::memmem::Finder::new(key);
+    let mut from = 0;
+    while let Some(i) = finder.find(&hay[from..]) {
+        let (start, end) = (from + i, from + i + key.len());
+        if start > 0 && hay[start - 1] == b'"' && hay.get(end) == Some(&b'"') {
+            return Some(end + 1);
+        }
+        from = start + 1;
+    }
+    None
 }
 
 /// Encodes a string as a JSON string literal.

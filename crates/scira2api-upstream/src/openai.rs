@@ -39,6 +39,14 @@ fn has_finish_reason(json: &[u8]) -> bool {
     field_starts_with(json, "finish_reason", b'"')
 }
 
+/// Whether a chunk could be an error event (`{"error": {...}}`): a scan, so that ordinary chunks
+/// are never parsed; only a candidate is parsed to be sure.
+fn may_be_error(json: &[u8]) -> bool {
+    json.starts_with(b"{\"error\"")
+        || field_starts_with(json, "error", b'{')
+        || field_starts_with(json, "error", b'[')
+}
+
 fn trim_start(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &s[n..]
@@ -71,9 +79,12 @@ impl OpenAiStreamDecoder {
         if trimmed.is_empty() {
             return Ok(false);
         }
-        if data.starts_with(b"{\"error\"") || openai_error_message(&data).is_some() {
-            let message = openai_error_message(&data).unwrap_or_default();
-            return Err(Error::upstream_api(502, data, message, None));
+        if may_be_error(&data) {
+            let message = openai_error_message(&data);
+            if message.is_some() || data.starts_with(b"{\"error\"") {
+                let message = message.unwrap_or_default();
+                return Err(Error::upstream_api(502, data, message, None));
+            }
         }
         if !self.saw_finish && has_finish_reason(&data) {
             self.saw_finish = true;
@@ -189,6 +200,22 @@ mod tests {
         );
         let e = res.unwrap_err();
         assert!(e.body().starts_with(b"{\"error\":{\"message\":\"boom\""));
+    }
+
+    #[test]
+    fn error_events_are_found_without_parsing_ordinary_chunks() {
+        // An error object anywhere at the top level is an error, first key or not.
+        let (_, res) = run(
+            "data: {\"id\":\"x\",\"error\":{\"message\":\"late\",\"type\":\"server_error\"}}\n\n",
+            ModelRewrite::new("m", "m"),
+        );
+        assert!(res.unwrap_err().to_string().contains("late"));
+        // Text that merely mentions an error object is content.
+        let chunk = r#"{"choices":[{"delta":{"content":"{\"error\":{\"message\":\"no\"}}"},"finish_reason":"stop"}]}"#;
+        let (frames, res) = run(&format!("data: {chunk}\n\n"), ModelRewrite::new("m", "m"));
+        res.unwrap();
+        assert_eq!(frames, [format!("data: {chunk}\n\n")]);
+        assert!(!may_be_error(chunk.as_bytes()));
     }
 
     #[test]
