@@ -83,7 +83,9 @@ pub struct Config {
     pub resp_cache_ttl: Duration,
     /// Upstream keep-alive.
     pub conn_pool_enabled: bool,
-    /// Most upstream connections per worker and host.
+    /// Most upstream connections per worker and host. A stream holds its connection for the
+    /// whole answer, and requests above the limit wait for one to free up, so the default is
+    /// generous: 1,024 (the OpenAI Python SDK's own pool allows 1,000).
     pub max_conns_per_host: usize,
     /// Idle upstream connection lifetime.
     pub idle_conn_timeout: Duration,
@@ -234,7 +236,7 @@ impl Config {
             model_cache_ttl: raw.duration("MODEL_CACHE_TTL", Duration::from_secs(3600))?,
             resp_cache_ttl: raw.duration("RESP_CACHE_TTL", Duration::from_secs(300))?,
             conn_pool_enabled: raw.bool("CONN_POOL_ENABLED", true)?,
-            max_conns_per_host: raw.u64_min("MAX_CONNS_PER_HOST", 256, 1)? as usize,
+            max_conns_per_host: raw.u64_min("MAX_CONNS_PER_HOST", 1024, 1)? as usize,
             idle_conn_timeout: raw.duration("IDLE_CONN_TIMEOUT", Duration::from_secs(90))?,
             conn_lifetime: raw.duration("CONN_LIFETIME", Duration::from_secs(300))?,
             cache_max_entries: raw.u64_min("CACHE_MAX_ENTRIES", 10_000, 1)?,
@@ -455,6 +457,33 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    /// `.env.example` documents every setting with its default: loading it must change nothing.
+    #[test]
+    fn env_example_lists_the_defaults() {
+        let text = include_str!("../../../.env.example");
+        let pairs: Vec<(&str, &str)> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        assert!(pairs.len() > 30, "read {} settings", pairs.len());
+        let example = cfg(&pairs).unwrap();
+        assert_eq!(example.to_string(), cfg(&[]).unwrap().to_string());
+        // The Scira settings are only shown for that provider (whose BASE_URL default differs,
+        // as the file says).
+        let scira = |extra: &[(&str, &str)]| {
+            let mut all: Vec<_> = extra
+                .iter()
+                .filter(|(k, _)| *k != "BASE_URL")
+                .copied()
+                .collect();
+            all.push(("PROVIDER", "scira"));
+            cfg(&all).unwrap().to_string()
+        };
+        assert_eq!(scira(&pairs), scira(&[]));
     }
 
     #[test]
