@@ -307,31 +307,22 @@ for c in concs:
         res["ratios"][f"added_p99_us_c{c}"] = g["p99_us"] - d["p99_us"]
     if g and g["requests"]:
         res["ratios"][f"gateway_cpu_s_per_10k_c{c}"] = round(g["gateway_cpu_ticks"] / g["clk_tck"] / g["requests"] * 10000, 3)
-if "gateway" in sb and "direct" in sb:
-    g, d = sb["gateway"], sb["direct"]
-    res["ratios"]["stream_added_ttft_p50_us"] = round(g["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
-    res["ratios"]["stream_added_ttft_p99_us"] = round(g["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
-    res["ratios"]["stream_added_delivery_p50_us"] = round(g["delivery_us"]["p50"] - d["delivery_us"]["p50"], 1)
-    res["ratios"]["stream_added_delivery_p99_us"] = round(g["delivery_us"]["p99"] - d["delivery_us"]["p99"], 1)
-if "gateway" in pb and "direct" in pb:
-    g, d = pb["gateway"], pb["direct"]
-    res["ratios"]["probe_added_ttft_p50_us"] = round(g["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
-    res["ratios"]["probe_added_ttft_p99_us"] = round(g["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
-    res["ratios"]["probe_added_delivery_p50_us"] = round(g["delivery_us"]["p50"] - d["delivery_us"]["p50"], 1)
-    res["ratios"]["probe_added_delivery_p99_us"] = round(g["delivery_us"]["p99"] - d["delivery_us"]["p99"], 1)
+def stream_added(name, rows, a, b, fields=("ttft_us", "delivery_us")):
+    """`name_<field>_<pct>_us` = path a minus path b, for each stream field and percentile."""
+    if a in rows and b in rows:
+        for f in fields:
+            for p in ("p50", "p99"):
+                res["ratios"][f"{name}_{f[:-3]}_{p}_us"] = round(rows[a][f][p] - rows[b][f][p], 1)
+
+stream_added("stream_added", sb, "gateway", "direct")
+stream_added("probe_added", pb, "gateway", "direct")
 # A/A: the direct path measured twice; the difference is this machine's noise floor.
 a, d = by.get(("direct_again", 1)), by.get(("direct", 1))
 if a and d:
     res["ratios"]["noise_direct_vs_direct_p50_us_c1"] = a["p50_us"] - d["p50_us"]
     res["ratios"]["noise_direct_vs_direct_p99_us_c1"] = a["p99_us"] - d["p99_us"]
-if "direct_again" in pb and "direct" in pb:
-    a, d = pb["direct_again"], pb["direct"]
-    res["ratios"]["probe_noise_direct_vs_direct_ttft_p50_us"] = round(a["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
-    res["ratios"]["probe_noise_direct_vs_direct_ttft_p99_us"] = round(a["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
-if "nginx" in pb and "direct" in pb:
-    n, d = pb["nginx"], pb["direct"]
-    res["ratios"]["probe_nginx_added_ttft_p50_us"] = round(n["ttft_us"]["p50"] - d["ttft_us"]["p50"], 1)
-    res["ratios"]["probe_nginx_added_ttft_p99_us"] = round(n["ttft_us"]["p99"] - d["ttft_us"]["p99"], 1)
+stream_added("probe_noise_direct_vs_direct", pb, "direct_again", "direct", ("ttft_us",))
+stream_added("probe_nginx_added", pb, "nginx", "direct", ("ttft_us",))
 json.dump(res, open(f"{out}/results.json", "w"), indent=2)
 md = [f"Benchmark {res['date']} on {res['machine']}; pinning: {pinning}{' (smoke run)' if smoke == '1' else ''}; "
       f"each row is the median of {ns[0]['rounds'] if ns else 0} interleaved rounds", "",

@@ -18,12 +18,7 @@ async fn model_list_merges_table_and_upstream() {
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(ids, ["gpt-4o", "fast", "mock-gpt", "mock-gpt-mini"]);
     for m in v["data"].as_array().unwrap() {
         assert_eq!(m["object"], "model");

@@ -17,18 +17,7 @@ async fn http_connect_proxy_carries_the_traffic_and_failures_never_go_direct() {
     let mock = MockServer::start().unwrap();
     let good = format!("http://proxyuser:s3cret-pass@127.0.0.1:{}", proxy.port);
     let gw = Gateway::openai(&mock, &[("HTTP_PROXY", &good), ("RETRY", "1")]);
-    let r = post(&gw, "/v1/chat/completions", CHAT).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let s = post(
-        &gw,
-        "/v1/chat/completions",
-        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
-    assert_eq!(
-        sse_json(&s.body).last().unwrap()["choices"][0]["finish_reason"],
-        "stop"
-    );
+    assert_chat_and_stream_complete(&gw).await;
     let target = format!("CONNECT {}", mock.addr());
     assert!(
         proxy.log().contains(&target),

@@ -412,12 +412,7 @@ async fn models_list_the_scira_table_and_extra_ids() {
     let mock = MockServer::start().unwrap();
     let gw = scira(&mock, &[("SCIRA_MODELS", "scira-grok-4,scira-custom")]);
     let v = get(&gw, "/v1/models").await.json();
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = model_ids(&v);
     assert_eq!(ids[0], "gpt-4o");
     assert!(
         ids.contains(&"scira-custom") && ids.contains(&"qwen3-32b"),

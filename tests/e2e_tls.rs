@@ -45,18 +45,7 @@ async fn https_upstream_with_a_private_ca() {
         ("UPSTREAM_CA_FILE", &ca),
         ("RETRY", "1"),
     ]);
-    let r = post(&gw, "/v1/chat/completions", CHAT).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let s = post(
-        &gw,
-        "/v1/chat/completions",
-        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-    )
-    .await;
-    assert_eq!(
-        sse_json(&s.body).last().unwrap()["choices"][0]["finish_reason"],
-        "stop"
-    );
+    assert_chat_and_stream_complete(&gw).await;
     assert_eq!(mock.requests().len(), 2);
 
     // Without the CA the certificate is not trusted: a clean 502, nothing sent.

@@ -212,6 +212,38 @@ pub fn sse_json(body: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// The ids of a `/v1/models` list, in order.
+pub fn model_ids(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .expect("data array")
+        .iter()
+        .map(|m| m["id"].as_str().expect("string id"))
+        .collect()
+}
+
+/// A non-stream and a streamed chat request both complete through `gw` (for the transport
+/// tests: proxies, TLS).
+pub async fn assert_chat_and_stream_complete(gw: &Gateway) {
+    let r = post(
+        gw,
+        "/v1/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = post(
+        gw,
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(
+        sse_json(&s.body).last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+}
+
 /// Waits until `cond` holds (polling), up to `timeout`.
 pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;

@@ -76,6 +76,13 @@ pub fn cors(config: &Config) -> Cors {
     cors
 }
 
+/// `path` served by `route`; any other method gets a 405 in OpenAI form with `Allow: allow`.
+fn resource(path: &str, route: actix_web::Route, allow: &'static str) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(routes::method_not_allowed(allow)))
+}
+
 /// Registers the gateway's routes with CORS, auth and rate limiting, in that order (CORS first,
 /// so preflights never need a key; the limiter last, so it can tell clients apart by key).
 pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -88,36 +95,24 @@ pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
                 .wrap(cors)
                 .wrap(from_fn(observe::observe))
                 // The hot route first: the router tries resources in order.
-                .service(
-                    web::resource("/v1/chat/completions")
-                        .route(web::post().to(routes::chat))
-                        .default_service(web::to(routes::method_not_allowed("POST"))),
-                )
-                .service(
-                    web::resource("/health")
-                        .route(web::get().to(routes::health))
-                        .default_service(web::to(routes::method_not_allowed("GET"))),
-                )
-                .service(
-                    web::resource("/metrics")
-                        .route(web::get().to(routes::metrics))
-                        .default_service(web::to(routes::method_not_allowed("GET"))),
-                )
-                .service(
-                    web::resource("/metrics/prometheus")
-                        .route(web::get().to(routes::prometheus))
-                        .default_service(web::to(routes::method_not_allowed("GET"))),
-                )
-                .service(
-                    web::resource("/v1/models")
-                        .route(web::get().to(routes::models))
-                        .default_service(web::to(routes::method_not_allowed("GET"))),
-                )
-                .service(
-                    web::resource("/v1/models/{id:.+}")
-                        .route(web::get().to(routes::model))
-                        .default_service(web::to(routes::method_not_allowed("GET"))),
-                )
+                .service(resource(
+                    "/v1/chat/completions",
+                    web::post().to(routes::chat),
+                    "POST",
+                ))
+                .service(resource("/health", web::get().to(routes::health), "GET"))
+                .service(resource("/metrics", web::get().to(routes::metrics), "GET"))
+                .service(resource(
+                    "/metrics/prometheus",
+                    web::get().to(routes::prometheus),
+                    "GET",
+                ))
+                .service(resource("/v1/models", web::get().to(routes::models), "GET"))
+                .service(resource(
+                    "/v1/models/{id:.+}",
+                    web::get().to(routes::model),
+                    "GET",
+                ))
                 .default_service(web::to(routes::not_found)),
         );
     }
