@@ -239,7 +239,7 @@ async fn scira_error_streams_are_never_cached() {
     let mock = MockServer::start().unwrap();
     let body = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/scira/v6/stream_error.stream"),
+            .join("../../tests/fixtures/scira/v6/stream_error.stream"),
     )
     .unwrap();
     mock.options(|o| o.scira_body = Some(Bytes::from(body)));

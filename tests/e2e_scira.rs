@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/scira")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/scira")
 }
 
 fn scira(mock: &MockServer, extra: &[(&str, &str)]) -> Gateway {

@@ -395,7 +395,7 @@ impl fmt::Display for Config {
             self.port,
             self.workers,
             self.provider.as_str(),
-            self.base_url,
+            settings::mask_str(&self.base_url),
             count(self.api_keys.len(), "key"),
             count(self.upstream_api_keys.len(), "key"),
             d(self.client_timeout),
@@ -563,6 +563,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("apikey=1 key"), "{s}");
+        let c = cfg(&[("BASE_URL", "https://user:hunter2@up.example/v1")]).unwrap();
+        assert!(!c.to_string().contains("hunter2"), "{c}");
+        let e = cfg(&[("BASE_URL", "ftp://user:hunter2@up.example")]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

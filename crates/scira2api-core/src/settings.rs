@@ -172,7 +172,7 @@ impl Raw {
             {
                 Ok(v.trim_end_matches('/').to_owned())
             }
-            _ => Err(ConfigError::new(var, &v, accepted)),
+            _ => Err(ConfigError::new(var, &mask_str(&v), accepted)),
         }
     }
 
@@ -223,6 +223,16 @@ pub fn mask_url(u: &url::Url) -> String {
     m.to_string().trim_end_matches('/').to_owned()
 }
 
+/// A URL-ish setting as it may be shown: a parsable URL with its password masked, an unparsable
+/// value that may hold credentials (an `@`) replaced as a whole.
+pub fn mask_str(v: &str) -> String {
+    match url::Url::parse(v) {
+        Ok(u) if u.host().is_some() => mask_url(&u),
+        _ if v.contains('@') => "<masked: contains credentials>".to_owned(),
+        _ => v.to_owned(),
+    }
+}
+
 /// The variables a dotenv file and the environment give together: the environment wins.
 pub(crate) fn merge(
     file: impl IntoIterator<Item = (String, String)>,
@@ -265,5 +275,11 @@ mod tests {
     fn masks_passwords() {
         let u = url::Url::parse("socks5://user:secret@h:1080").unwrap();
         assert_eq!(mask_url(&u), "socks5://user:***@h:1080");
+        assert_eq!(
+            mask_str("https://u:pw@h.example/v1"),
+            "https://u:***@h.example/v1"
+        );
+        assert_eq!(mask_str("nonsense:pw@"), "<masked: contains credentials>");
+        assert_eq!(mask_str("https://h.example"), "https://h.example");
     }
 }

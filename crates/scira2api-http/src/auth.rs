@@ -12,10 +12,29 @@ use subtle::ConstantTimeEq;
 /// Whether `token` equals one of `keys`. Every key is compared, in constant time per key, so the
 /// time taken does not tell how much of a key matched.
 pub fn key_matches(keys: &[String], token: &[u8]) -> bool {
-    let hit = keys.iter().fold(subtle::Choice::from(0), |acc, k| {
-        acc | k.as_bytes().ct_eq(token)
-    });
-    bool::from(hit)
+    key_index(keys, token).is_some()
+}
+
+/// The position of `token` among `keys`, comparing against every key in constant time per key.
+pub fn key_index(keys: &[String], token: &[u8]) -> Option<usize> {
+    let mut found = None;
+    for (i, k) in keys.iter().enumerate() {
+        if bool::from(k.as_bytes().ct_eq(token)) {
+            found = Some(i);
+        }
+    }
+    found
+}
+
+/// A short, stable identity of a valid client key (`key:` + 16 hex digits of its xxh3 hash):
+/// what rate-limit buckets are keyed by, so the secret itself is never held in the limiter's
+/// map, and a bucket exists only for a key that is configured.
+pub fn key_identity(key: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(20);
+    id.push_str("key:");
+    let _ = write!(id, "{:016x}", xxhash_rust::xxh3::xxh3_64(key));
+    id
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
@@ -78,5 +97,15 @@ mod tests {
         assert!(!key_matches(&keys, b"alph"));
         assert!(!key_matches(&keys, b""));
         assert!(!key_matches(&[], b"x"));
+        assert_eq!(key_index(&keys, b"beta"), Some(1));
+    }
+
+    #[test]
+    fn identities_are_short_and_never_the_key() {
+        let id = key_identity(b"sk-very-secret");
+        assert_eq!(id.len(), 20);
+        assert!(id.starts_with("key:") && !id.contains("secret"));
+        assert_eq!(id, key_identity(b"sk-very-secret"));
+        assert_ne!(id, key_identity(b"sk-other"));
     }
 }

@@ -4,7 +4,7 @@
 //! every limited route's response carries OpenAI's `x-ratelimit-*-requests` headers. `/health`,
 //! `/metrics` and CORS preflights are never limited. Cache hits count like any other request.
 
-use crate::auth::bearer_token;
+use crate::auth::{bearer_token, key_identity, key_matches};
 use crate::error::error_response;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -32,7 +32,9 @@ fn add_headers(headers: &mut HeaderMap, d: &Decision) {
     }
 }
 
-/// The bucket a request belongs to.
+/// The bucket a request belongs to: a valid key's identity (never the raw secret), otherwise the
+/// client's IP address, so that whatever a client sends, the number and size of buckets stay
+/// bounded by `RATE_LIMIT_MAX_KEYS`.
 fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> String {
     let config = gw.state().config();
     let ip = || {
@@ -43,17 +45,12 @@ fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> String {
     match config.rate_limit_scope {
         RateLimitScope::Global => String::new(),
         RateLimitScope::Ip => ip(),
-        RateLimitScope::Key if !config.api_keys.is_empty() => match bearer_token(req.headers()) {
-            Some(k) => {
-                let k = String::from_utf8_lossy(k);
-                let mut key = String::with_capacity(4 + k.len());
-                key.push_str("key:");
-                key.push_str(&k);
-                key
-            }
+        RateLimitScope::Key => match bearer_token(req.headers())
+            .filter(|k| !config.api_keys.is_empty() && key_matches(&config.api_keys, k))
+        {
+            Some(k) => key_identity(k),
             None => ip(),
         },
-        RateLimitScope::Key => ip(),
     }
 }
 

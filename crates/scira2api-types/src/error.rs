@@ -214,6 +214,32 @@ impl Error {
         }
     }
 
+    /// The same error with `note` appended to its message in parentheses (for example how long
+    /// the gateway tried). An upstream error object forwarded as it was is left unchanged.
+    pub fn with_note(self, note: &str) -> Self {
+        let add = |m: String| format!("{m} ({note})");
+        match self {
+            Error::Upstream {
+                status,
+                kind,
+                code,
+                message,
+                retry_after,
+                retryable,
+            } => Error::Upstream {
+                status,
+                kind,
+                code,
+                message: add(message),
+                retry_after,
+                retryable,
+            },
+            Error::UpstreamTimeout(m) => Error::UpstreamTimeout(add(m)),
+            Error::Proxy(m) => Error::Proxy(add(m)),
+            other => other,
+        }
+    }
+
     /// Whether the client may succeed by sending the same request again (`x-should-retry`).
     pub fn should_retry(&self) -> bool {
         match self {

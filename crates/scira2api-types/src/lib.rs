@@ -4,6 +4,7 @@
 mod answer;
 mod error;
 mod message;
+mod redact;
 mod request;
 mod response;
 mod scan;
@@ -11,6 +12,7 @@ mod scan;
 pub use answer::{Answer, AnswerBuilder, AnswerChoice, ToolCall};
 pub use error::{Error, ErrorObject, openai_error_message};
 pub use message::{Content, ContentPart, ImageUrl, Message};
+pub use redact::{REDACTED, Secrets};
 pub use request::{
     ChatRequest, RawObject, field_starts_with, json_string, replace_model_literal, rewrite_model,
 };

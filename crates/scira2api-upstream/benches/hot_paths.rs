@@ -49,10 +49,7 @@ fn chunk_rewrite(c: &mut Criterion) {
 }
 
 fn scira_decode(c: &mut Criterion) {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/scira"
-    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/scira");
     let mut g = c.benchmark_group("scira_decode");
     for v in ["v4", "v5", "v6"] {
         let Ok(body) = std::fs::read(format!("{dir}/{v}/tool_step.stream")) else {

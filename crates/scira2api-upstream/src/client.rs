@@ -4,7 +4,10 @@
 use crate::ChatReply;
 use crate::config::{ProviderKind, UpstreamConfig, UpstreamSettings};
 use crate::connect::UpstreamConnector;
-use crate::errors::{body_error, map_openai_error, retry_after, retryable_send_error, send_error};
+use crate::errors::{
+    body_error, describe_body, map_openai_error, redirect_error, retry_after, retryable_send_error,
+    send_error,
+};
 use crate::keys::{KeyOutcome, KeyRing};
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
 use crate::retry::retryable_status;
@@ -19,7 +22,7 @@ use scira2api_types::{ChatRequest, ChunkEncoder, Error};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `Content-Type` of every request body sent upstream.
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -105,18 +108,24 @@ impl Upstream {
     }
 
     /// Sends `body`, retrying what a second try can fix (see [`crate::retry`]), with the next
-    /// credential of `ring` on each attempt. Returns the first 2xx response; nothing of it has
-    /// reached the client yet, so no answer is ever written twice.
-    async fn send(
+    /// credential of `ring` on each attempt. A 2xx response goes to `accept` (read the whole
+    /// body, or prime a stream): a failure there — a truncated or non-JSON body, a stream whose
+    /// first event is an error — is retried like any other when it is retryable, because nothing
+    /// has reached the client yet; so no answer is ever written twice. Every error leaves here
+    /// with the configured secrets redacted.
+    async fn send<T>(
         &self,
         ring: &KeyRing,
         retries: &Cell<u32>,
         build: impl Fn(Option<&str>) -> awc::ClientRequest,
         body: &Bytes,
         map_error: ErrorMapper,
-    ) -> Result<awc::ClientResponse, Error> {
+        accept: impl AsyncFn(awc::ClientResponse) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let policy = self.settings().retry;
         let stats = &self.config.stats;
+        let secrets = &self.config.secrets;
+        let started = Instant::now();
         let mut failed = 0u32;
         loop {
             let key = ring.pick();
@@ -130,26 +139,44 @@ impl Upstream {
                             ring.report(k.index, key_outcome(status, wait));
                         }
                         if resp.status().is_success() {
-                            return Ok(resp);
+                            match accept(resp).await {
+                                Ok(v) => return Ok(v),
+                                Err(e) => {
+                                    let retryable = e.should_retry();
+                                    (secrets.error(e), None, retryable)
+                                }
+                            }
+                        } else if resp.status().is_redirection() {
+                            let location = resp
+                                .headers()
+                                .get(awc::http::header::LOCATION)
+                                .and_then(|v| v.to_str().ok());
+                            let err = redirect_error(status, location, self.config.host());
+                            (secrets.error(err), None, false)
+                        } else {
+                            let body = resp.body().limit(1 << 20).await.unwrap_or_default();
+                            let err = secrets.error(map_error(status, wait, &body));
+                            let retryable = retryable_status(status) && err.should_retry();
+                            (err, wait, retryable)
                         }
-                        let body = resp.body().limit(1 << 20).await.unwrap_or_default();
-                        let err = map_error(status, wait, &body);
-                        let retryable = retryable_status(status) && err.should_retry();
-                        (err, wait, retryable)
                     }
                     Err(e) => {
                         if let Some(k) = key {
                             ring.report(k.index, KeyOutcome::Neutral);
                         }
                         let retryable = retryable_send_error(&e);
-                        (send_error(e, &self.config), None, retryable)
+                        (secrets.error(send_error(e, &self.config)), None, retryable)
                     }
                 };
             failed += 1;
             if !retryable || failed >= policy.attempts {
                 if retryable && failed > 1 {
                     debug!("upstream gave up after {failed} attempts: {err}");
-                    return Err(err.exhausted());
+                    let spent = started.elapsed();
+                    return Err(err.exhausted().with_note(&format!(
+                        "gave up after {failed} attempts in {:.1}s",
+                        spent.as_secs_f64()
+                    )));
                 }
                 return Err(err);
             }
@@ -198,17 +225,42 @@ impl Upstream {
             }
             http
         };
-        let resp = self
-            .send(&self.config.keys, retries, build, &body, map_openai_error)
-            .await?;
+        let s = self.settings();
         if req.stream {
-            let s = self.settings();
-            let decoder = OpenAiStreamDecoder::new(rewrite);
-            let stream =
-                DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes);
-            Ok(ChatReply::Stream(stream.primed().await?.boxed()))
+            let accept = async |resp: awc::ClientResponse| {
+                let decoder = OpenAiStreamDecoder::new(rewrite.clone());
+                let stream =
+                    DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes)
+                        .redacting(self.config.secrets.clone());
+                stream.primed().await
+            };
+            let stream = self
+                .send(
+                    &self.config.keys,
+                    retries,
+                    build,
+                    &body,
+                    map_openai_error,
+                    accept,
+                )
+                .await?;
+            Ok(ChatReply::Stream(stream.boxed()))
         } else {
-            let body = self.read_body(resp).await?;
+            let accept = async |resp: awc::ClientResponse| {
+                let body = self.read_body(resp).await?;
+                check_json_object(&body, self.config.host())?;
+                Ok(body)
+            };
+            let body = self
+                .send(
+                    &self.config.keys,
+                    retries,
+                    build,
+                    &body,
+                    map_openai_error,
+                    accept,
+                )
+                .await?;
             Ok(ChatReply::Json(rewrite.apply(body)))
         }
     }
@@ -243,24 +295,46 @@ impl Upstream {
             }
             http
         };
-        let resp = self
-            .send(
-                &self.config.cookies,
-                retries,
-                build,
-                &body,
-                scira::map_error,
-            )
-            .await?;
+        // Scira spends quota on every request it receives: once it has answered 200, a
+        // failure while reading the answer is not retried.
         if req.stream {
-            let decoder =
-                SciraStreamDecoder::new(ChunkEncoder::new(req.model.clone(), req.include_usage));
-            let stream =
-                DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes);
-            Ok(ChatReply::Stream(stream.primed().await?.boxed()))
+            let accept = async |resp: awc::ClientResponse| {
+                let decoder = SciraStreamDecoder::new(ChunkEncoder::new(
+                    req.model.clone(),
+                    req.include_usage,
+                ));
+                DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes)
+                    .redacting(self.config.secrets.clone())
+                    .primed()
+                    .await
+                    .map_err(Error::exhausted)
+            };
+            let stream = self
+                .send(
+                    &self.config.cookies,
+                    retries,
+                    build,
+                    &body,
+                    scira::map_error,
+                    accept,
+                )
+                .await?;
+            Ok(ChatReply::Stream(stream.boxed()))
         } else {
-            let body = self.read_body(resp).await?;
-            let completion = scira::collect(&body)?;
+            let accept = async |resp: awc::ClientResponse| {
+                self.read_body(resp).await.map_err(Error::exhausted)
+            };
+            let body = self
+                .send(
+                    &self.config.cookies,
+                    retries,
+                    build,
+                    &body,
+                    scira::map_error,
+                    accept,
+                )
+                .await?;
+            let completion = scira::collect(&body).map_err(|e| self.config.secrets.error(e))?;
             Ok(ChatReply::Json(completion.to_json(&req.model)))
         }
     }
@@ -288,18 +362,37 @@ impl Upstream {
                 None => req,
             }
         };
-        let resp = self
-            .send(
-                &self.config.keys,
-                &Cell::new(0),
-                build,
-                &Bytes::new(),
-                map_openai_error,
-            )
-            .await?;
-        let body = self.read_body(resp).await?;
-        parse_model_list(&body)
+        let accept = async |resp: awc::ClientResponse| {
+            let body = self.read_body(resp).await?;
+            parse_model_list(&body)
+        };
+        self.send(
+            &self.config.keys,
+            &Cell::new(0),
+            build,
+            &Bytes::new(),
+            map_openai_error,
+            accept,
+        )
+        .await
     }
+}
+
+/// Checks that a non-stream answer is one whole JSON object before it is passed on as success:
+/// an HTML page, plain text or a cut-off body with a 200 is an upstream failure (502, retryable).
+fn check_json_object(body: &[u8], host: &str) -> Result<(), Error> {
+    if !body.trim_ascii_start().starts_with(b"{") {
+        return Err(Error::upstream(format!(
+            "{host} answered 200 with {} instead of a JSON object",
+            describe_body(body)
+        )));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| {
+        Error::upstream(format!(
+            "{host} answered 200 with a body that is not one complete JSON object ({e}); it was probably cut off"
+        ))
+    })?;
+    Ok(())
 }
 
 fn parse_model_list(body: &[u8]) -> Result<Vec<ModelEntry>, Error> {
@@ -340,6 +433,22 @@ mod tests {
         assert_eq!(l[0].created, 5);
         assert_eq!(l[1].owned_by, "upstream");
         assert!(parse_model_list(b"[]").is_err());
+    }
+
+    #[test]
+    fn non_stream_answers_must_be_whole_json_objects() {
+        assert!(check_json_object(br#" {"id":"x","choices":[]}"#, "h").is_ok());
+        for bad in [
+            &b"<html>oops</html>"[..],
+            b"plain text",
+            br#"{"id":"x","choices":[{"#,
+            b"",
+            br#"[1,2]"#,
+        ] {
+            let e = check_json_object(bad, "h").unwrap_err();
+            assert_eq!(e.status(), 502, "{e}");
+            assert!(e.should_retry());
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::keys::KeyRing;
 use crate::retry::RetryPolicy;
 use crate::scira::SciraConfig;
 use rustls::pki_types::CertificateDer;
+use scira2api_types::Secrets;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -92,6 +93,8 @@ pub struct UpstreamConfig {
     pub(crate) proxy: Option<Arc<ProxyConfig>>,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) stats: Arc<UpstreamStats>,
+    /// Every configured secret, redacted from upstream text before it is passed on or logged.
+    pub(crate) secrets: Secrets,
 }
 
 impl fmt::Debug for UpstreamConfig {
@@ -99,7 +102,7 @@ impl fmt::Debug for UpstreamConfig {
         let s = &self.settings;
         f.debug_struct("UpstreamConfig")
             .field("provider", &s.provider)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.host())
             .field("api_keys", &self.keys)
             .field("client_timeout", &s.client_timeout)
             .field("connect_timeout", &s.connect_timeout)
@@ -146,7 +149,18 @@ impl UpstreamConfig {
     pub fn new(settings: UpstreamSettings) -> Self {
         // awc's rustls needs a process-wide crypto provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut secrets: Vec<String> = settings.api_keys.clone();
+        secrets.extend(settings.scira.cookies.iter().cloned());
+        if let Some((_, password)) = settings.proxy.as_ref().and_then(|p| p.auth.as_ref()) {
+            secrets.push(password.clone());
+        }
+        if let Ok(u) = url::Url::parse(&settings.base_url) {
+            if let Some(p) = u.password() {
+                secrets.push(p.to_owned());
+            }
+        }
         UpstreamConfig {
+            secrets: Secrets::new(secrets),
             base_url: settings.base_url.trim_end_matches('/').to_owned(),
             keys: KeyRing::new(settings.api_keys.clone()),
             cookies: KeyRing::new(settings.scira.cookies.clone()),

@@ -90,7 +90,22 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// Maps a non-2xx answer of an OpenAI-compatible upstream: an OpenAI error object is kept as it
 /// was; anything else becomes a 502 that says what came back.
 pub(crate) fn map_openai_error(status: u16, retry: Option<Duration>, body: &Bytes) -> Error {
-    if let Some(message) = openai_error_message(body) {
+    let parsed = openai_error_message(body);
+    if status == 401 {
+        // Passed on as it was, a 401 would tell the client its *gateway* key is wrong.
+        let detail = parsed.unwrap_or_else(|| describe_body(body));
+        return Error::Upstream {
+            status: 403,
+            kind: "upstream_error",
+            code: "upstream_unauthorized",
+            message: format!(
+                "the upstream rejected the gateway's upstream credentials (HTTP 401: {detail}); the operator should check UPSTREAM_API_KEY"
+            ),
+            retry_after: None,
+            retryable: false,
+        };
+    }
+    if let Some(message) = parsed {
         return Error::upstream_api(status, body.clone(), message, retry);
     }
     Error::Upstream {
@@ -103,6 +118,24 @@ pub(crate) fn map_openai_error(status: u16, retry: Option<Duration>, body: &Byte
         ),
         retry_after: retry,
         retryable: matches!(status, 408 | 429 | 500..=599),
+    }
+}
+
+/// The error for a 3xx answer: the gateway never follows redirects (they could lead the
+/// upstream key anywhere), and a bare 3xx without its `Location` would mean nothing to a client.
+pub(crate) fn redirect_error(status: u16, location: Option<&str>, host: &str) -> Error {
+    let to = location
+        .map(|l| format!(" to {}", l.chars().take(200).collect::<String>()))
+        .unwrap_or_default();
+    Error::Upstream {
+        status: 502,
+        kind: "upstream_error",
+        code: "upstream_redirect",
+        message: format!(
+            "{host} answered HTTP {status} (a redirect{to}); the gateway does not follow redirects: set BASE_URL to the final address"
+        ),
+        retry_after: None,
+        retryable: false,
     }
 }
 
@@ -146,6 +179,16 @@ mod tests {
         );
         assert_eq!(e.status(), 503);
         assert!(e.should_retry());
+        let e = map_openai_error(
+            401,
+            None,
+            &Bytes::from_static(br#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}"#),
+        );
+        assert_eq!((e.status(), e.code()), (403, Some("upstream_unauthorized")));
+        assert!(e.to_string().contains("upstream credentials"));
+        let e = redirect_error(302, Some("https://elsewhere/"), "h");
+        assert_eq!((e.status(), e.code()), (502, Some("upstream_redirect")));
+        assert!(e.to_string().contains("https://elsewhere/"));
         let e = map_openai_error(404, None, &Bytes::from_static(b"nope"));
         assert_eq!((e.status(), e.code()), (502, Some("upstream_error")));
         assert!(!e.should_retry());

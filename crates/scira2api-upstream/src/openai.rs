@@ -47,6 +47,24 @@ fn may_be_error(json: &[u8]) -> bool {
         || field_starts_with(json, "error", b'[')
 }
 
+/// Checks that an event's data is one valid JSON object in UTF-8, so that garbage or a cut-off
+/// line is reported instead of being passed on as part of a successful answer.
+fn check_event(data: &[u8]) -> Result<(), Error> {
+    let describe = |what: &str| {
+        let snippet: String = String::from_utf8_lossy(data).chars().take(120).collect();
+        Error::upstream(format!(
+            "the upstream stream sent {what}: `{snippet}`; the answer is incomplete"
+        ))
+    };
+    let text = std::str::from_utf8(data).map_err(|_| describe("an event that is not UTF-8"))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(describe("an event that is not a JSON object"));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|_| describe("an event that is not valid JSON"))?;
+    Ok(())
+}
+
 fn trim_start(s: &[u8]) -> &[u8] {
     let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
     &s[n..]
@@ -74,11 +92,17 @@ impl OpenAiStreamDecoder {
         self.saw_event = true;
         let trimmed = trim_start(&data);
         if trimmed.starts_with(b"[DONE]") {
+            if !self.saw_finish {
+                return Err(Error::upstream(
+                    "the upstream ended the stream with [DONE] before any choice finished (no finish_reason); the answer may be incomplete",
+                ));
+            }
             return Ok(true);
         }
         if trimmed.is_empty() {
             return Ok(false);
         }
+        check_event(&data)?;
         if may_be_error(&data) {
             let message = openai_error_message(&data);
             if message.is_some() || data.starts_with(b"{\"error\"") {
@@ -216,6 +240,33 @@ mod tests {
         res.unwrap();
         assert_eq!(frames, [format!("data: {chunk}\n\n")]);
         assert!(!may_be_error(chunk.as_bytes()));
+    }
+
+    #[test]
+    fn garbage_and_early_done_are_errors() {
+        let fin = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        for (body, want) in [
+            (
+                "data: {\"choices\":[]}\n\ndata: [DONE]\n\n".to_owned(),
+                "before any choice finished",
+            ),
+            (format!("data: not json\n\n{fin}"), "not a JSON object"),
+            (
+                format!("data: {{\"choices\":[{{\n\n{fin}"),
+                "not valid JSON",
+            ),
+        ] {
+            let (_, res) = run(&body, ModelRewrite::new("m", "m"));
+            let e = res.unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let mut d = OpenAiStreamDecoder::new(ModelRewrite::new("m", "m"));
+        let mut out = VecDeque::new();
+        let e = d
+            .line(Bytes::from_static(b"data: {\"a\":\"\xff\"}"), &mut out)
+            .and_then(|_| d.line(Bytes::new(), &mut out))
+            .unwrap_err();
+        assert!(e.to_string().contains("not UTF-8"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use crate::lines::LineBuffer;
 use bytes::Bytes;
 use futures_util::Stream;
-use scira2api_types::Error;
+use scira2api_types::{Error, Secrets};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -55,6 +55,7 @@ pub(crate) struct DecodedStream<D> {
     idle: Duration,
     sleep: Pin<Box<actix_rt::time::Sleep>>,
     state: State,
+    secrets: Secrets,
 }
 
 impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
@@ -69,7 +70,14 @@ impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
             idle,
             sleep: Box::pin(actix_rt::time::sleep(idle)),
             state: State::Reading,
+            secrets: Secrets::default(),
         }
+    }
+
+    /// Removes `secrets` from every error this stream reports (an upstream may echo them).
+    pub(crate) fn redacting(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Boxes the stream as a [`FrameStream`].
@@ -186,7 +194,7 @@ impl<D: LineDecoder + Unpin + 'static> DecodedStream<D> {
         if self.out.is_empty() {
             if let State::Failed(_) = self.state {
                 if let State::Failed(e) = std::mem::replace(&mut self.state, State::Done) {
-                    return Err(e);
+                    return Err(self.secrets.error(e));
                 }
             }
         }
@@ -210,7 +218,7 @@ impl<D: LineDecoder + Unpin + 'static> Stream for DecodedStream<D> {
                 }
                 State::Failed(e) => {
                     this.state = State::Done;
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(this.secrets.error(e))));
                 }
                 State::Reading => {}
             }

@@ -133,7 +133,7 @@ mod tests {
     fn fixture(name: &str) -> (u16, Bytes) {
         let dir = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures/scira/errors/"
+            "/../../tests/fixtures/scira/errors/"
         );
         let body = std::fs::read(format!("{dir}{name}.json")).expect("fixture");
         let status = std::fs::read_to_string(format!("{dir}{name}.status")).expect("status");
