@@ -1,7 +1,7 @@
 //! `scira2api-server`: the gateway as a process.
 //!
 //! Reads the settings (environment + `.env`), sets up logging, serves the OpenAI-compatible API
-//! with actix-web and shuts down gracefully on SIGTERM/SIGINT. `--demo` starts the mock upstream
+//! with actix-web and shuts down gracefully on SIGTERM/SIGINT (SIGHUP is logged and ignored). `--demo` starts the mock upstream
 //! in-process and points the gateway at it, so everything works offline.
 
 use actix_web::{App, HttpServer};
@@ -69,7 +69,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&config.log_level))
+    // An unreadable RUST_LOG would silently turn every line off: say so, and use LOG_LEVEL.
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let bad_rust_log = rust_log.as_deref().filter(|v| !rust_log_is_valid(v));
+    let mut env = env_logger::Env::default().default_filter_or(&config.log_level);
+    if bad_rust_log.is_some() {
+        env = env_logger::Env::new()
+            .filter("SCIRA2API_UNUSED_LOG_FILTER")
+            .default_filter_or(&config.log_level);
+    }
+    env_logger::Builder::from_env(env)
         .format(|buf, record| {
             // Every line written while a request is handled carries its id.
             let id = scira2api_core::request_id::current();
@@ -84,6 +95,12 @@ fn main() -> ExitCode {
             )
         })
         .init();
+    if let Some(v) = bad_rust_log {
+        warn!(
+            "RUST_LOG=`{v}` cannot be read (expected e.g. `info` or `scira2api=debug,actix_web=warn`); using LOG_LEVEL={} instead",
+            config.log_level
+        );
+    }
     for pair in &config.bad_mapping_pairs {
         warn!(
             "MODEL_MAPPINGS: cannot read pair `{pair}` (expected external:internal); using the built-in default table"
@@ -98,18 +115,102 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether `RUST_LOG` is a filter env_logger understands: comma-separated `level`,
+/// `target` or `target=level` directives, with an optional `/regex` at the end.
+fn rust_log_is_valid(v: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let directives = v.split('/').next().unwrap_or("");
+    directives
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .all(|d| {
+            let is_level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+            let is_target = |t: &str| {
+                !t.is_empty() && t.chars().all(|c| c.is_alphanumeric() || "_:-.".contains(c))
+            };
+            match d.split_once('=') {
+                Some((target, level)) => {
+                    is_target(target.trim()) && (level.trim().is_empty() || is_level(level))
+                }
+                None => is_level(d) || is_target(d),
+            }
+        })
+}
+
+/// SIGTERM and SIGINT start a graceful shutdown (new connections refused, requests and
+/// streams in flight finish within `SHUTDOWN_TIMEOUT`; streams still open just before it ends
+/// get an error event and `[DONE]`); SIGHUP is logged and ignored. A second SIGTERM/SIGINT
+/// stops at once.
+async fn handle_signals(
+    server: actix_web::dev::ServerHandle,
+    state: std::sync::Arc<GatewayState>,
+    grace: std::time::Duration,
+) {
+    use actix_rt::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers; SIGTERM/SIGINT will stop the server at once");
+        return;
+    };
+    let mut stopping = false;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                info!("SIGHUP received: ignored (settings are read at startup; restart to change them)");
+                continue;
+            }
+        };
+        if stopping {
+            warn!("{name} received again: stopping now");
+            server.stop(false).await;
+            return;
+        }
+        stopping = true;
+        info!(
+            "{name} received: graceful shutdown, finishing requests in flight (at most {})",
+            humantime_secs(grace)
+        );
+        // Just before the grace period ends, open streams are ended properly.
+        let cut_at = grace.saturating_sub(std::time::Duration::from_millis(500));
+        let st = state.clone();
+        actix_rt::spawn(async move {
+            actix_rt::time::sleep(cut_at).await;
+            st.cut_streams();
+        });
+        let handle = server.clone();
+        actix_rt::spawn(async move { handle.stop(true).await });
+    }
+}
+
+fn humantime_secs(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
 #[actix_web::main]
 async fn serve(config: Config, demo: bool) -> std::io::Result<()> {
     let addr = (config.host.clone(), config.port);
-    let shutdown = config.shutdown_timeout.as_secs().max(1);
+    let grace = config
+        .shutdown_timeout
+        .max(std::time::Duration::from_secs(1));
+    let shutdown = grace.as_secs().max(1);
     let workers = config.workers;
+    let per_worker = config.max_connections.div_ceil(workers).max(1);
     let summary = config.to_string();
     let state = GatewayState::new(config);
+    let app_state = state.clone();
     let server = HttpServer::new(move || {
-        App::new().configure(scira2api_http::configure(Gateway::new(state.clone())))
+        App::new().configure(scira2api_http::configure(Gateway::new(app_state.clone())))
     })
-    .on_connect(scira2api_http::tcp_nodelay)
+    .on_connect(scira2api_http::on_connect)
     .workers(workers)
+    .max_connections(per_worker)
+    .disable_signals()
     .shutdown_timeout(shutdown)
     .bind(&addr)
     .map_err(|e| {
@@ -129,7 +230,9 @@ async fn serve(config: Config, demo: bool) -> std::io::Result<()> {
             ""
         }
     );
-    server.run().await?;
+    let server = server.run();
+    actix_rt::spawn(handle_signals(server.handle(), state, grace));
+    server.await?;
     info!("scira2api stopped");
     Ok(())
 }

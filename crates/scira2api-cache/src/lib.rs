@@ -310,7 +310,7 @@ mod tests {
                 finish_reason: Some("stop".into()),
                 ..AnswerChoice::default()
             }],
-            usage: None,
+            ..Answer::default()
         }
     }
 

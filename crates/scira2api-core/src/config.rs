@@ -49,7 +49,7 @@ pub struct Config {
     pub workers: usize,
     /// Client API keys; empty = no auth. Secret.
     pub api_keys: Vec<String>,
-    /// Paths reachable without a key (exact match).
+    /// Paths reachable without a key (exact, or a prefix for an entry ending in `/*`).
     pub public_paths: Vec<String>,
     /// Allowed CORS origins; `*` = any.
     pub cors_origins: Vec<String>,
@@ -121,6 +121,11 @@ pub struct Config {
     pub log_bodies: bool,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_timeout: Duration,
+    /// Longest time a client may take to send a request body once its headers are in (408).
+    pub body_read_timeout: Duration,
+    /// Most client connections open at once, for the whole server (split across workers);
+    /// above it new connections wait in the listen backlog until one closes.
+    pub max_connections: usize,
     /// Keep-alive comment interval on silent streams.
     pub heartbeat_interval: Duration,
     /// Scira provider settings.
@@ -211,9 +216,11 @@ impl Config {
                 1,
             )? as usize,
             api_keys: raw.list("APIKEY"),
-            public_paths: raw
-                .str_list("PUBLIC_PATHS")
-                .unwrap_or_else(|| vec!["/health".to_owned(), "/v1/models".to_owned()]),
+            public_paths: raw.str_list("PUBLIC_PATHS").unwrap_or_else(|| {
+                ["/health", "/v1/models", "/v1/models/*"]
+                    .map(str::to_owned)
+                    .to_vec()
+            }),
             cors_origins: raw
                 .str_list("CORS_ORIGINS")
                 .unwrap_or_else(|| vec!["*".to_owned()]),
@@ -282,6 +289,8 @@ impl Config {
             log_level: raw.str("LOG_LEVEL").unwrap_or_else(|| "info".to_owned()),
             log_bodies: raw.bool("LOG_BODIES", false)?,
             shutdown_timeout: raw.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30))?,
+            body_read_timeout: raw.duration("BODY_READ_TIMEOUT", Duration::from_secs(30))?,
+            max_connections: raw.u64_min("MAX_CONNECTIONS", 10_000, 1)? as usize,
             heartbeat_interval: raw.duration("HEARTBEAT_INTERVAL", Duration::from_secs(15))?,
             scira: SciraConfig {
                 path: scira_path,
@@ -390,7 +399,7 @@ impl fmt::Display for Config {
             "listen={}:{} workers={} provider={} base_url={} apikey={} upstream_api_key={} client_timeout={} \
              connect_timeout={} retry={} http_proxy={} socks5_proxy={} cache={} model_cache_ttl={} \
              resp_cache_ttl={} conn_pool={} max_conns_per_host={} rate_limit={} requests_per_second={} \
-             burst={} model_mappings={} max_body_bytes={} shutdown_timeout={} heartbeat={} log_level={}",
+             burst={} model_mappings={} max_body_bytes={} body_read_timeout={} max_connections={} shutdown_timeout={} heartbeat={} log_level={}",
             self.host,
             self.port,
             self.workers,
@@ -419,6 +428,8 @@ impl fmt::Display for Config {
             self.burst,
             count(self.model_map.len(), "pair"),
             self.max_body_bytes,
+            d(self.body_read_timeout),
+            self.max_connections,
             d(self.shutdown_timeout),
             d(self.heartbeat_interval),
             self.log_level,

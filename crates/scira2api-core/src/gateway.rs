@@ -7,14 +7,14 @@
 
 use crate::config::{CacheScope, Config, RateLimitScope};
 use crate::metrics::Metrics;
-use crate::observe::ObservedStream;
+use crate::observe::{ObservedStream, StreamMemory};
 use bytes::Bytes;
 use log::{debug, warn};
 use prometheus::IntCounter;
 use scira2api_cache::{CacheStats, MemoryStore, ResponseStore, TtlCell, cache_key};
 use scira2api_limiter::{BucketConfig, LimiterStats, MemoryLimiter, RateLimiter};
 use scira2api_models::{Catalog, ModelEntry};
-use scira2api_types::{Answer, ChatRequest, Error, RawObject, Usage, top_level_value};
+use scira2api_types::{Answer, ChatRequest, Error, RawObject, Usage, log_safe, top_level_value};
 use scira2api_upstream::{
     ChatReply, PoolConfig, ProviderKind, Upstream, UpstreamConfig, UpstreamSettings,
 };
@@ -101,9 +101,20 @@ pub struct StreamSummary {
 /// A callback run once when a streamed answer ends.
 pub type OnStreamEnd = Box<dyn FnOnce(&StreamSummary)>;
 
+/// What a call learned about the upstream, whether it succeeded or not (for the access log).
+#[derive(Debug, Default)]
+pub struct CallFacts {
+    /// Upstream attempts that were retries.
+    pub retries: Cell<u32>,
+    /// Time spent waiting for the upstream.
+    pub upstream_time: Cell<Duration>,
+}
+
 /// What the HTTP layer knows about the request beyond its body.
 #[derive(Default)]
 pub struct ChatContext<'a> {
+    /// Filled in by the call, success or failure.
+    pub facts: Option<std::rc::Rc<CallFacts>>,
     /// The client's API key, when it sent one (for `CACHE_SCOPE=per_key`).
     pub client_key: Option<&'a str>,
     /// The client's `Cache-Control`.
@@ -139,6 +150,41 @@ pub(crate) fn estimate(req: &ChatRequest, internal_model: &str, answer: &Answer)
     Usage::new(prompt, completion)
 }
 
+/// At most one upstream model-list fetch at a time, and none for a while after one failed.
+#[derive(Default)]
+struct FetchGate {
+    inner: Mutex<(bool, Option<Instant>)>,
+}
+
+impl FetchGate {
+    /// A ticket to fetch now, or `None` while another fetch runs or soon after one failed.
+    fn try_begin(&self) -> Option<FetchTicket<'_>> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (running, failed_at) = *g;
+        if running || failed_at.is_some_and(|t| t.elapsed() < MODEL_LIST_FAILURE_TTL) {
+            return None;
+        }
+        g.0 = true;
+        Some(FetchTicket {
+            gate: self,
+            ok: false,
+        })
+    }
+}
+
+/// A fetch in progress; dropped unfinished (the client left), it counts as failed.
+struct FetchTicket<'a> {
+    gate: &'a FetchGate,
+    ok: bool,
+}
+
+impl Drop for FetchTicket<'_> {
+    fn drop(&mut self) {
+        let mut g = self.gate.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *g = (false, (!self.ok).then(Instant::now));
+    }
+}
+
 /// State shared by every worker's [`Gateway`].
 pub struct GatewayState {
     config: Config,
@@ -147,8 +193,11 @@ pub struct GatewayState {
     store: Option<Arc<dyn ResponseStore>>,
     limiter: Option<Arc<dyn RateLimiter>>,
     models: TtlCell<Vec<ModelEntry>>,
+    model_fetch: FetchGate,
     metrics: Metrics,
+    shutdown: tokio::sync::watch::Sender<bool>,
     model_tokens: Mutex<HashMap<String, TokenCounters>>,
+    stream_memory: StreamMemory,
     started: Instant,
     start_unix: u64,
 }
@@ -158,6 +207,16 @@ type TokenCounters = [IntCounter; 2];
 
 /// Most distinct model names used as metric labels; others count as `other`.
 const MAX_MODEL_LABELS: usize = 200;
+
+/// `created` of the models the gateway itself lists: a fixed date (2025-01-01), so that the
+/// list is the same on every replica and after every restart.
+pub const MODELS_CREATED: u64 = 1_735_689_600;
+
+/// Longest model name used as a metric label; longer ones count as `other`.
+const MAX_LABEL_LEN: usize = 64;
+
+/// How long a failed upstream model-list fetch is remembered (no new fetch meanwhile).
+const MODEL_LIST_FAILURE_TTL: Duration = Duration::from_secs(30);
 
 /// The in-memory limiter the settings describe, or `None` when rate limiting is off.
 fn memory_limiter(config: &Config) -> Option<Arc<dyn RateLimiter>> {
@@ -235,13 +294,16 @@ impl GatewayState {
             config.model_map.clone(),
             extra,
             config.owned_by(),
-            start_unix,
+            MODELS_CREATED,
         );
         let upstream = Arc::new(UpstreamConfig::new(upstream_settings(&config)));
         Arc::new(GatewayState {
             models: TtlCell::new(config.model_cache_ttl),
+            model_fetch: FetchGate::default(),
             metrics: Metrics::new(),
+            shutdown: tokio::sync::watch::Sender::new(false),
             model_tokens: Mutex::new(HashMap::new()),
+            stream_memory: StreamMemory::default(),
             config,
             catalog,
             upstream,
@@ -292,6 +354,25 @@ impl GatewayState {
         &self.metrics
     }
 
+    /// Ends every open stream now, each with an error event and `[DONE]` (the server calls it
+    /// when the shutdown grace period is about to run out, so no stream is cut mid-air).
+    pub fn cut_streams(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// A future that completes when [`GatewayState::cut_streams`] is called.
+    pub fn streams_cut(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|cut| *cut).await;
+        }
+    }
+
+    /// Memory held by streams' rebuilt answers, bounded gateway-wide.
+    pub fn stream_memory(&self) -> &StreamMemory {
+        &self.stream_memory
+    }
+
     /// The token counters of a client-chosen model name: at most `MAX_MODEL_LABELS` names get
     /// their own series, the rest count as `other`. Resolved once per name, so counting an
     /// answer's tokens costs one map lookup.
@@ -300,7 +381,7 @@ impl GatewayState {
         if let Some(c) = known.get(model) {
             return c.clone();
         }
-        let label = if known.len() < MAX_MODEL_LABELS {
+        let label = if known.len() < MAX_MODEL_LABELS && model.len() <= MAX_LABEL_LEN {
             model
         } else {
             "other"
@@ -359,7 +440,9 @@ impl Gateway {
         let internal = state.catalog.map().to_internal(&req.model);
         debug!(
             "chat model={} upstream_model={} stream={}",
-            req.model, internal, req.stream
+            log_safe(&req.model),
+            log_safe(internal),
+            req.stream
         );
         let store = state
             .store
@@ -381,13 +464,19 @@ impl Gateway {
         if let (Some(store), Some(key), CacheControl::Default) = (store, key, ctx.cache_control) {
             if let Some(hit) = store.get(key).await {
                 debug!("cache hit for model={}", req.model);
-                let usage = hit.usage.map(|u| (u, UsageSource::Upstream));
+                let source = if hit.usage_estimated {
+                    UsageSource::Estimated
+                } else {
+                    UsageSource::Upstream
+                };
+                let usage = hit.usage.map(|u| (u, source));
                 let reply = match replay(&hit, req) {
                     ChatReply::Stream(frames) => {
                         let mut s = ObservedStream::new(frames, state.clone(), req, internal);
                         s.replay = true;
                         s.strip_usage = false;
                         s.usage = hit.usage;
+                        s.usage_estimated = hit.usage_estimated;
                         s.on_end = ctx.on_stream_end;
                         ChatReply::Stream(Box::pin(s))
                     }
@@ -407,6 +496,10 @@ impl Gateway {
         let started = Instant::now();
         let result = self.upstream.chat(req, internal, &retries).await;
         let upstream_time = started.elapsed();
+        if let Some(facts) = &ctx.facts {
+            facts.retries.set(retries.get());
+            facts.upstream_time.set(upstream_time);
+        }
         state
             .metrics
             .upstream_time
@@ -429,8 +522,14 @@ impl Gateway {
                 usage = u;
                 if let (Some(store), Some(key)) = (store, key) {
                     let answer = answer.or_else(|| Answer::from_completion(&body));
-                    if let Some(answer) = answer.filter(Answer::is_complete) {
-                        store.put(key, answer).await;
+                    if let Some(mut answer) = answer.filter(Answer::is_complete) {
+                        // Stored with its usage, estimated ones marked, so that a replay
+                        // never answers `"usage": null`.
+                        if let Some((u, source)) = usage {
+                            answer.usage = Some(u);
+                            answer.usage_estimated = source == UsageSource::Estimated;
+                            store.put(key, answer).await;
+                        }
                     }
                 }
                 ChatReply::Json(body)
@@ -484,23 +583,36 @@ impl Gateway {
     /// (fetched at most once per `MODEL_CACHE_TTL` when caching is on; when a fetch fails, the
     /// last good list is served and the failure is not cached).
     pub async fn models(&self) -> Vec<ModelEntry> {
-        let cell = &self.state.models;
-        let cached = if self.state.config.cache_enabled {
+        let state = &self.state;
+        let cell = &state.models;
+        let cached = if state.config.cache_enabled {
             cell.fresh()
         } else {
             None
         };
         let upstream = match cached {
             Some(list) => list,
-            None => match self.upstream.models().await {
-                Ok(list) => cell.set(list),
-                Err(e) => {
-                    warn!("could not fetch the upstream model list: {e}");
-                    cell.last().unwrap_or_default()
+            None => match state.model_fetch.try_begin() {
+                // Another request is fetching, or the last fetch failed moments ago: the last
+                // good list, without another upstream call.
+                None => cell.last().unwrap_or_default(),
+                Some(mut ticket) => {
+                    let result = self.upstream.models().await;
+                    ticket.ok = result.is_ok();
+                    match result {
+                        Ok(list) => cell.set(list),
+                        Err(e) => {
+                            warn!(
+                                "could not fetch the upstream model list (next try in {}s): {e}",
+                                MODEL_LIST_FAILURE_TTL.as_secs()
+                            );
+                            cell.last().unwrap_or_default()
+                        }
+                    }
                 }
             },
         };
-        self.state.catalog.list(&upstream)
+        state.catalog.list(&upstream)
     }
 
     /// One model, or 404 `model_not_found`.

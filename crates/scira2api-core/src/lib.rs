@@ -19,9 +19,10 @@ mod settings;
 
 pub use config::{CacheScope, Config, ConfigError, RateLimitScope};
 pub use gateway::{
-    CacheControl, CacheStatus, ChatContext, ChatOutcome, Gateway, GatewayState, OnStreamEnd,
-    StreamOutcome, StreamSummary, UsageSource,
+    CacheControl, CacheStatus, CallFacts, ChatContext, ChatOutcome, Gateway, GatewayState,
+    OnStreamEnd, StreamOutcome, StreamSummary, UsageSource,
 };
+pub use observe::StreamMemory;
 pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
 pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};
 pub use scira2api_models::ModelEntry;

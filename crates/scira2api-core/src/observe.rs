@@ -19,7 +19,42 @@ use serde_json::json;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+
+/// Most frame bytes one stream feeds into its rebuilt answer (for the cache and a usage
+/// estimate). A longer answer is passed on in full, but not cached.
+pub const STREAM_KEEP_MAX: usize = 4 << 20;
+
+/// Most frame bytes all streams together feed into rebuilt answers at once.
+pub const KEEP_GLOBAL_MAX: usize = 64 << 20;
+
+/// The gateway-wide account of memory held by streams' rebuilt answers.
+#[derive(Debug, Default)]
+pub struct StreamMemory {
+    held: AtomicUsize,
+}
+
+impl StreamMemory {
+    /// Takes `n` bytes from the global allowance; `false` (and nothing taken) when it is spent.
+    pub fn reserve(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + n <= KEEP_GLOBAL_MAX).then_some(held + n)
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` bytes back.
+    pub fn release(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
 
 /// The JSON of an SSE frame (`data: {...}\n\n`).
 fn frame_json(frame: &[u8]) -> &[u8] {
@@ -65,9 +100,19 @@ pub(crate) struct ObservedStream {
     /// Whether this stream is a cache replay (its tokens were not spent now).
     pub(crate) replay: bool,
     pub(crate) on_end: Option<crate::gateway::OnStreamEnd>,
-    pub(crate) kept: Vec<Bytes>,
-    pub(crate) kept_bytes: usize,
+    /// The answer rebuilt frame by frame (text only, never the frames), while it is needed and
+    /// within [`STREAM_KEEP_MAX`] and the gateway-wide [`KEEP_GLOBAL_MAX`].
+    builder: Option<AnswerBuilder>,
+    /// The first frame (for the id and time of an estimated usage chunk).
+    first: Option<Bytes>,
+    /// Frame bytes fed to `builder`, and all frame bytes seen.
+    kept_bytes: usize,
+    seen_bytes: usize,
+    /// The answer outgrew what is kept: it is not cached, and an estimate is scaled up.
+    overflow: bool,
     pub(crate) usage: Option<Usage>,
+    /// Whether `usage` (of a replay) was an estimate.
+    pub(crate) usage_estimated: bool,
     pub(crate) tail: Option<Bytes>,
     pub(crate) finished: bool,
     /// The upstream stream has ended; what is left is settling usage.
@@ -77,6 +122,16 @@ pub(crate) struct ObservedStream {
 }
 
 impl ObservedStream {
+    /// Whether the usage is an estimate, for a stream whose usage is known at its start (a
+    /// replay).
+    fn known_source(&self) -> UsageSource {
+        if self.usage_estimated {
+            UsageSource::Estimated
+        } else {
+            UsageSource::Upstream
+        }
+    }
+
     pub(crate) fn new(
         frames: FrameStream,
         state: Arc<GatewayState>,
@@ -93,9 +148,13 @@ impl ObservedStream {
             cache: None,
             replay: false,
             on_end: None,
-            kept: Vec::new(),
+            builder: Some(AnswerBuilder::default()),
+            first: None,
             kept_bytes: 0,
+            seen_bytes: 0,
+            overflow: false,
             usage: None,
+            usage_estimated: false,
             tail: None,
             finished: false,
             ended: false,
@@ -105,19 +164,26 @@ impl ObservedStream {
     }
 
     fn keep(&mut self, frame: &Bytes) {
+        if self.first.is_none() {
+            self.first = Some(frame.clone());
+        }
+        self.seen_bytes += frame.len();
         let needed = self.cache.is_some() || self.usage.is_none();
-        if needed && self.kept_bytes + frame.len() <= self.state.config().max_body_bytes {
-            self.kept_bytes += frame.len();
-            self.kept.push(frame.clone());
+        let Some(builder) = self.builder.as_mut().filter(|_| needed && !self.overflow) else {
+            return;
+        };
+        if self.kept_bytes + frame.len() > STREAM_KEEP_MAX
+            || !self.state.stream_memory().reserve(frame.len())
+        {
+            debug!(
+                "stream answer over {} bytes kept: not cached, usage scaled if estimated",
+                self.kept_bytes
+            );
+            self.overflow = true;
+            return;
         }
-    }
-
-    fn answer(&self) -> Answer {
-        let mut b = AnswerBuilder::default();
-        for f in &self.kept {
-            b.push_frame(f);
-        }
-        b.finish()
+        self.kept_bytes += frame.len();
+        builder.push_frame(frame);
     }
 
     /// The upstream stream ended cleanly: rebuild the answer when it is needed, and start
@@ -125,7 +191,7 @@ impl ObservedStream {
     fn begin_end(&mut self) {
         self.ended = true;
         if self.cache.is_some() || self.usage.is_none() {
-            self.answer = Some(self.answer());
+            self.answer = self.builder.take().map(AnswerBuilder::finish);
         }
         if self.usage.is_none() {
             if let Some(answer) = &self.answer {
@@ -134,8 +200,21 @@ impl ObservedStream {
                     self.internal_model.clone(),
                     answer.clone(),
                 );
+                // What was not kept is counted in proportion to what was.
+                let scale = if self.overflow && self.kept_bytes > 0 {
+                    self.seen_bytes as f64 / self.kept_bytes as f64
+                } else {
+                    1.0
+                };
                 let job = actix_rt::task::spawn_blocking(move || {
-                    crate::gateway::estimate(&req, &model, &answer)
+                    let mut u = crate::gateway::estimate(&req, &model, &answer);
+                    if scale > 1.0 {
+                        u = Usage::new(
+                            u.prompt_tokens,
+                            (u.completion_tokens as f64 * scale).ceil() as u64,
+                        );
+                    }
+                    u
                 });
                 self.estimating = Some(Box::pin(job));
             }
@@ -145,7 +224,7 @@ impl ObservedStream {
     /// Everything is known: store the answer, report, and queue an estimated usage chunk for a
     /// client that asked for usage.
     fn complete(&mut self, estimated: Option<Usage>) {
-        let mut source = UsageSource::Upstream;
+        let mut source = self.known_source();
         if let Some(u) = estimated {
             self.usage = Some(u);
             source = UsageSource::Estimated;
@@ -155,8 +234,14 @@ impl ObservedStream {
         } else if self.usage.is_none() {
             debug!("stream usage unknown and not estimated");
         }
-        if let (Some((store, key)), Some(answer)) = (&self.cache, self.answer.take()) {
-            if answer.is_complete() {
+        if let (Some((store, key)), Some(mut answer), false) =
+            (&self.cache, self.answer.take(), self.overflow)
+        {
+            // Stored with its usage (the upstream's or the estimate, marked), so that a replay
+            // never answers `"usage": null`.
+            answer.usage = self.usage;
+            answer.usage_estimated = source == UsageSource::Estimated;
+            if answer.is_complete() && answer.usage.is_some() {
                 let (store, key) = (store.clone(), *key);
                 actix_rt::spawn(async move { store.put(key, answer).await });
             }
@@ -166,7 +251,7 @@ impl ObservedStream {
 
     /// A usage chunk for an estimated usage, with the stream's id, marked `usage_source`.
     fn estimated_usage_frame(&self, usage: &Usage) -> Bytes {
-        let first = self.kept.first().map(|f| frame_json(f)).unwrap_or(b"{}");
+        let first = self.first.as_deref().map(frame_json).unwrap_or(b"{}");
         let head: serde_json::Value = serde_json::from_slice(first).unwrap_or_default();
         let chunk = json!({
             "id": head["id"], "object": "chat.completion.chunk", "created": head["created"],
@@ -180,6 +265,9 @@ impl ObservedStream {
             return;
         }
         self.finished = true;
+        self.builder = None;
+        self.state.stream_memory().release(self.kept_bytes);
+        self.kept_bytes = 0;
         let m = self.state.metrics();
         m.streams_active.dec();
         match &outcome {
@@ -238,7 +326,7 @@ impl Stream for ObservedStream {
                         .upstream_errors
                         .with_label_values(&[&code])
                         .inc();
-                    let usage = this.usage.map(|u| (u, UsageSource::Upstream));
+                    let usage = this.usage.map(|u| (u, this.known_source()));
                     this.finish(StreamOutcome::Failed(code), usage);
                     return Poll::Ready(Some(Err(e)));
                 }
@@ -273,7 +361,7 @@ impl ObservedStream {
 impl Drop for ObservedStream {
     fn drop(&mut self) {
         if !self.finished {
-            let usage = self.usage.map(|u| (u, UsageSource::Upstream));
+            let usage = self.usage.map(|u| (u, self.known_source()));
             self.finish(StreamOutcome::ClientGone, usage);
         }
     }

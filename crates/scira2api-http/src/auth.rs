@@ -37,6 +37,17 @@ pub fn key_identity(key: &[u8]) -> String {
     id
 }
 
+/// Whether `path` is covered by a `PUBLIC_PATHS` entry: the same path, or, for an entry
+/// ending in `/*`, any path below it (`/v1/models/*` covers `/v1/models/gpt-4o`).
+pub fn path_matches(entry: &str, path: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('/') => {
+            path.len() > prefix.len() && path.starts_with(prefix)
+        }
+        _ => entry == path,
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
 pub(crate) fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
     let value = headers
@@ -62,7 +73,10 @@ pub async fn require_key(
     let config = gw.state().config();
     if config.api_keys.is_empty()
         || req.method() == Method::OPTIONS
-        || config.public_paths.iter().any(|p| p == req.path())
+        || config
+            .public_paths
+            .iter()
+            .any(|p| path_matches(p, req.path()))
     {
         return next
             .call(req)
@@ -98,6 +112,17 @@ mod tests {
         assert!(!key_matches(&keys, b""));
         assert!(!key_matches(&[], b"x"));
         assert_eq!(key_index(&keys, b"beta"), Some(1));
+    }
+
+    #[test]
+    fn public_path_entries() {
+        assert!(path_matches("/v1/models", "/v1/models"));
+        assert!(!path_matches("/v1/models", "/v1/models/x"));
+        assert!(path_matches("/v1/models/*", "/v1/models/gpt-4o"));
+        assert!(path_matches("/v1/models/*", "/v1/models/org/model"));
+        assert!(!path_matches("/v1/models/*", "/v1/models/"));
+        assert!(!path_matches("/v1/models/*", "/v1/modelsx"));
+        assert!(!path_matches("/v1/models/*", "/v1/chat/completions"));
     }
 
     #[test]

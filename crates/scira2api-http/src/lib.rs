@@ -18,6 +18,7 @@
 //! ```
 
 mod auth;
+mod conn;
 mod error;
 mod limit;
 mod observe;
@@ -25,6 +26,7 @@ mod routes;
 mod sse;
 
 pub use auth::key_matches;
+pub use conn::{ConnWatch, on_connect};
 pub use error::{ApiError, error_response};
 pub use sse::{KEEPALIVE, SseBody};
 

@@ -1,21 +1,24 @@
 //! Route handlers.
 
+use crate::conn::ConnWatch;
 use crate::error::{ApiError, error_response};
 use crate::observe::{ChatLog, RequestInfo, access_line, access_log_enabled};
 use crate::sse::SseBody;
 use actix_web::HttpMessage;
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use scira2api_core::{
-    CacheControl, ChatContext, ChatOutcome, ChatReply, ChatRequest, Gateway, StreamOutcome,
-    StreamSummary,
+    CacheControl, CallFacts, ChatContext, ChatOutcome, ChatReply, ChatRequest, Gateway,
+    OnStreamEnd, StreamOutcome, StreamSummary,
 };
 use scira2api_types::Error;
 use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 /// `GET /health`: liveness, uptime and version; never needs a key.
 pub async fn health(gw: web::Data<Gateway>) -> HttpResponse {
@@ -45,8 +48,24 @@ pub async fn model(
     Ok(HttpResponse::Ok().json(m))
 }
 
-/// Reads the body up to `limit` bytes; larger is a 413 before or while reading.
+/// Reads the body up to `limit` bytes within `deadline`; larger is a 413 before or while
+/// reading, slower a 408 (a client that announces a body and stalls holds nothing for long).
 async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    deadline: Duration,
+) -> Result<bytes::Bytes, Error> {
+    match actix_rt::time::timeout(deadline, read_body_within(req, payload, limit)).await {
+        Ok(body) => body,
+        Err(_) => Err(Error::RequestTimeout(format!(
+            "The request body did not arrive within {}s (BODY_READ_TIMEOUT).",
+            deadline.as_secs_f64()
+        ))),
+    }
+}
+
+async fn read_body_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -137,6 +156,16 @@ fn fill_log(log: &mut ChatLog, outcome: &ChatOutcome) {
         .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
 }
 
+/// Copies what a failed call learned into the access-log facts.
+fn fill_failure(log: &mut ChatLog, facts: &CallFacts) {
+    log.upstream = facts.upstream_time.get();
+    log.retries = facts.retries.get();
+}
+
+/// The stream-end callback, kept where the handler can still run it itself when the answer
+/// fails after the response head was committed early (no stream then exists to call it).
+type EndHook = Rc<RefCell<Option<OnStreamEnd>>>;
+
 /// The callback that times and logs a stream when it ends; it reads the log facts the handler
 /// fills in once the call returns, hence the shared cell.
 fn stream_end_hook(
@@ -144,7 +173,7 @@ fn stream_end_hook(
     req: &HttpRequest,
     info: RequestInfo,
     log: Rc<RefCell<ChatLog>>,
-) -> Box<dyn FnOnce(&StreamSummary)> {
+) -> OnStreamEnd {
     let state = gw.state().clone();
     let logged = access_log_enabled().then(|| (req.method().clone(), req.path().to_owned()));
     Box::new(move |summary: &StreamSummary| {
@@ -158,10 +187,12 @@ fn stream_end_hook(
             return;
         };
         let mut log = log.borrow_mut();
-        log.usage = summary
-            .usage
-            .zip(summary.usage_source)
-            .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
+        if summary.usage.is_some() {
+            log.usage = summary
+                .usage
+                .zip(summary.usage_source)
+                .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
+        }
         let outcome = match &summary.outcome {
             StreamOutcome::Completed => String::new(),
             StreamOutcome::Failed(code) => format!(" stream=cut:{code}"),
@@ -179,6 +210,20 @@ fn stream_end_hook(
     })
 }
 
+/// What came first while a request was being answered.
+enum First {
+    Answered(Result<ChatOutcome, Error>),
+    /// The client closed its connection.
+    Gone,
+    /// A stream request waited a whole heartbeat without an upstream event.
+    Heartbeat,
+}
+
+/// The status recorded for a request whose client left before its answer (nginx's 499).
+fn client_gone_response() -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)).finish()
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat(
     gw: web::Data<Gateway>,
@@ -186,14 +231,20 @@ pub async fn chat(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     check_content_type(&req)?;
-    let limit = gw.state().config().max_body_bytes;
-    let body = read_body(&req, payload, limit).await?;
-    if gw.state().config().log_bodies {
+    let config = gw.state().config();
+    let body = read_body(
+        &req,
+        payload,
+        config.max_body_bytes,
+        config.body_read_timeout,
+    )
+    .await?;
+    if config.log_bodies {
         log::debug!("request body: {}", String::from_utf8_lossy(&body));
     }
     let chat = ChatRequest::parse(body)?;
     let info = req.extensions().get::<RequestInfo>().cloned();
-    let mut log = ChatLog {
+    let log = ChatLog {
         // The model name is only needed for an access line.
         model: if access_log_enabled() {
             chat.model.clone()
@@ -204,29 +255,109 @@ pub async fn chat(
         cache: "BYPASS",
         ..ChatLog::default()
     };
-    let shared = chat.stream.then(|| Rc::new(RefCell::new(log.clone())));
-    let on_stream_end = shared
-        .clone()
-        .zip(info.clone())
-        .map(|(shared, info)| stream_end_hook(&gw, &req, info, shared));
-    let ctx = ChatContext {
-        client_key: crate::auth::bearer_token(req.headers())
-            .and_then(|k| std::str::from_utf8(k).ok()),
-        cache_control: cache_control(&req),
-        on_stream_end,
+    let shared = Rc::new(RefCell::new(log));
+    let hook: EndHook = Rc::new(RefCell::new(
+        info.clone()
+            .filter(|_| chat.stream)
+            .map(|info| stream_end_hook(&gw, &req, info, shared.clone())),
+    ));
+    let facts = Rc::new(CallFacts::default());
+    let client_key = crate::auth::bearer_token(req.headers())
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .map(str::to_owned);
+    let cache_control = cache_control(&req);
+    let stream = chat.stream;
+    let mut call = {
+        let (gw, facts, hook) = (gw.clone(), facts.clone(), hook.clone());
+        Box::pin(async move {
+            let has_hook = hook.borrow().is_some();
+            let on_stream_end: Option<OnStreamEnd> = has_hook.then(|| {
+                Box::new(move |summary: &StreamSummary| {
+                    let cb = hook.borrow_mut().take();
+                    if let Some(cb) = cb {
+                        cb(summary);
+                    }
+                }) as OnStreamEnd
+            });
+            let ctx = ChatContext {
+                facts: Some(facts),
+                client_key: client_key.as_deref(),
+                cache_control,
+                on_stream_end,
+            };
+            gw.chat(&chat, ctx).await
+        })
     };
-    let outcome = match gw.chat(&chat, ctx).await {
-        Ok(o) => o,
-        Err(e) => {
-            req.extensions_mut().insert(log);
+    let watch = crate::conn::watch(&req);
+    let mut gone = watch.clone().map(ConnWatch::gone);
+    let heartbeat = config.heartbeat_interval;
+    let first = tokio::select! {
+        biased;
+        r = &mut call => First::Answered(r),
+        _ = async { match gone.as_mut() { Some(g) => g.await, None => std::future::pending().await } } => First::Gone,
+        _ = actix_rt::time::sleep(heartbeat), if stream => First::Heartbeat,
+    };
+    let outcome = match first {
+        First::Answered(Ok(o)) => o,
+        First::Answered(Err(e)) => {
+            fill_failure(&mut shared.borrow_mut(), &facts);
+            req.extensions_mut().insert(shared.borrow().clone());
             return Err(e.into());
         }
+        First::Gone => {
+            log::info!("client closed the connection before the answer: upstream call dropped");
+            fill_failure(&mut shared.borrow_mut(), &facts);
+            req.extensions_mut().insert(shared.borrow().clone());
+            return Ok(client_gone_response());
+        }
+        First::Heartbeat => {
+            // Commit the 200 head now and keep the connection alive until the first event; the
+            // call goes on (retries and all) inside the body.
+            let log = shared.clone();
+            let pending = Box::pin(async move {
+                match call.await {
+                    Ok(outcome) => {
+                        fill_log(&mut log.borrow_mut(), &outcome);
+                        match outcome.reply {
+                            ChatReply::Stream(frames) => Ok(frames),
+                            ChatReply::Json(_) => Err(Error::Internal(
+                                "a stream request got a non-stream answer".into(),
+                            )),
+                        }
+                    }
+                    Err(e) => {
+                        fill_failure(&mut log.borrow_mut(), &facts);
+                        let cb = hook.borrow_mut().take();
+                        if let Some(cb) = cb {
+                            cb(&StreamSummary {
+                                outcome: StreamOutcome::Failed(
+                                    e.code().unwrap_or("upstream_error").to_owned(),
+                                ),
+                                usage: None,
+                                usage_source: None,
+                            });
+                        }
+                        Err(e)
+                    }
+                }
+            });
+            req.extensions_mut().insert(shared.borrow().clone());
+            let cache =
+                if gw.state().config().cache_enabled && cache_control == CacheControl::Default {
+                    "MISS"
+                } else {
+                    "BYPASS"
+                };
+            let mut resp = HttpResponse::Ok();
+            resp.insert_header((X_CACHE, HeaderValue::from_static(cache)));
+            let body = SseBody::pending(pending, heartbeat)
+                .ending_when(watch.map(ConnWatch::gone))
+                .cut_by(Box::pin(gw.state().streams_cut()));
+            return Ok(stream_headers(&mut resp).streaming(body));
+        }
     };
-    fill_log(&mut log, &outcome);
-    if let Some(shared) = &shared {
-        fill_log(&mut shared.borrow_mut(), &outcome);
-    }
-    req.extensions_mut().insert(log);
+    fill_log(&mut shared.borrow_mut(), &outcome);
+    req.extensions_mut().insert(shared.borrow().clone());
     let mut resp = HttpResponse::Ok();
     resp.insert_header((X_CACHE, HeaderValue::from_static(outcome.cache.as_str())));
     if let Some(info) = &info {
@@ -240,30 +371,35 @@ pub async fn chat(
             resp.insert_header((X_OVERHEAD, v));
         }
     }
+    if let Some((_, source)) = outcome.usage {
+        resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
+    }
     match outcome.reply {
-        ChatReply::Json(body) => {
-            if let Some((_, source)) = outcome.usage {
-                resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
-            }
-            Ok(resp
-                .insert_header((
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                ))
-                .body(body))
-        }
+        ChatReply::Json(body) => Ok(resp
+            .insert_header((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ))
+            .body(body)),
         ChatReply::Stream(frames) => {
-            let heartbeat = gw.state().config().heartbeat_interval;
-            Ok(resp
-                .insert_header((
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/event-stream"),
-                ))
-                .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
-                .insert_header((X_ACCEL_BUFFERING, HeaderValue::from_static("no")))
-                .streaming(SseBody::new(frames, heartbeat)))
+            let body = SseBody::new(frames, heartbeat)
+                .ending_when(gone)
+                .cut_by(Box::pin(gw.state().streams_cut()));
+            Ok(stream_headers(&mut resp).streaming(body))
         }
     }
+}
+
+/// The headers of every streamed answer.
+fn stream_headers(
+    resp: &mut actix_web::HttpResponseBuilder,
+) -> &mut actix_web::HttpResponseBuilder {
+    resp.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    ))
+    .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+    .insert_header((X_ACCEL_BUFFERING, HeaderValue::from_static("no")))
 }
 
 /// `GET /metrics`: JSON, or the Prometheus text format when the client accepts `text/plain`

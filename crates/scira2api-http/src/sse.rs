@@ -1,11 +1,17 @@
 //! The SSE writer: frames from the gateway, keep-alive comments while upstream is silent, an
 //! error event when the answer breaks off, and `data: [DONE]` at the end.
+//!
+//! A body can start before the upstream has answered ([`SseBody::pending`]): once a stream
+//! request has waited a heartbeat interval, the 200 head is committed and keep-alive comments
+//! flow until the first event, so load balancers do not cut a slow first token. A failure in
+//! that phase becomes an error event and `[DONE]`. The body also ends at once when the client
+//! has gone, and with an error event and `[DONE]` when the server's shutdown grace runs out.
 
 use bytes::Bytes;
 use futures_util::Stream;
 use log::warn;
 use scira2api_core::FrameStream;
-use scira2api_types::DONE_FRAME;
+use scira2api_types::{DONE_FRAME, Error};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,31 +20,98 @@ use std::time::Duration;
 /// The comment written while upstream is silent; clients and proxies ignore it.
 pub const KEEPALIVE: &[u8] = b": keep-alive\n\n";
 
-enum Tail {
-    Streaming,
-    /// Frames still to write after the upstream stream ended.
-    Closing(Vec<Bytes>),
+/// A future resolving to the frames of an answer that is still being requested.
+pub type PendingFrames = Pin<Box<dyn Future<Output = Result<FrameStream, Error>>>>;
+
+/// A signal future (client gone, shutdown deadline).
+type Signal = Pin<Box<dyn Future<Output = ()>>>;
+
+enum Phase {
+    /// Waiting for the upstream's answer; keep-alives meanwhile.
+    Waiting(PendingFrames),
+    Streaming(FrameStream),
+    /// One frame still to write (`[DONE]`), then the end.
+    Closing,
     Done,
 }
 
 /// The response body of a streamed chat completion.
 pub struct SseBody {
-    frames: FrameStream,
+    phase: Phase,
     heartbeat: Duration,
     timer: Pin<Box<actix_rt::time::Sleep>>,
-    tail: Tail,
+    /// Send a keep-alive at the first poll (the head was committed after a heartbeat of wait).
+    keepalive_now: bool,
+    gone: Option<Signal>,
+    cut: Option<Signal>,
 }
 
 impl SseBody {
     /// Writes `frames`, with a keep-alive comment after each `heartbeat` of silence.
     pub fn new(frames: FrameStream, heartbeat: Duration) -> Self {
+        SseBody::with_phase(Phase::Streaming(frames), heartbeat, false)
+    }
+
+    /// A body committed before the answer exists: a keep-alive at once, then one per
+    /// `heartbeat` until `pending` resolves; its frames, or its error as an error event.
+    pub fn pending(pending: PendingFrames, heartbeat: Duration) -> Self {
+        SseBody::with_phase(Phase::Waiting(pending), heartbeat, true)
+    }
+
+    fn with_phase(phase: Phase, heartbeat: Duration, keepalive_now: bool) -> Self {
         SseBody {
-            frames,
+            phase,
             heartbeat,
             timer: Box::pin(actix_rt::time::sleep(heartbeat)),
-            tail: Tail::Streaming,
+            keepalive_now,
+            gone: None,
+            cut: None,
         }
     }
+
+    /// Ends the body (dropping the upstream stream) as soon as `gone` completes.
+    pub fn ending_when(mut self, gone: Option<Signal>) -> Self {
+        self.gone = gone;
+        self
+    }
+
+    /// Ends the body with an error event and `[DONE]` when `cut` completes (shutdown).
+    pub fn cut_by(mut self, cut: Signal) -> Self {
+        self.cut = Some(cut);
+        self
+    }
+
+    fn reset_timer(&mut self) {
+        let next = actix_rt::time::Instant::now() + self.heartbeat;
+        self.timer.as_mut().reset(next);
+    }
+
+    fn fail(&mut self, e: &Error) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.phase = Phase::Closing;
+        Poll::Ready(Some(Ok(e.sse_event())))
+    }
+
+    fn on_silence(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.reset_timer();
+            return Poll::Ready(Some(Ok(Bytes::from_static(KEEPALIVE))));
+        }
+        Poll::Pending
+    }
+}
+
+fn fired(signal: &mut Option<Signal>, cx: &mut Context<'_>) -> bool {
+    let ready = match signal.as_mut() {
+        Some(s) => s.as_mut().poll(cx).is_ready(),
+        None => false,
+    };
+    if ready {
+        *signal = None;
+    }
+    ready
 }
 
 impl Stream for SseBody {
@@ -46,39 +119,64 @@ impl Stream for SseBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        match &mut this.tail {
-            Tail::Done => return Poll::Ready(None),
-            Tail::Closing(rest) => {
-                let next = rest.pop();
-                if rest.is_empty() {
-                    this.tail = Tail::Done;
-                }
-                return Poll::Ready(next.map(Ok));
-            }
-            Tail::Streaming => {}
+        if matches!(this.phase, Phase::Done) {
+            return Poll::Ready(None);
         }
-        match this.frames.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                let next = actix_rt::time::Instant::now() + this.heartbeat;
-                this.timer.as_mut().reset(next);
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                warn!("stream ended with an error after the response started: {e}");
-                this.tail = Tail::Closing(vec![Bytes::from_static(DONE_FRAME)]);
-                Poll::Ready(Some(Ok(e.sse_event())))
-            }
-            Poll::Ready(None) => {
-                this.tail = Tail::Done;
-                Poll::Ready(Some(Ok(Bytes::from_static(DONE_FRAME))))
-            }
-            Poll::Pending => {
-                if this.timer.as_mut().poll(cx).is_ready() {
-                    let next = actix_rt::time::Instant::now() + this.heartbeat;
-                    this.timer.as_mut().reset(next);
-                    return Poll::Ready(Some(Ok(Bytes::from_static(KEEPALIVE))));
+        if fired(&mut this.gone, cx) {
+            this.phase = Phase::Done;
+            return Poll::Ready(None);
+        }
+        if matches!(this.phase, Phase::Closing) {
+            this.phase = Phase::Done;
+            return Poll::Ready(Some(Ok(Bytes::from_static(DONE_FRAME))));
+        }
+        if fired(&mut this.cut, cx) {
+            let e = Error::Upstream {
+                status: 503,
+                kind: "server_error",
+                code: "server_shutting_down",
+                message: "the gateway is shutting down and its grace period ran out before the answer was complete".into(),
+                retry_after: None,
+                retryable: true,
+            };
+            warn!("stream cut by the end of the shutdown grace period");
+            return this.fail(&e);
+        }
+        if this.keepalive_now {
+            this.keepalive_now = false;
+            this.reset_timer();
+            return Poll::Ready(Some(Ok(Bytes::from_static(KEEPALIVE))));
+        }
+        loop {
+            match &mut this.phase {
+                Phase::Waiting(pending) => match pending.as_mut().poll(cx) {
+                    Poll::Ready(Ok(frames)) => this.phase = Phase::Streaming(frames),
+                    Poll::Ready(Err(e)) => {
+                        warn!(
+                            "stream failed before its first event, after the response started: {e}"
+                        );
+                        return this.fail(&e);
+                    }
+                    Poll::Pending => return this.on_silence(cx),
+                },
+                Phase::Streaming(frames) => {
+                    return match frames.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            this.reset_timer();
+                            Poll::Ready(Some(Ok(frame)))
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            warn!("stream ended with an error after the response started: {e}");
+                            this.fail(&e)
+                        }
+                        Poll::Ready(None) => {
+                            this.phase = Phase::Done;
+                            Poll::Ready(Some(Ok(Bytes::from_static(DONE_FRAME))))
+                        }
+                        Poll::Pending => this.on_silence(cx),
+                    };
                 }
-                Poll::Pending
+                Phase::Closing | Phase::Done => return Poll::Ready(None),
             }
         }
     }

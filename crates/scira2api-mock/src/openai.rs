@@ -92,6 +92,21 @@ fn tool_call(req: &Value) -> Option<(String, String)> {
     (last_role != "tool").then(|| (name, r#"{"city":"Paris","unit":"celsius"}"#.to_owned()))
 }
 
+/// A JSON object's text with its fields in the given order (each value already JSON text).
+fn ordered(fields: &[(&str, String)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json!(k).to_string());
+        out.push(':');
+        out.push_str(v);
+    }
+    out.push('}');
+    out
+}
+
 pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
     let cut = match crate::server::apply_fault(&state).await {
         Ok(cut) => cut,
@@ -116,30 +131,55 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
     let created = 1_700_000_000u64;
     let tool = tool_call(&req);
     if req["stream"] != Value::Bool(true) {
+        // Fields in the order OpenAI writes them (a `Value` would sort them).
         let (message, finish, completion) = match &tool {
             Some((name, args)) => (
-                json!({"role":"assistant","content":null,"tool_calls":[{"id":"call_mock_1","type":"function","function":{"name":name,"arguments":args}}]}),
+                ordered(&[
+                    ("role", json!("assistant").to_string()),
+                    ("content", "null".to_owned()),
+                    ("refusal", "null".to_owned()),
+                    ("tool_calls", json!([{"id":"call_mock_1","type":"function","function":{"name":name,"arguments":args}}]).to_string()),
+                ]),
                 "tool_calls",
                 8,
             ),
             None => (
-                json!({"role":"assistant","content":content}),
+                ordered(&[
+                    ("role", json!("assistant").to_string()),
+                    ("content", json!(content).to_string()),
+                    ("refusal", "null".to_owned()),
+                ]),
                 "stop",
                 k.chunks as u64,
             ),
         };
-        let mut body = json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
-            "system_fingerprint": "fp_mock"
-        });
-        if k.no_usage {
-            if let Some(o) = body.as_object_mut() {
-                o.remove("usage");
-            }
+        let choice = ordered(&[
+            ("index", json!(0).to_string()),
+            ("message", message),
+            ("logprobs", "null".to_owned()),
+            ("finish_reason", json!(finish).to_string()),
+        ]);
+        let mut fields = vec![
+            ("id", json!(id).to_string()),
+            ("object", json!("chat.completion").to_string()),
+            ("created", json!(created).to_string()),
+            ("model", json!(model).to_string()),
+            ("choices", format!("[{choice}]")),
+        ];
+        if !k.no_usage {
+            fields.push((
+                "usage",
+                ordered(&[
+                    ("prompt_tokens", json!(prompt).to_string()),
+                    ("completion_tokens", json!(completion).to_string()),
+                    ("total_tokens", json!(prompt + completion).to_string()),
+                ]),
+            ));
         }
-        return HttpResponse::Ok().json(body);
+        fields.push(("system_fingerprint", json!("fp_mock").to_string()));
+        return HttpResponse::Ok()
+            .content_type("application/json")
+            .body(ordered(&fields));
     }
     let include_usage = req["stream_options"]["include_usage"] == Value::Bool(true);
     let stamps = k.timestamps;

@@ -7,8 +7,7 @@
 use crate::Usage;
 use crate::response::{DONE_FRAME, new_completion_id, unix_now};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One tool call of an answer.
@@ -42,8 +41,12 @@ pub struct AnswerChoice {
 pub struct Answer {
     /// Choices in index order.
     pub choices: Vec<AnswerChoice>,
-    /// Usage, when the upstream reported it.
+    /// Usage: the upstream's, or the gateway's estimate (then `usage_estimated`).
     pub usage: Option<Usage>,
+    /// Whether `usage` was counted by the gateway rather than reported by the upstream.
+    pub usage_estimated: bool,
+    /// The upstream's `system_fingerprint`, kept so a replay looks like the original.
+    pub system_fingerprint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +93,116 @@ struct BodyIn {
     choices: Option<Vec<ChoiceIn>>,
     #[serde(default)]
     usage: Option<Usage>,
+    #[serde(default)]
+    system_fingerprint: Option<String>,
+}
+
+// The output shapes, with fields in the order OpenAI writes them (serde_json's `Value` would
+// sort keys alphabetically), so that a replayed answer looks like the one first served.
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    message: MessageOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct UsageOut<'a> {
+    #[serde(flatten)]
+    usage: &'a Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage_source: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct CompletionOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<ChoiceOut<'a>>,
+    usage: Option<UsageOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a str>,
+}
+
+#[derive(Serialize, Default)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoiceOut<'a> {
+    index: u32,
+    delta: DeltaOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<&'a str>,
+    choices: Vec<ChunkChoiceOut<'a>>,
+    /// `None` leaves the field out; `Some(None)` writes `"usage": null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<UsageOut<'a>>>,
+}
+
+fn tool_calls_out(calls: &[ToolCall], with_index: bool) -> Vec<ToolCallOut<'_>> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ToolCallOut {
+            index: with_index.then_some(i),
+            id: &t.id,
+            kind: "function",
+            function: FunctionOut {
+                name: &t.name,
+                arguments: &t.arguments,
+            },
+        })
+        .collect()
 }
 
 impl Answer {
@@ -99,6 +212,8 @@ impl Answer {
         let mut answer = Answer {
             choices: Vec::new(),
             usage: body.usage,
+            usage_estimated: false,
+            system_fingerprint: body.system_fingerprint,
         };
         for c in body.choices? {
             let m = c.message.unwrap_or_default();
@@ -172,47 +287,43 @@ impl Answer {
             .sum::<usize>()
     }
 
-    fn tool_calls_json(calls: &[ToolCall], with_index: bool) -> Value {
-        Value::Array(
-            calls
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    let mut v = json!({"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}});
-                    if with_index {
-                        v["index"] = json!(i);
-                    }
-                    v
-                })
-                .collect(),
-        )
+    fn usage_out(&self) -> Option<UsageOut<'_>> {
+        self.usage.as_ref().map(|usage| UsageOut {
+            usage,
+            usage_source: self.usage_estimated.then_some("estimated"),
+        })
     }
 
-    /// Renders a `chat.completion` body with a fresh id and time, for `model`.
+    /// Renders a `chat.completion` body with a fresh id and time, for `model`, with fields in
+    /// OpenAI's order.
     pub fn to_completion_json(&self, model: &str) -> Bytes {
-        let choices: Vec<Value> = self
-            .choices
-            .iter()
-            .map(|c| {
-                let mut message = json!({"role": "assistant", "content": c.content, "refusal": null});
-                if let Some(r) = &c.reasoning_content {
-                    message["reasoning_content"] = json!(r);
-                }
-                if !c.tool_calls.is_empty() {
-                    message["tool_calls"] = Answer::tool_calls_json(&c.tool_calls, false);
-                }
-                json!({"index": c.index, "message": message, "logprobs": null, "finish_reason": c.finish_reason})
-            })
-            .collect();
-        let body = json!({
-            "id": new_completion_id(),
-            "object": "chat.completion",
-            "created": unix_now(),
-            "model": model,
-            "choices": choices,
-            "usage": self.usage,
-        });
-        Bytes::from(body.to_string())
+        let id = new_completion_id();
+        let body = CompletionOut {
+            id: &id,
+            object: "chat.completion",
+            created: unix_now(),
+            model,
+            choices: self
+                .choices
+                .iter()
+                .map(|c| ChoiceOut {
+                    index: c.index,
+                    message: MessageOut {
+                        role: "assistant",
+                        content: c.content.as_deref(),
+                        refusal: None,
+                        reasoning_content: c.reasoning_content.as_deref(),
+                        tool_calls: tool_calls_out(&c.tool_calls, false),
+                    },
+                    logprobs: None,
+                    finish_reason: c.finish_reason.as_deref(),
+                })
+                .collect(),
+            usage: self.usage_out(),
+            system_fingerprint: self.system_fingerprint.as_deref(),
+        };
+        // Plain strings and numbers: serialising cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 
     /// Renders the answer as a well-formed stream: per choice a role chunk, the reasoning, the
@@ -221,16 +332,31 @@ impl Answer {
     pub fn to_sse(&self, model: &str, include_usage: bool) -> Vec<Bytes> {
         let id = new_completion_id();
         let created = unix_now();
-        let frame = |choices: Value, usage: Option<Value>| {
-            let mut c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices});
-            if include_usage {
-                c["usage"] = usage.unwrap_or(Value::Null);
-            }
-            Bytes::from(format!("data: {c}\n\n"))
+        let frame = |choices: Vec<ChunkChoiceOut<'_>>, usage: Option<UsageOut<'_>>| {
+            let c = ChunkOut {
+                id: &id,
+                object: "chat.completion.chunk",
+                created,
+                model,
+                system_fingerprint: self.system_fingerprint.as_deref(),
+                choices,
+                usage: include_usage.then_some(usage),
+            };
+            let mut out = Vec::with_capacity(256);
+            out.extend_from_slice(b"data: ");
+            // Plain strings and numbers: serialising cannot fail.
+            let _ = serde_json::to_writer(&mut out, &c);
+            out.extend_from_slice(b"\n\n");
+            Bytes::from(out)
         };
-        let delta = |index: u32, d: Value, finish: Option<&str>| {
+        let delta = |index: u32, delta: DeltaOut<'_>, finish: Option<&str>| {
             frame(
-                json!([{"index": index, "delta": d, "logprobs": null, "finish_reason": finish}]),
+                vec![ChunkChoiceOut {
+                    index,
+                    delta,
+                    logprobs: None,
+                    finish_reason: finish,
+                }],
                 None,
             )
         };
@@ -238,32 +364,51 @@ impl Answer {
         for c in &self.choices {
             out.push(delta(
                 c.index,
-                json!({"role": "assistant", "content": ""}),
+                DeltaOut {
+                    role: Some("assistant"),
+                    content: Some(""),
+                    ..DeltaOut::default()
+                },
                 None,
             ));
             if let Some(r) = &c.reasoning_content {
-                out.push(delta(c.index, json!({"reasoning_content": r}), None));
+                out.push(delta(
+                    c.index,
+                    DeltaOut {
+                        reasoning_content: Some(r),
+                        ..DeltaOut::default()
+                    },
+                    None,
+                ));
             }
             if let Some(t) = c.content.as_deref().filter(|t| !t.is_empty()) {
-                out.push(delta(c.index, json!({"content": t}), None));
+                out.push(delta(
+                    c.index,
+                    DeltaOut {
+                        content: Some(t),
+                        ..DeltaOut::default()
+                    },
+                    None,
+                ));
             }
             if !c.tool_calls.is_empty() {
                 out.push(delta(
                     c.index,
-                    json!({"tool_calls": Answer::tool_calls_json(&c.tool_calls, true)}),
+                    DeltaOut {
+                        tool_calls: tool_calls_out(&c.tool_calls, true),
+                        ..DeltaOut::default()
+                    },
                     None,
                 ));
             }
             out.push(delta(
                 c.index,
-                json!({}),
+                DeltaOut::default(),
                 Some(c.finish_reason.as_deref().unwrap_or("stop")),
             ));
         }
-        if include_usage {
-            if let Some(u) = &self.usage {
-                out.push(frame(json!([]), Some(json!(u))));
-            }
+        if include_usage && self.usage.is_some() {
+            out.push(frame(Vec::new(), self.usage_out()));
         }
         out.push(Bytes::from_static(DONE_FRAME));
         out
@@ -283,6 +428,7 @@ struct ChoiceAcc {
 pub struct AnswerBuilder {
     choices: BTreeMap<u32, ChoiceAcc>,
     usage: Option<Usage>,
+    system_fingerprint: Option<String>,
 }
 
 impl AnswerBuilder {
@@ -301,6 +447,9 @@ impl AnswerBuilder {
         };
         if let Some(u) = chunk.usage {
             self.usage = Some(u);
+        }
+        if self.system_fingerprint.is_none() {
+            self.system_fingerprint = chunk.system_fingerprint;
         }
         for c in chunk.choices.unwrap_or_default() {
             let acc = self.choices.entry(c.index).or_default();
@@ -348,6 +497,8 @@ impl AnswerBuilder {
                 })
                 .collect(),
             usage: self.usage,
+            usage_estimated: false,
+            system_fingerprint: self.system_fingerprint,
         }
     }
 }
@@ -370,7 +521,7 @@ mod tests {
             b.push_frame(f);
         }
         assert_eq!(b.finish(), a);
-        let v: Value = serde_json::from_slice(&a.to_completion_json("ext")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&a.to_completion_json("ext")).unwrap();
         assert_eq!(v["model"], "ext");
         assert_eq!(
             v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
@@ -406,6 +557,38 @@ mod tests {
         assert_eq!(a.usage, Some(Usage::new(1, 2)));
         assert!(a.is_complete());
         assert_eq!(a.text(), "Hellof{}");
+    }
+
+    #[test]
+    fn replays_keep_openai_field_order_and_the_fingerprint() {
+        let mut a = Answer::from_completion(
+            COMPLETION
+                .replace("\"usage\"", "\"system_fingerprint\":\"fp_x\",\"usage\"")
+                .as_bytes(),
+        )
+        .unwrap();
+        let body = String::from_utf8(a.to_completion_json("ext").to_vec()).unwrap();
+        let pos = |k: &str| body.find(&format!("\"{k}\"")).unwrap();
+        assert!(
+            pos("id") < pos("object") && pos("object") < pos("created"),
+            "{body}"
+        );
+        assert!(
+            pos("model") < pos("choices") && pos("choices") < pos("usage"),
+            "{body}"
+        );
+        assert!(
+            pos("role") < pos("content") && pos("content") < pos("refusal"),
+            "{body}"
+        );
+        assert!(body.contains("\"system_fingerprint\":\"fp_x\""), "{body}");
+        a.usage_estimated = true;
+        let body = String::from_utf8(a.to_completion_json("ext").to_vec()).unwrap();
+        assert!(body.contains("\"usage_source\":\"estimated\""), "{body}");
+        let frames = a.to_sse("ext", false);
+        let first = String::from_utf8(frames[0].to_vec()).unwrap();
+        assert!(!first.contains("usage"), "{first}");
+        assert!(first.contains("fp_x"), "{first}");
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum Error {
         /// The configured limit in bytes.
         limit: usize,
     },
+    /// The client did not send its request in time (408 `request_timeout`).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The request body is not declared as JSON (415).
     #[error("Unsupported Content-Type `{0}`; send `application/json`.")]
     UnsupportedMediaType(String),
@@ -260,6 +263,7 @@ impl Error {
             Error::ModelNotFound(_) | Error::NotFound { .. } => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::PayloadTooLarge { .. } => 413,
+            Error::RequestTimeout(_) => 408,
             Error::UnsupportedMediaType(_) => 415,
             Error::RateLimited { .. } => 429,
             Error::UpstreamApi { status, .. } | Error::Upstream { status, .. } => *status,
@@ -277,6 +281,7 @@ impl Error {
             | Error::NotFound { .. }
             | Error::MethodNotAllowed { .. }
             | Error::PayloadTooLarge { .. }
+            | Error::RequestTimeout(_)
             | Error::UnsupportedMediaType(_) => "invalid_request_error",
             Error::InvalidApiKey(_) => "invalid_request_error",
             Error::RateLimited { .. } => "rate_limit_error",
@@ -297,6 +302,7 @@ impl Error {
             Error::NotFound { .. } => Some("unknown_url"),
             Error::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Error::PayloadTooLarge { .. } => Some("request_too_large"),
+            Error::RequestTimeout(_) => Some("request_timeout"),
             Error::UnsupportedMediaType(_) => Some("unsupported_media_type"),
             Error::RateLimited { .. } => Some("rate_limit_exceeded"),
             Error::Upstream { code, .. } => Some(code),

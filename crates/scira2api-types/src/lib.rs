@@ -3,6 +3,7 @@
 
 mod answer;
 mod error;
+mod logsafe;
 mod message;
 mod redact;
 mod request;
@@ -11,6 +12,7 @@ mod scan;
 
 pub use answer::{Answer, AnswerBuilder, AnswerChoice, ToolCall};
 pub use error::{Error, ErrorObject, openai_error_message};
+pub use logsafe::{LOG_VALUE_MAX, log_safe};
 pub use message::{Content, ContentPart, ImageUrl, Message};
 pub use redact::{REDACTED, Secrets};
 pub use request::{

@@ -10,7 +10,7 @@ use crate::errors::{
 };
 use crate::keys::{KeyOutcome, KeyRing};
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
-use crate::retry::retryable_status;
+use crate::retry::{RetryPolicy, retryable_status};
 use crate::scira::{self, SciraStreamDecoder};
 use crate::stream::DecodedStream;
 use awc::http::Uri;
@@ -115,6 +115,7 @@ impl Upstream {
     /// with the configured secrets redacted.
     async fn send<T>(
         &self,
+        policy: RetryPolicy,
         ring: &KeyRing,
         retries: &Cell<u32>,
         build: impl Fn(Option<&str>) -> awc::ClientRequest,
@@ -122,7 +123,6 @@ impl Upstream {
         map_error: ErrorMapper,
         accept: impl AsyncFn(awc::ClientResponse) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let policy = self.settings().retry;
         let stats = &self.config.stats;
         let secrets = &self.config.secrets;
         let started = Instant::now();
@@ -236,6 +236,7 @@ impl Upstream {
             };
             let stream = self
                 .send(
+                    s.retry,
                     &self.config.keys,
                     retries,
                     build,
@@ -253,6 +254,7 @@ impl Upstream {
             };
             let body = self
                 .send(
+                    s.retry,
                     &self.config.keys,
                     retries,
                     build,
@@ -311,6 +313,7 @@ impl Upstream {
             };
             let stream = self
                 .send(
+                    s.retry,
                     &self.config.cookies,
                     retries,
                     build,
@@ -326,6 +329,7 @@ impl Upstream {
             };
             let body = self
                 .send(
+                    s.retry,
                     &self.config.cookies,
                     retries,
                     build,
@@ -366,7 +370,14 @@ impl Upstream {
             let body = self.read_body(resp).await?;
             parse_model_list(&body)
         };
+        // One attempt: a model list is fetched for a client's `GET /v1/models`, which may be
+        // public; retries would multiply the upstream calls made with the operator's key.
+        let once = RetryPolicy {
+            attempts: 1,
+            ..self.settings().retry
+        };
         self.send(
+            once,
             &self.config.keys,
             &Cell::new(0),
             build,
