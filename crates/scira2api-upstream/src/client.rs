@@ -113,6 +113,7 @@ impl Upstream {
     /// first event is an error — is retried like any other when it is retryable, because nothing
     /// has reached the client yet; so no answer is ever written twice. Every error leaves here
     /// with the configured secrets redacted.
+    #[allow(clippy::too_many_arguments)] // one call's whole recipe; a struct would only rename it
     async fn send<T>(
         &self,
         policy: RetryPolicy,
