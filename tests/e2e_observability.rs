@@ -227,7 +227,7 @@ async fn every_metric_moves_when_its_event_happens() {
         (Some(1), Some(2)),
         "{c}"
     );
-    assert!(c["misses"].as_u64().unwrap() >= 3 && c["bytes"].as_u64().unwrap() > 0);
+    assert!(c["misses"].as_u64().unwrap() >= 3 && c["weight_bytes"].as_u64().unwrap() > 0);
     assert!(c["hit_ratio"].as_f64().unwrap() > 0.0);
     let p = &m["connection_pool"];
     // The cut stream broke its connection, the 503s may close theirs: a few connections at most.

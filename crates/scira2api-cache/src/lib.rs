@@ -108,7 +108,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// Answers stored.
     pub entries: u64,
-    /// Approximate bytes held.
+    /// What the entries weigh against `max_bytes`: each answer's approximate size, but at least
+    /// `max_bytes / max_entries` (so that the entry bound holds too). Not the bytes held.
     pub bytes: u64,
 }
 

@@ -211,7 +211,11 @@ impl Metrics {
             cache_hits: counter(&r, "cache_hits_total", "Chat answers served from the cache"),
             cache_misses: counter(&r, "cache_misses_total", "Cache lookups that found nothing"),
             cache_entries: gauge(&r, "cache_entries", "Answers in the cache"),
-            cache_bytes: gauge(&r, "cache_bytes", "Approximate bytes held by the cache"),
+            cache_bytes: gauge(
+                &r,
+                "cache_weight_bytes",
+                "What the response cache counts against CACHE_MAX_BYTES: each answer's size, at least CACHE_MAX_BYTES/CACHE_MAX_ENTRIES",
+            ),
             pool_opened: counter(
                 &r,
                 "upstream_connections_opened_total",
@@ -425,7 +429,7 @@ impl Metrics {
                 "hits": cache_hits as u64,
                 "misses": cache_misses as u64,
                 "entries": scalar("cache_entries") as u64,
-                "bytes": scalar("cache_bytes") as u64,
+                "weight_bytes": scalar("cache_weight_bytes") as u64,
                 "hit_ratio": if cache_hits + cache_misses > 0.0 { cache_hits / (cache_hits + cache_misses) } else { 0.0 },
             },
             "connection_pool": {

@@ -5,7 +5,7 @@
 //! line at info is written per request — for a stream, when the stream ends, with its tokens —
 //! and it never holds a secret or a prompt.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -14,6 +14,7 @@ use actix_web::{HttpMessage, web};
 use log::info;
 use scira2api_core::metrics::CHAT_ROUTE;
 use scira2api_core::{Gateway, UsageSource, request_id};
+use scira2api_types::log_safe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,8 +56,9 @@ pub(crate) fn access_line(
                 .unwrap_or_else(|| "-".to_owned());
             info!(
                 target: "scira2api::access",
-                "{method} {path} {status} request_id={id} model={} stream={} tokens={tokens} upstream_ms={:.1} total_ms={:.1} cache={} retries={}{outcome}",
-                c.model,
+                "{method} {} {status} request_id={id} model={} stream={} tokens={tokens} upstream_ms={:.1} total_ms={:.1} cache={} retries={}{outcome}",
+                log_safe(path),
+                log_safe(&c.model),
                 c.stream,
                 ms(c.upstream),
                 ms(total),
@@ -65,7 +67,7 @@ pub(crate) fn access_line(
             );
         }
         None => {
-            info!(target: "scira2api::access", "{method} {path} {status} request_id={id} total_ms={:.1}{outcome}", ms(total))
+            info!(target: "scira2api::access", "{method} {} {status} request_id={id} total_ms={:.1}{outcome}", log_safe(path), ms(total))
         }
     }
 }
@@ -83,6 +85,47 @@ pub(crate) fn route_label(path: &str) -> &'static str {
     }
 }
 
+/// A 4xx that some layer below answered without a JSON body (actix-cors refusing a preflight,
+/// an extractor) gets OpenAI's error JSON, with its status and other headers kept.
+fn as_openai_error<B: MessageBody>(res: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> {
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    // 499: the client is gone, nothing is written.
+    if !status.is_client_error() || json || status.as_u16() == 499 {
+        return res.map_into_left_body();
+    }
+    let (req, old) = res.into_parts();
+    let message = match status.as_u16() {
+        400 if req.method() == actix_web::http::Method::OPTIONS => {
+            "CORS preflight refused: the origin, method or headers asked for are not allowed (CORS_ORIGINS)".to_owned()
+        }
+        _ => format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("client error")
+        ),
+    };
+    let body = scira2api_types::Error::InvalidRequest {
+        message,
+        param: None,
+        code: None,
+    }
+    .body();
+    let mut new = actix_web::HttpResponse::build(status);
+    for (k, v) in old.headers() {
+        if k != actix_web::http::header::CONTENT_TYPE
+            && k != actix_web::http::header::CONTENT_LENGTH
+        {
+            new.append_header((k.clone(), v.clone()));
+        }
+    }
+    let new = new.content_type("application/json").body(body);
+    ServiceResponse::new(req, new).map_into_right_body()
+}
+
 /// Whether access-log lines are written at all (so their facts are not gathered in vain).
 pub(crate) fn access_log_enabled() -> bool {
     log::log_enabled!(target: "scira2api::access", log::Level::Info)
@@ -91,8 +134,8 @@ pub(crate) fn access_log_enabled() -> bool {
 /// Middleware (outermost): id, timing, metrics and the access log for every request.
 pub async fn observe(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     let id = request_id::from_client(
         req.headers()
@@ -115,7 +158,7 @@ pub async fn observe(
     if let Some(gw) = &gw {
         gw.state().metrics().in_flight.dec();
     }
-    let mut res = res?;
+    let mut res = as_openai_error(res?);
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(X_REQUEST_ID, v);
     }

@@ -125,6 +125,19 @@ impl RawObject {
             .find(|f| self.key_bytes(f) == key.as_bytes())
     }
 
+    /// The first top-level key that appears more than once. Parsers disagree on which copy
+    /// wins (serde takes the first, most upstreams the last), so such a body is refused rather
+    /// than read differently by the gateway and the upstream.
+    pub fn duplicate_key(&self) -> Option<&str> {
+        self.fields.iter().enumerate().find_map(|(i, f)| {
+            let key = self.key_bytes(f);
+            self.fields[..i]
+                .iter()
+                .any(|g| self.key_bytes(g) == key)
+                .then(|| std::str::from_utf8(key).unwrap_or_default())
+        })
+    }
+
     /// The raw JSON text of a top-level field, if present.
     pub fn raw(&self, key: &str) -> Option<&str> {
         let f = self.field(key)?;
@@ -282,6 +295,15 @@ impl ChatRequest {
     /// string, `messages` a non-empty array of objects with a string `role`, `stream` a boolean.
     pub fn parse(body: Bytes) -> Result<Self, Error> {
         let obj = RawObject::parse(body)?;
+        if let Some(key) = obj.duplicate_key() {
+            return Err(Error::invalid(
+                format!(
+                    "The request body has the field `{}` more than once; send each field once.",
+                    crate::log_safe(key)
+                ),
+                Some(key),
+            ));
+        }
         let model = match obj.get::<String>("model") {
             None => {
                 return Err(Error::invalid(
@@ -420,6 +442,19 @@ mod tests {
 
     fn req(s: &str) -> Result<ChatRequest, Error> {
         ChatRequest::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn duplicate_top_level_keys_are_refused() {
+        let e = req(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":false,"stream":true}"#)
+            .unwrap_err();
+        assert_eq!((e.status(), e.param()), (400, Some("stream")));
+        // Escaped and plain spellings of one key are the same key.
+        let e = req(r#"{"model":"m","m\u006fdel":"n","messages":[{"role":"user","content":"x"}]}"#)
+            .unwrap_err();
+        assert_eq!(e.param(), Some("model"));
+        // Nested objects may repeat keys of the top level.
+        req(r#"{"model":"m","messages":[{"role":"user","content":"x","model":1}]}"#).unwrap();
     }
 
     #[test]
