@@ -24,10 +24,10 @@ use std::task::{Context, Poll};
 
 /// Most frame bytes one stream feeds into its rebuilt answer (for the cache and a usage
 /// estimate). A longer answer is passed on in full, but not cached.
-pub const STREAM_KEEP_MAX: usize = 2 << 20;
+pub const STREAM_KEEP_MAX: usize = 1 << 20;
 
 /// Most frame bytes all streams together feed into rebuilt answers at once.
-pub const KEEP_GLOBAL_MAX: usize = 32 << 20;
+pub const KEEP_GLOBAL_MAX: usize = 16 << 20;
 
 /// The gateway-wide account of memory held by streams' rebuilt answers.
 #[derive(Debug, Default)]
