@@ -203,7 +203,7 @@ fn serve(mut conn: TcpStream, s: &Shared) {
         };
         let mut chunked = false;
         for step in script {
-            let mut send = |conn: &mut TcpStream, b: &[u8]| {
+            let send = |conn: &mut TcpStream, b: &[u8]| {
                 if !chunked {
                     return conn.write_all(b).is_ok();
                 }
