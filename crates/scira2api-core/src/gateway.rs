@@ -196,6 +196,7 @@ pub struct GatewayState {
     model_fetch: FetchGate,
     metrics: Metrics,
     shutdown: tokio::sync::watch::Sender<bool>,
+    activity: Arc<crate::Activity>,
     model_tokens: Mutex<HashMap<String, TokenCounters>>,
     stream_memory: StreamMemory,
     started: Instant,
@@ -302,6 +303,7 @@ impl GatewayState {
             model_fetch: FetchGate::default(),
             metrics: Metrics::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            activity: Arc::default(),
             model_tokens: Mutex::new(HashMap::new()),
             stream_memory: StreamMemory::default(),
             config,
@@ -352,6 +354,11 @@ impl GatewayState {
     /// The metrics registry.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Work in progress (requests until their response is written, streams until they end).
+    pub fn activity(&self) -> &Arc<crate::Activity> {
+        &self.activity
     }
 
     /// Ends every open stream now, each with an error event and `[DONE]` (the server calls it

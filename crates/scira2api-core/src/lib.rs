@@ -10,6 +10,7 @@
 //! # drop(gateway);
 //! ```
 
+mod activity;
 mod config;
 mod gateway;
 pub mod metrics;
@@ -17,6 +18,7 @@ mod observe;
 pub mod request_id;
 mod settings;
 
+pub use activity::{Activity, ActivityGuard};
 pub use config::{CacheScope, Config, ConfigError, RateLimitScope};
 pub use gateway::{
     CacheControl, CacheStatus, CallFacts, ChatContext, ChatOutcome, Gateway, GatewayState,

@@ -144,6 +144,7 @@ pub async fn observe(
     );
     let start = Instant::now();
     let gw = req.app_data::<web::Data<Gateway>>().cloned();
+    let _working = gw.as_ref().map(|gw| gw.state().activity().enter());
     if let Some(gw) = &gw {
         gw.state().metrics().in_flight.inc();
     }
@@ -159,6 +160,16 @@ pub async fn observe(
         gw.state().metrics().in_flight.dec();
     }
     let mut res = as_openai_error(res?);
+    if gw
+        .as_ref()
+        .is_some_and(|gw| gw.state().activity().draining())
+    {
+        // Shutting down: the client should not send another request on this connection.
+        res.headers_mut().insert(
+            actix_web::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(X_REQUEST_ID, v);
     }

@@ -352,7 +352,8 @@ pub async fn chat(
             resp.insert_header((X_CACHE, HeaderValue::from_static(cache)));
             let body = SseBody::pending(pending, heartbeat)
                 .ending_when(watch.map(ConnWatch::gone))
-                .cut_by(Box::pin(gw.state().streams_cut()));
+                .cut_by(Box::pin(gw.state().streams_cut()))
+                .counted(gw.state().activity().enter());
             return Ok(stream_headers(&mut resp).streaming(body));
         }
     };
@@ -384,7 +385,8 @@ pub async fn chat(
         ChatReply::Stream(frames) => {
             let body = SseBody::new(frames, heartbeat)
                 .ending_when(gone)
-                .cut_by(Box::pin(gw.state().streams_cut()));
+                .cut_by(Box::pin(gw.state().streams_cut()))
+                .counted(gw.state().activity().enter());
             Ok(stream_headers(&mut resp).streaming(body))
         }
     }

@@ -44,6 +44,8 @@ pub struct SseBody {
     keepalive_now: bool,
     gone: Option<Signal>,
     cut: Option<Signal>,
+    /// Counts the stream as work in progress until the body is dropped.
+    working: Option<scira2api_core::ActivityGuard>,
 }
 
 impl SseBody {
@@ -66,7 +68,14 @@ impl SseBody {
             keepalive_now,
             gone: None,
             cut: None,
+            working: None,
         }
+    }
+
+    /// Counts this body as work in progress (for a graceful shutdown) until it is dropped.
+    pub fn counted(mut self, guard: scira2api_core::ActivityGuard) -> Self {
+        self.working = Some(guard);
+        self
     }
 
     /// Ends the body (dropping the upstream stream) as soon as `gone` completes.
