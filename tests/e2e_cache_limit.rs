@@ -372,3 +372,93 @@ fn zero_rates_are_rejected_at_startup() {
         assert!(err.contains(var) && err.contains("expected"), "{err}");
     }
 }
+
+/// The top-level keys of a JSON object, in the order they were written.
+fn key_order(body: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let mut keys: Vec<(usize, String)> = v
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| {
+            let at = memchr_find(body, format!("\"{k}\":").as_bytes());
+            (at, k.clone())
+        })
+        .collect();
+    keys.sort();
+    keys.into_iter().map(|(_, k)| k).collect()
+}
+
+fn memchr_find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or(usize::MAX)
+}
+
+#[actix_rt::test]
+async fn a_hit_looks_like_the_miss_and_always_has_usage() {
+    let mock = MockServer::start().unwrap();
+    let gw = cached(&mock, &[]);
+    let miss = post_h(&gw, CHAT, &[]).await;
+    let hit = post_h(&gw, CHAT, &[]).await;
+    assert_eq!(miss.header("x-cache").as_deref(), Some("MISS"));
+    assert_eq!(hit.header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(key_order(&miss.body), key_order(&hit.body));
+    let (m, h) = (miss.json(), hit.json());
+    assert_eq!(h["system_fingerprint"], m["system_fingerprint"]);
+    assert_eq!(h["usage"], m["usage"]);
+    assert_eq!(h["choices"][0]["message"]["refusal"], Value::Null);
+    assert!(
+        h["choices"][0]["message"]
+            .as_object()
+            .unwrap()
+            .contains_key("refusal")
+    );
+    assert_eq!(hit.header("x-usage-source").as_deref(), Some("upstream"));
+}
+
+#[actix_rt::test]
+async fn usage_survives_the_cache_from_streams_and_estimates() {
+    let mock = MockServer::start().unwrap();
+    let gw = cached(&mock, &[]);
+    // Streamed without include_usage: the usage the gateway asked for is stored all the same.
+    let streamed = CHAT.replace("\"temperature\":0.5", "\"temperature\":0.1,\"stream\":true");
+    let first = post_h(&gw, &streamed, &[]).await;
+    assert_eq!(first.status, 200);
+    let plain = CHAT.replace("\"temperature\":0.5", "\"temperature\":0.1");
+    let hit = post_h(&gw, &plain, &[]).await;
+    assert_eq!(hit.header("x-cache").as_deref(), Some("HIT"));
+    let u = &hit.json()["usage"];
+    assert!(u["prompt_tokens"].as_u64().unwrap() > 0, "{u}");
+    assert_eq!(hit.header("x-usage-source").as_deref(), Some("upstream"));
+    // A stream replay with include_usage carries the same, real figure.
+    let with_usage = streamed.replace(
+        "\"stream\":true",
+        "\"stream\":true,\"stream_options\":{\"include_usage\":true}",
+    );
+    let replay = post_h(&gw, &with_usage, &[]).await;
+    assert_eq!(replay.header("x-cache").as_deref(), Some("HIT"));
+    let frames = sse_json(&replay.body);
+    let usage = frames
+        .iter()
+        .find(|f| f["usage"].is_object())
+        .expect("usage chunk");
+    assert_eq!(&usage["usage"]["prompt_tokens"], &u["prompt_tokens"]);
+    assert_eq!(
+        &usage["usage"]["completion_tokens"],
+        &u["completion_tokens"]
+    );
+    // No upstream usage at all: the estimate is stored, marked, and replayed marked.
+    let none = CHAT.replace(
+        "\"temperature\":0.5",
+        "\"temperature\":0.2,\"mock\":{\"no_usage\":true}",
+    );
+    let miss = post_h(&gw, &none, &[]).await;
+    assert_eq!(miss.header("x-usage-source").as_deref(), Some("estimated"));
+    let hit = post_h(&gw, &none, &[]).await;
+    assert_eq!(hit.header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(hit.header("x-usage-source").as_deref(), Some("estimated"));
+    let u = &hit.json()["usage"];
+    assert!(u["completion_tokens"].as_u64().unwrap() > 0, "{u}");
+    assert_eq!(u["usage_source"], "estimated");
+}

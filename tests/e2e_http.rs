@@ -266,3 +266,75 @@ async fn malformed_mapping_warns_and_uses_default_table() {
     assert_eq!(r.status, 200);
     assert_eq!(mock.last_request().unwrap().json()["model"], "a");
 }
+
+#[actix_rt::test]
+async fn one_model_is_public_like_the_list_and_dates_are_fixed() {
+    let mock = MockServer::start().unwrap();
+    let gw = Gateway::openai(
+        &mock,
+        &[("APIKEY", "sk-x"), ("MODEL_MAPPINGS", "gpt-4o:mock-gpt")],
+    );
+    let one = get(&gw, "/v1/models/gpt-4o").await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["created"], 1_735_689_600u64, "a fixed date");
+    let list = get(&gw, "/v1/models").await;
+    let again = Gateway::openai(
+        &mock,
+        &[("APIKEY", "sk-x"), ("MODEL_MAPPINGS", "gpt-4o:mock-gpt")],
+    );
+    assert_eq!(
+        get(&again, "/v1/models").await.json(),
+        list.json(),
+        "same after a restart"
+    );
+}
+
+#[actix_rt::test]
+async fn a_refused_preflight_is_an_openai_error() {
+    let mock = MockServer::start().unwrap();
+    let gw = Gateway::openai(&mock, &[("CORS_ORIGINS", "https://app.example")]);
+    let r = send(
+        client()
+            .request(
+                awc::http::Method::OPTIONS,
+                format!("{}/v1/chat/completions", gw.url),
+            )
+            .insert_header(("origin", "https://app.example"))
+            .insert_header(("access-control-request-method", "DELETE")),
+        None,
+    )
+    .await;
+    let e = r.assert_error(400, None);
+    assert!(e["message"].as_str().unwrap().contains("CORS"), "{e}");
+}
+
+#[actix_rt::test]
+async fn a_failing_model_list_is_not_fetched_per_client() {
+    let bad = scira2api_mock::bad::BadUpstream::start().unwrap();
+    let body = r#"{"error":{"message":"down","type":"server_error","param":null,"code":null}}"#;
+    for _ in 0..30 {
+        bad.push(vec![scira2api_mock::bad::Step::Write(
+            format!(
+                "HTTP/1.1 500 X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )]);
+    }
+    let url = bad.url();
+    let gw = Gateway::start(&[
+        ("BASE_URL", url.as_str()),
+        ("UPSTREAM_API_KEY", "sk-operator"),
+        ("CACHE_ENABLED", "true"),
+        ("RETRY", "3"),
+    ]);
+    for _ in 0..20 {
+        let r = get(&gw, "/v1/models").await;
+        assert_eq!(r.status, 200, "the gateway's own list is still served");
+    }
+    assert_eq!(
+        bad.requests(),
+        1,
+        "one upstream call, not one (or three) per client"
+    );
+}

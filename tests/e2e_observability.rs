@@ -410,3 +410,54 @@ async fn streams_are_logged_when_they_end_and_overhead_is_reported() {
     let r = post(&gw, "/v1/chat/completions", CHAT).await;
     assert!(r.header("x-gateway-overhead-ms").is_some());
 }
+
+#[actix_rt::test]
+async fn failed_requests_log_their_retries_and_upstream_time() {
+    let mock = MockServer::start().unwrap();
+    for _ in 0..3 {
+        mock.push_fault(Fault::Status {
+            status: 503,
+            headers: vec![],
+            body: bytes::Bytes::from_static(
+                br#"{"error":{"message":"busy","type":"server_error","param":null,"code":null}}"#,
+            ),
+        });
+    }
+    let gw = Gateway::openai(
+        &mock,
+        &[
+            ("LOG_LEVEL", "info"),
+            ("RETRY", "3"),
+            ("RETRY_BASE_DELAY", "20ms"),
+        ],
+    );
+    let r = post_h(
+        &gw,
+        "/v1/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert!(wait_for(Duration::from_secs(2), || gw
+        .log()
+        .contains("POST /v1/chat/completions 503")));
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("POST /v1/chat/completions 503"))
+        .unwrap();
+    assert!(line.contains("retries=2"), "{line}");
+    assert!(!line.contains("upstream_ms=0.0 "), "{line}");
+}
+
+#[test]
+fn an_unreadable_rust_log_is_reported() {
+    let mock = MockServer::start().unwrap();
+    let gw = Gateway::openai(&mock, &[("RUST_LOG", "scira2api=loud,=")]);
+    assert!(
+        wait_for(Duration::from_secs(2), || gw.log().contains("RUST_LOG=")),
+        "{}",
+        gw.log()
+    );
+}

@@ -51,7 +51,7 @@ async fn main() -> std::io::Result<()> {
             )
             .configure(scira2api_http::configure(gateway))
     })
-    .on_connect(scira2api_http::tcp_nodelay)
+    .on_connect(scira2api_http::on_connect)
     .bind(("127.0.0.1", 8090))?
     .run()
     .await

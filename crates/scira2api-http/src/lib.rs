@@ -10,7 +10,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let state = GatewayState::new(Config::from_env().expect("settings"));
 //! HttpServer::new(move || App::new().configure(scira2api_http::configure(Gateway::new(state.clone()))))
-//!     .on_connect(scira2api_http::tcp_nodelay)
+//!     .on_connect(scira2api_http::on_connect)
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run()
 //!     .await
@@ -38,7 +38,8 @@ use scira2api_core::{Config, Gateway};
 /// An `HttpServer::on_connect` callback that turns Nagle's algorithm off on every accepted
 /// connection. actix-web leaves it on, which holds small writes — a streamed event — back until
 /// the client's delayed ACK, up to 40 ms. Install it on any server that serves the gateway:
-/// `HttpServer::new(...).on_connect(scira2api_http::tcp_nodelay)`.
+/// `HttpServer::new(...).on_connect(scira2api_http::tcp_nodelay)` (or use [`on_connect`], which
+/// also watches for clients that leave).
 pub fn tcp_nodelay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensions) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let _ = tcp.set_nodelay(true);

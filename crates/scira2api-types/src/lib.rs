@@ -5,6 +5,8 @@ mod answer;
 mod error;
 mod logsafe;
 mod message;
+#[cfg(test)]
+mod proptests;
 mod redact;
 mod request;
 mod response;

@@ -14,6 +14,8 @@ mod errors;
 mod keys;
 mod lines;
 mod openai;
+#[cfg(test)]
+mod proptests;
 mod retry;
 mod scira;
 mod stream;
