@@ -279,3 +279,34 @@ async fn clients_leaving_at_every_phase_break_nothing() {
     // Everyone else is still served, streamed or not.
     assert_chat_and_stream_complete(&gw).await;
 }
+
+#[actix_rt::test]
+async fn the_connection_cap_holds_new_connections_until_one_closes() {
+    let mock = MockServer::start().unwrap();
+    let gw = Gateway::openai(&mock, &[("MAX_CONNECTIONS", "2"), ("WORKERS", "1")]);
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(addr(&gw)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(addr(&gw)).unwrap();
+    third
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    assert!(
+        third.read(&mut buf).is_err(),
+        "over the cap, a connection waits in the backlog"
+    );
+    drop(idle);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let n = third.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "served once a slot frees up"
+    );
+}

@@ -293,3 +293,19 @@ async fn stream_requests_are_retried_before_the_first_byte() {
     );
     assert_eq!(chat_requests(&mock), 2);
 }
+
+#[actix_rt::test]
+async fn a_504_after_retries_says_how_long_it_waited() {
+    let mock = MockServer::start().unwrap();
+    for _ in 0..3 {
+        mock.push_fault(Fault::Hang(Duration::from_secs(2)));
+    }
+    let mut env = FAST_RETRY.to_vec();
+    env.extend([("CLIENT_TIMEOUT", "300ms"), ("RETRY", "3")]);
+    let gw = Gateway::openai(&mock, &env);
+    let r = post(&gw, "/v1/chat/completions", CHAT).await;
+    let e = r.assert_error(504, Some("upstream_timeout"));
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains("within 300ms"), "{msg}");
+    assert!(msg.contains("gave up after 3 attempts in"), "{msg}");
+}

@@ -101,6 +101,15 @@ fn main() -> ExitCode {
             config.log_level
         );
     }
+    if let (Some(path), Some(file)) = (&config.config_file, &config.file) {
+        if !file.ignored.is_empty() {
+            warn!(
+                "CONFIG_FILE {}: these keys are not used by scira2api and have no effect: {}",
+                path.display(),
+                file.ignored.join(", ")
+            );
+        }
+    }
     for pair in &config.bad_mapping_pairs {
         warn!(
             "MODEL_MAPPINGS: cannot read pair `{pair}` (expected external:internal); using the built-in default table"

@@ -130,6 +130,10 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// Scira provider settings.
     pub scira: SciraConfig,
+    /// `CONFIG_FILE`: its path, when set.
+    pub config_file: Option<std::path::PathBuf>,
+    /// What the config file says (provider instances, model groups, router), when there is one.
+    pub file: Option<crate::config_file::FileConfig>,
 }
 
 impl Config {
@@ -306,6 +310,8 @@ impl Config {
                 user_ids: raw.list("SCIRA_USER_IDS"),
                 extra_models: raw.list("SCIRA_MODELS"),
             },
+            config_file: raw.str("CONFIG_FILE").map(std::path::PathBuf::from),
+            file: None,
         };
         let mut config = config;
         if let Some(path) = &config.upstream_ca_file {
@@ -316,6 +322,12 @@ impl Config {
                     &format!("a readable PEM CA bundle ({e})"),
                 )
             })?;
+        }
+        if let Some(path) = config.config_file.clone() {
+            let env = |name: &str| raw.str(name);
+            let file = crate::config_file::load(&path, &env)?;
+            config.api_keys.extend(file.client_keys.iter().cloned());
+            config.file = Some(file);
         }
         if !matches!(
             config.log_level.as_str(),
@@ -434,6 +446,20 @@ impl fmt::Display for Config {
             d(self.heartbeat_interval),
             self.log_level,
         )?;
+        if let (Some(path), Some(file)) = (&self.config_file, &self.file) {
+            write!(
+                f,
+                " config_file={} ({}: {} and {})",
+                path.display(),
+                if file.litellm {
+                    "LiteLLM format"
+                } else {
+                    "native format"
+                },
+                count(file.providers.len(), "provider"),
+                count(file.groups.len(), "model group"),
+            )?;
+        }
         if self.provider == ProviderKind::Scira {
             write!(
                 f,

@@ -13,11 +13,9 @@ use log::{debug, warn};
 use prometheus::IntCounter;
 use scira2api_cache::{CacheStats, MemoryStore, ResponseStore, TtlCell, cache_key};
 use scira2api_limiter::{BucketConfig, LimiterStats, MemoryLimiter, RateLimiter};
-use scira2api_models::{Catalog, ModelEntry};
+use scira2api_models::{Catalog, Deployment, ModelEntry, Outcome, Router, Unavailable};
 use scira2api_types::{Answer, ChatRequest, Error, RawObject, Usage, log_safe, top_level_value};
-use scira2api_upstream::{
-    ChatReply, PoolConfig, ProviderKind, Upstream, UpstreamConfig, UpstreamSettings,
-};
+use scira2api_upstream::{ChatReply, ProviderKind, Upstream, UpstreamConfig};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -135,6 +133,8 @@ pub struct ChatOutcome {
     pub retries: u32,
     /// A non-stream answer's usage and its source (streams report theirs when they end).
     pub usage: Option<(Usage, UsageSource)>,
+    /// The provider instance that answered (`cache` for a cache hit).
+    pub provider: Arc<str>,
 }
 
 /// Token usage for an answer the upstream did not count: the prompt with OpenAI's chat framing,
@@ -185,11 +185,31 @@ impl Drop for FetchTicket<'_> {
     }
 }
 
+/// The 503 for a group whose deployments (and fallbacks) all rest.
+fn all_resting(u: &Unavailable) -> Error {
+    Error::Upstream {
+        status: 503,
+        kind: "upstream_error",
+        code: "no_deployment_available",
+        message: format!(
+            "every deployment of `{}` (and of its fallbacks) is resting after failures; try again in {}s",
+            log_safe(&u.group),
+            u.retry_after.as_secs().max(1)
+        ),
+        retry_after: Some(u.retry_after),
+        retryable: true,
+    }
+}
+
 /// State shared by every worker's [`Gateway`].
 pub struct GatewayState {
     config: Config,
     catalog: Catalog,
-    upstream: Arc<UpstreamConfig>,
+    upstreams: Vec<Arc<UpstreamConfig>>,
+    instance_names: Vec<Arc<str>>,
+    router: Router,
+    default_instance: usize,
+    route_attempts: u32,
     store: Option<Arc<dyn ResponseStore>>,
     limiter: Option<Arc<dyn RateLimiter>>,
     models: TtlCell<Vec<ModelEntry>>,
@@ -240,27 +260,6 @@ fn memory_limiter(config: &Config) -> Option<Arc<dyn RateLimiter>> {
     Some(Arc::new(limiter))
 }
 
-fn upstream_settings(config: &Config) -> UpstreamSettings {
-    UpstreamSettings {
-        provider: config.provider,
-        base_url: config.base_url.clone(),
-        api_keys: config.upstream_api_keys.clone(),
-        client_timeout: config.client_timeout,
-        connect_timeout: config.connect_timeout,
-        max_body_bytes: config.max_body_bytes,
-        pool: PoolConfig {
-            enabled: config.conn_pool_enabled,
-            max_conns_per_host: config.max_conns_per_host,
-            idle_timeout: config.idle_conn_timeout,
-            lifetime: config.conn_lifetime,
-        },
-        retry: config.retry,
-        proxy: config.proxy(),
-        extra_roots: config.extra_roots.clone(),
-        scira: config.scira.clone(),
-    }
-}
-
 impl GatewayState {
     /// Builds the shared state from a validated config, with the in-memory response cache and
     /// rate limiter the config describes.
@@ -297,7 +296,9 @@ impl GatewayState {
             config.owned_by(),
             MODELS_CREATED,
         );
-        let upstream = Arc::new(UpstreamConfig::new(upstream_settings(&config)));
+        let inst = crate::instances::build(&config);
+        let mut catalog = catalog;
+        catalog.add_groups(inst.router.groups().iter().map(|g| g.name.clone()));
         Arc::new(GatewayState {
             models: TtlCell::new(config.model_cache_ttl),
             model_fetch: FetchGate::default(),
@@ -308,7 +309,11 @@ impl GatewayState {
             stream_memory: StreamMemory::default(),
             config,
             catalog,
-            upstream,
+            upstreams: inst.upstreams,
+            instance_names: inst.names,
+            router: inst.router,
+            default_instance: inst.default,
+            route_attempts: inst.attempts,
             store,
             limiter,
             started: Instant::now(),
@@ -348,7 +353,20 @@ impl GatewayState {
 
     /// The shared upstream config and its counters.
     pub fn upstream(&self) -> &UpstreamConfig {
-        &self.upstream
+        &self.upstreams[self.default_instance]
+    }
+
+    /// Every provider instance (the environment's first), with its name.
+    pub fn instances(&self) -> impl Iterator<Item = (&str, &UpstreamConfig)> {
+        self.instance_names
+            .iter()
+            .map(|n| &**n)
+            .zip(self.upstreams.iter().map(|u| &**u))
+    }
+
+    /// The model router (empty without a `CONFIG_FILE`).
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     /// The metrics registry.
@@ -420,14 +438,14 @@ impl GatewayState {
 /// One worker's gateway: parses, maps, forwards and translates chat requests.
 pub struct Gateway {
     state: Arc<GatewayState>,
-    upstream: Upstream,
+    upstreams: Vec<Upstream>,
 }
 
 impl Gateway {
     /// A gateway for the current worker thread.
     pub fn new(state: Arc<GatewayState>) -> Gateway {
-        let upstream = Upstream::new(state.upstream.clone());
-        Gateway { state, upstream }
+        let upstreams = state.upstreams.iter().cloned().map(Upstream::new).collect();
+        Gateway { state, upstreams }
     }
 
     /// The shared state.
@@ -444,7 +462,12 @@ impl Gateway {
         ctx: ChatContext<'_>,
     ) -> Result<ChatOutcome, Error> {
         let state = &self.state;
-        let internal = state.catalog.map().to_internal(&req.model);
+        let group = state.router.group(&req.model);
+        let internal = match group {
+            // The model of whichever deployment answers; the first one's for the cache key.
+            Some(g) => g.deployments[0].model.as_str(),
+            None => state.catalog.map().to_internal(&req.model),
+        };
         debug!(
             "chat model={} upstream_model={} stream={}",
             log_safe(&req.model),
@@ -460,12 +483,16 @@ impl Gateway {
                 CacheScope::Shared => None,
                 CacheScope::PerKey => Some(ctx.client_key.unwrap_or("")),
             };
-            cache_key(
-                state.config.provider.as_str(),
-                internal,
-                req.object(),
-                scope,
-            )
+            // Any deployment of a group answers the same question: one cache entry per group.
+            match group {
+                Some(g) => cache_key("group", &g.name, req.object(), scope),
+                None => cache_key(
+                    state.config.provider.as_str(),
+                    internal,
+                    req.object(),
+                    scope,
+                ),
+            }
         });
         let mut status = CacheStatus::Bypass;
         if let (Some(store), Some(key), CacheControl::Default) = (store, key, ctx.cache_control) {
@@ -495,13 +522,24 @@ impl Gateway {
                     upstream_time: Duration::ZERO,
                     retries: 0,
                     usage,
+                    provider: Arc::from("cache"),
                 });
             }
             status = CacheStatus::Miss;
         }
         let retries = Cell::new(0);
         let started = Instant::now();
-        let result = self.upstream.chat(req, internal, &retries).await;
+        let (result, served) = match group {
+            None => {
+                let up = &self.upstreams[state.default_instance];
+                let result = up.chat(req, internal, &retries).await;
+                (result, (state.default_instance, internal.to_owned()))
+            }
+            Some(_) => self.chat_routed(req, &retries).await,
+        };
+        let (instance, served_model) = served;
+        let internal = served_model.as_str();
+        let provider = state.instance_names[instance].clone();
         let upstream_time = started.elapsed();
         if let Some(facts) = &ctx.facts {
             facts.retries.set(retries.get());
@@ -554,7 +592,91 @@ impl Gateway {
             upstream_time,
             retries: retries.get(),
             usage,
+            provider,
         })
+    }
+
+    /// Sends a request for a model group: a deployment picked by the router, and on a
+    /// retryable failure before the first byte the next one (then the fallback groups), within
+    /// the router's attempt budget. Returns the result and which instance and model served it.
+    async fn chat_routed(
+        &self,
+        req: &ChatRequest,
+        retries: &Cell<u32>,
+    ) -> (Result<ChatReply, Error>, (usize, String)) {
+        let state = &self.state;
+        let router = &state.router;
+        let mut tried: Vec<*const Deployment> = Vec::new();
+        let mut used = 0u32;
+        let mut last: Option<(Error, usize, String)> = None;
+        loop {
+            let ticket = match router.pick(&req.model, &tried, fastrand::f64(), Instant::now()) {
+                Ok(Some(t)) => t,
+                Ok(None) | Err(_) if last.is_some() => {
+                    let (e, i, m) = last.take().unwrap_or_else(|| unreachable!());
+                    return (Err(e.exhausted()), (i, m));
+                }
+                Ok(None) => {
+                    return (
+                        Err(Error::Internal(format!("no group `{}`", req.model))),
+                        (state.default_instance, req.model.clone()),
+                    );
+                }
+                Err(u) => {
+                    return (
+                        Err(all_resting(&u)),
+                        (state.default_instance, req.model.clone()),
+                    );
+                }
+            };
+            let d = ticket.deployment().clone();
+            // Another untried deployment to move to: one attempt here. Otherwise what is left
+            // of the budget, with backoff, on this one.
+            let chain_size = router.chain_size(&req.model);
+            let left = state.route_attempts.saturating_sub(used).max(1);
+            let attempts = if tried.len() + 1 < chain_size {
+                1
+            } else {
+                left
+            };
+            let before = retries.get();
+            let result = self.upstreams[d.instance]
+                .chat_with(req, &d.model, retries, Some(attempts))
+                .await;
+            used += 1 + (retries.get() - before);
+            match result {
+                Ok(reply) => {
+                    ticket.finish(Outcome::Success, &router.policy);
+                    return (Ok(reply), (d.instance, d.model.clone()));
+                }
+                Err(e) => {
+                    let outcome = match (e.status(), e.should_retry()) {
+                        (429, _) => Outcome::RateLimited(e.retry_after()),
+                        (_, true) => Outcome::Failure,
+                        (s, false) if s >= 500 => Outcome::Failure,
+                        _ => Outcome::Neutral,
+                    };
+                    ticket.finish(outcome, &router.policy);
+                    if !e.should_retry() || used >= state.route_attempts {
+                        let e = if e.should_retry() && used > 1 {
+                            e.exhausted()
+                        } else {
+                            e
+                        };
+                        return (Err(e), (d.instance, d.model.clone()));
+                    }
+                    debug!(
+                        "deployment {}/{} failed ({}); trying the next",
+                        d.instance_name,
+                        d.model,
+                        e.code().unwrap_or("error")
+                    );
+                    retries.set(retries.get() + 1);
+                    tried.push(Arc::as_ptr(&d));
+                    last = Some((e, d.instance, d.model.clone()));
+                }
+            }
+        }
     }
 
     /// The usage of a non-stream answer: the upstream's, or estimated (on a blocking thread, so a
@@ -604,7 +726,7 @@ impl Gateway {
                 // good list, without another upstream call.
                 None => cell.last().unwrap_or_default(),
                 Some(mut ticket) => {
-                    let result = self.upstream.models().await;
+                    let result = self.upstreams[state.default_instance].models().await;
                     ticket.ok = result.is_ok();
                     match result {
                         Ok(list) => cell.set(list),

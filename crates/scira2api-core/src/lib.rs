@@ -12,7 +12,9 @@
 
 mod activity;
 mod config;
+pub mod config_file;
 mod gateway;
+mod instances;
 pub mod metrics;
 mod observe;
 pub mod request_id;

@@ -277,7 +277,33 @@ impl Metrics {
         self.refresh(state);
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        deployments_text(state, &mut text);
+        text
+    }
+
+    /// Per-deployment state and counters (model groups of a `CONFIG_FILE`).
+    pub fn deployments_json(state: &GatewayState) -> Value {
+        let now = std::time::Instant::now();
+        let mut out = Vec::new();
+        for g in state.router().groups() {
+            for d in &g.deployments {
+                let st = d.state(now);
+                out.push(serde_json::json!({
+                    "group": g.name,
+                    "provider": d.instance_name,
+                    "model": d.model,
+                    "weight": d.weight,
+                    "order": d.order,
+                    "state": st.as_str(),
+                    "resting_for_s": match st { scira2api_models::HealthState::Resting(d) => d.as_secs_f64(), _ => 0.0 },
+                    "in_flight": d.in_flight(),
+                    "requests": d.requests.load(std::sync::atomic::Ordering::Relaxed),
+                    "failures": d.failures.load(std::sync::atomic::Ordering::Relaxed),
+                }));
+            }
+        }
+        Value::Array(out)
     }
 
     /// The JSON view of `/metrics`.
@@ -489,6 +515,68 @@ fn quantile(bounds: &[(f64, f64)], count: u64, p: f64) -> f64 {
         prev_count = cum;
     }
     prev_bound
+}
+
+/// Appends the per-deployment series to a Prometheus text exposition: state (0 healthy,
+/// 1 probing, 2 resting), requests and failures, labelled by group, provider and model.
+fn deployments_text(state: &GatewayState, out: &mut String) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering;
+    let groups = state.router().groups();
+    if groups.is_empty() {
+        return;
+    }
+    let now = std::time::Instant::now();
+    let esc = |s: &str| {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let series = |out: &mut String,
+                  name: &str,
+                  kind: &str,
+                  help: &str,
+                  value: &dyn Fn(&scira2api_models::Deployment) -> f64| {
+        let _ = writeln!(out, "# HELP scira2api_{name} {help}");
+        let _ = writeln!(out, "# TYPE scira2api_{name} {kind}");
+        for g in groups {
+            for d in &g.deployments {
+                let _ = writeln!(
+                    out,
+                    "scira2api_{name}{{group=\"{}\",provider=\"{}\",model=\"{}\"}} {}",
+                    esc(&g.name),
+                    esc(&d.instance_name),
+                    esc(&d.model),
+                    value(d)
+                );
+            }
+        }
+    };
+    series(
+        out,
+        "deployment_state",
+        "gauge",
+        "Deployment state: 0 healthy, 1 probing, 2 resting",
+        &|d| match d.state(now) {
+            scira2api_models::HealthState::Healthy => 0.0,
+            scira2api_models::HealthState::Probing => 1.0,
+            scira2api_models::HealthState::Resting(_) => 2.0,
+        },
+    );
+    series(
+        out,
+        "deployment_requests_total",
+        "counter",
+        "Requests sent to a deployment",
+        &|d| d.requests.load(Ordering::Relaxed) as f64,
+    );
+    series(
+        out,
+        "deployment_failures_total",
+        "counter",
+        "Failed requests of a deployment",
+        &|d| d.failures.load(Ordering::Relaxed) as f64,
+    );
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub(crate) struct ChatLog {
     pub(crate) upstream: Duration,
     pub(crate) retries: u32,
     pub(crate) usage: Option<(u64, u64, UsageSource)>,
+    /// The provider instance that answered.
+    pub(crate) provider: Option<Arc<str>>,
 }
 
 /// One access-log line.
@@ -56,7 +58,7 @@ pub(crate) fn access_line(
                 .unwrap_or_else(|| "-".to_owned());
             info!(
                 target: "scira2api::access",
-                "{method} {} {status} request_id={id} model={} stream={} tokens={tokens} upstream_ms={:.1} total_ms={:.1} cache={} retries={}{outcome}",
+                "{method} {} {status} request_id={id} model={} stream={} tokens={tokens} upstream_ms={:.1} total_ms={:.1} cache={} retries={} provider={}{outcome}",
                 log_safe(path),
                 log_safe(&c.model),
                 c.stream,
@@ -64,6 +66,7 @@ pub(crate) fn access_line(
                 ms(total),
                 c.cache,
                 c.retries,
+                c.provider.as_deref().unwrap_or("-"),
             );
         }
         None => {

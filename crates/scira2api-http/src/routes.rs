@@ -22,15 +22,44 @@ use std::time::Duration;
 
 /// `GET /health`: liveness, uptime and version; never needs a key.
 pub async fn health(gw: web::Data<Gateway>) -> HttpResponse {
-    let up = gw.state().uptime();
-    let config = gw.state().config();
-    HttpResponse::Ok().json(json!({
-        "status": "ok",
+    let state = gw.state();
+    let up = state.uptime();
+    let config = state.config();
+    let now = std::time::Instant::now();
+    let groups = state.router().groups();
+    // An instance rests when every deployment it serves rests; one with none never does.
+    let providers: Vec<serde_json::Value> = state
+        .instances()
+        .map(|(name, upstream)| {
+            let mut deps = groups
+                .iter()
+                .flat_map(|g| g.deployments.iter())
+                .filter(|d| d.instance_name == name)
+                .peekable();
+            let resting = deps.peek().is_some()
+                && deps.all(|d| matches!(d.state(now), scira2api_models::HealthState::Resting(_)));
+            json!({
+                "name": name,
+                "kind": upstream.settings().provider.as_str(),
+                "host": upstream.host(),
+                "state": if resting { "resting" } else { "healthy" },
+            })
+        })
+        .collect();
+    let serving = providers.iter().any(|p| p["state"] == "healthy");
+    let body = json!({
+        "status": if serving { "ok" } else { "degraded" },
         "uptime": humantime::format_duration(std::time::Duration::from_secs(up.as_secs())).to_string(),
         "uptime_seconds": up.as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
         "provider": config.provider.as_str(),
-    }))
+        "providers": providers,
+    });
+    if serving {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 /// `GET /v1/models`.
@@ -145,12 +174,15 @@ const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const X_OVERHEAD: HeaderName = HeaderName::from_static("x-gateway-overhead-ms");
 const X_USAGE_SOURCE: HeaderName = HeaderName::from_static("x-usage-source");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+/// The provider instance that served a chat answer (`cache` for a cache hit).
+const X_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
 
 /// Copies what a finished call learned into the access-log facts.
 fn fill_log(log: &mut ChatLog, outcome: &ChatOutcome) {
     log.cache = outcome.cache.as_str();
     log.upstream = outcome.upstream_time;
     log.retries = outcome.retries;
+    log.provider = Some(outcome.provider.clone());
     log.usage = outcome
         .usage
         .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
@@ -361,6 +393,9 @@ pub async fn chat(
     req.extensions_mut().insert(shared.borrow().clone());
     let mut resp = HttpResponse::Ok();
     resp.insert_header((X_CACHE, HeaderValue::from_static(outcome.cache.as_str())));
+    if let Ok(v) = HeaderValue::from_str(&outcome.provider) {
+        resp.insert_header((X_PROVIDER, v));
+    }
     if let Some(info) = &info {
         let overhead = info.start.elapsed().saturating_sub(outcome.upstream_time);
         gw.state()
@@ -415,7 +450,9 @@ pub async fn metrics(gw: web::Data<Gateway>, req: HttpRequest) -> HttpResponse {
     if accept.contains("text/plain") && !accept.contains("application/json") {
         return prometheus(gw).await;
     }
-    HttpResponse::Ok().json(gw.state().metrics().json(gw.state()))
+    let mut v = gw.state().metrics().json(gw.state());
+    v["deployments"] = scira2api_core::metrics::Metrics::deployments_json(gw.state());
+    HttpResponse::Ok().json(v)
 }
 
 /// `GET /metrics/prometheus`: the Prometheus text exposition format.

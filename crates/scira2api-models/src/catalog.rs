@@ -43,6 +43,13 @@ impl Catalog {
         }
     }
 
+    /// Lists these model group names too (after the table, before the extras).
+    pub fn add_groups(&mut self, names: impl IntoIterator<Item = String>) {
+        let mut groups: Vec<String> = names.into_iter().collect();
+        groups.append(&mut self.extra);
+        self.extra = groups;
+    }
+
     /// The mapping table.
     pub fn map(&self) -> &ModelMap {
         &self.map

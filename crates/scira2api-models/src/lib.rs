@@ -4,11 +4,18 @@
 //! Mapping is a table of `external:internal` pairs in a fixed order. A name that is not in the
 //! table passes through unchanged in both directions, so a client can always use an upstream's
 //! own model ids.
+//!
+//! Routing (a `CONFIG_FILE`'s model groups) maps an external name to a group of deployments
+//! over several provider instances, with weights, orders, fallbacks and cool-downs.
 
 mod catalog;
 mod defaults;
 mod mapping;
+mod routing;
 
 pub use catalog::{Catalog, ModelEntry};
 pub use defaults::{OPENAI_DEFAULT_MAPPINGS, SCIRA_DEFAULT_MAPPINGS, SCIRA_OWNED_BY};
 pub use mapping::{MappingParse, ModelMap};
+pub use routing::{
+    CooldownPolicy, Deployment, Group, HealthState, Outcome, Router, Strategy, Ticket, Unavailable,
+};

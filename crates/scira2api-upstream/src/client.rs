@@ -202,10 +202,34 @@ impl Upstream {
         internal_model: &str,
         retries: &Cell<u32>,
     ) -> Result<ChatReply, Error> {
-        match self.settings().provider {
-            ProviderKind::OpenAi => self.chat_openai(req, internal_model, retries).await,
-            ProviderKind::Scira => self.chat_scira(req, internal_model, retries).await,
+        self.chat_with(req, internal_model, retries, None).await
+    }
+
+    /// Like [`Upstream::chat`], with at most `attempts` attempts instead of the instance's
+    /// `RETRY` (a router moving to another deployment after one failure passes 1).
+    pub async fn chat_with(
+        &self,
+        req: &ChatRequest,
+        internal_model: &str,
+        retries: &Cell<u32>,
+        attempts: Option<u32>,
+    ) -> Result<ChatReply, Error> {
+        let mut policy = self.settings().retry;
+        if let Some(n) = attempts {
+            policy.attempts = n.max(1);
         }
+        match self.settings().provider {
+            ProviderKind::OpenAi => self.chat_openai(req, internal_model, retries, policy).await,
+            ProviderKind::Scira => self.chat_scira(req, internal_model, retries, policy).await,
+        }
+    }
+
+    /// Adds the instance's extra headers.
+    fn with_headers(&self, mut http: awc::ClientRequest) -> awc::ClientRequest {
+        for (k, v) in &self.settings().headers {
+            http = http.insert_header((k.as_str(), v.as_str()));
+        }
+        http
     }
 
     async fn chat_openai(
@@ -213,11 +237,14 @@ impl Upstream {
         req: &ChatRequest,
         internal_model: &str,
         retries: &Cell<u32>,
+        policy: RetryPolicy,
     ) -> Result<ChatReply, Error> {
         let rewrite = ModelRewrite::new(&req.model, internal_model);
         let body = req.upstream_body(internal_model);
         let build = |key: Option<&str>| {
-            let mut http = self.post_chat().insert_header((CONTENT_TYPE, JSON));
+            let mut http = self
+                .with_headers(self.post_chat())
+                .insert_header((CONTENT_TYPE, JSON));
             if let Some(k) = key {
                 http = http.bearer_auth(k);
             }
@@ -237,7 +264,7 @@ impl Upstream {
             };
             let stream = self
                 .send(
-                    s.retry,
+                    policy,
                     &self.config.keys,
                     retries,
                     build,
@@ -255,7 +282,7 @@ impl Upstream {
             };
             let body = self
                 .send(
-                    s.retry,
+                    policy,
                     &self.config.keys,
                     retries,
                     build,
@@ -273,6 +300,7 @@ impl Upstream {
         req: &ChatRequest,
         internal_model: &str,
         retries: &Cell<u32>,
+        policy: RetryPolicy,
     ) -> Result<ChatReply, Error> {
         let s = self.settings();
         let messages = req.messages()?;
@@ -287,7 +315,7 @@ impl Upstream {
         let referer = format!("{origin}/");
         let build = |cookie: Option<&str>| {
             let mut http = self
-                .post_chat()
+                .with_headers(self.post_chat())
                 .insert_header((CONTENT_TYPE, JSON))
                 .insert_header((ACCEPT, "*/*"))
                 .insert_header(("referer", referer.as_str()))
@@ -314,7 +342,7 @@ impl Upstream {
             };
             let stream = self
                 .send(
-                    s.retry,
+                    policy,
                     &self.config.cookies,
                     retries,
                     build,
@@ -330,7 +358,7 @@ impl Upstream {
             };
             let body = self
                 .send(
-                    s.retry,
+                    policy,
                     &self.config.cookies,
                     retries,
                     build,
@@ -361,7 +389,7 @@ impl Upstream {
         }
         let url = self.config.v1_url("models");
         let build = |key: Option<&str>| {
-            let req = self.request(self.client.get(&url));
+            let req = self.with_headers(self.request(self.client.get(&url)));
             match key {
                 Some(k) => req.bearer_auth(k),
                 None => req,

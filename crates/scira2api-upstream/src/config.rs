@@ -46,6 +46,10 @@ pub struct PoolConfig {
 /// The plain settings an [`UpstreamConfig`] is built from.
 #[derive(Clone)]
 pub struct UpstreamSettings {
+    /// The provider instance's name (in `x-gateway-provider`, logs and metrics).
+    pub name: String,
+    /// Extra headers sent with every request to this instance.
+    pub headers: Vec<(String, String)>,
     /// Protocol of the upstream.
     pub provider: ProviderKind,
     /// Base URL, e.g. `https://api.openai.com` or `http://h/v1` (a trailing slash is dropped).
@@ -224,6 +228,8 @@ pub(crate) mod tests {
 
     pub(crate) fn cfg(base: &str) -> UpstreamConfig {
         UpstreamConfig::new(UpstreamSettings {
+            name: "test".into(),
+            headers: Vec::new(),
             provider: ProviderKind::OpenAi,
             base_url: base.to_owned(),
             api_keys: vec!["k1".into(), "k2".into()],

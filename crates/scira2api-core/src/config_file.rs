@@ -1,0 +1,774 @@
+//! `CONFIG_FILE`: several provider instances, model groups, fallbacks and router settings from
+//! one YAML or TOML file (read with the `config` crate) — in the project's own format, or a
+//! LiteLLM proxy `config.yaml` exactly as LiteLLM users have it.
+//!
+//! The project's format:
+//!
+//! ```yaml
+//! providers:                      # provider instances
+//!   - name: main                  # unique; shown in x-gateway-provider, logs and metrics
+//!     kind: openai                # openai | scira
+//!     base_url: https://api.openai.com
+//!     api_keys: [os.environ/OPENAI_KEY]   # literal keys or os.environ/NAME
+//!     timeout: 600s               # CLIENT_TIMEOUT for this instance
+//!     retry: 3                    # attempts on this instance when it is a group's only choice
+//!     headers: {OpenAI-Organization: org-1}
+//! models:                         # groups: the names clients use
+//!   - name: gpt-4o
+//!     fallbacks: [gpt-4o-mini]
+//!     deployments:
+//!       - {provider: main, model: gpt-4o, weight: 2, order: 1, rpm: 600, tpm: 100000}
+//! router: {strategy: simple-shuffle, num_retries: 2, allowed_fails: 3, cooldown_time: 5s}
+//! keys: [os.environ/CLIENT_KEY]   # client keys, like APIKEY
+//! default_provider: main          # serves names that are in no group (default: the first)
+//! ```
+//!
+//! Keys the gateway does not use are reported in one startup warning; a file that cannot be read
+//! or parsed, a group without deployments, a deployment or fallback naming something unknown, or
+//! an unset `os.environ/` variable stops startup with one line naming the file, the key and the
+//! problem.
+
+use crate::settings::{ConfigError, parse_duration};
+use scira2api_upstream::ProviderKind;
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// A provider instance from the file; unset fields take the environment's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderSpec {
+    /// Unique name.
+    pub name: String,
+    /// Protocol.
+    pub kind: ProviderKind,
+    /// Base URL (the kind's default when unset).
+    pub base_url: Option<String>,
+    /// Upstream keys (rotated), or Scira cookies for a `scira` instance. Secret.
+    pub api_keys: Vec<String>,
+    /// Timeout for the response head, a whole answer, and silences inside a stream.
+    pub timeout: Option<Duration>,
+    /// Attempts on this instance when it is a group's only choice.
+    pub retry: Option<u32>,
+    /// Extra request headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// One deployment of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentSpec {
+    /// The provider instance's name.
+    pub provider: String,
+    /// The model the instance knows.
+    pub model: String,
+    /// Share of traffic (default 1).
+    pub weight: u32,
+    /// Lower first (default 0).
+    pub order: u32,
+    /// Requests per minute, if limited.
+    pub rpm: Option<u64>,
+    /// Tokens per minute, if limited.
+    pub tpm: Option<u64>,
+}
+
+/// A model group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    /// The name clients use.
+    pub name: String,
+    /// Its deployments.
+    pub deployments: Vec<DeploymentSpec>,
+    /// Groups to try next, in order.
+    pub fallbacks: Vec<String>,
+}
+
+/// Router settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterSpec {
+    /// `simple-shuffle` (default) or `least-busy`.
+    pub strategy: Option<String>,
+    /// Retries after the first attempt, across deployments (total attempts = this + 1).
+    pub num_retries: Option<u32>,
+    /// Failures within a minute tolerated before a deployment rests.
+    pub allowed_fails: Option<u32>,
+    /// How long a deployment rests.
+    pub cooldown: Option<Duration>,
+}
+
+/// Everything a config file says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileConfig {
+    /// Provider instances, in file order.
+    pub providers: Vec<ProviderSpec>,
+    /// Model groups, in file order.
+    pub groups: Vec<GroupSpec>,
+    /// Router settings.
+    pub router: RouterSpec,
+    /// Client keys the file adds (`keys`, LiteLLM's `general_settings.master_key`). Secret.
+    pub client_keys: Vec<String>,
+    /// The instance that serves names in no group.
+    pub default_provider: Option<String>,
+    /// Keys present in the file that the gateway does not use (for one startup warning).
+    pub ignored: Vec<String>,
+    /// Whether the file was a LiteLLM proxy config.
+    pub litellm: bool,
+}
+
+struct Reader<'a> {
+    file: String,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    ignored: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn err(&self, key: &str, value: &str, problem: &str) -> ConfigError {
+        ConfigError::new(
+            &format!("CONFIG_FILE {} key {key}", self.file),
+            value,
+            problem,
+        )
+    }
+
+    /// Reports every key of `obj` not in `known` as ignored.
+    fn only(&mut self, path: &str, obj: &Map<String, Value>, known: &[&str]) {
+        for k in obj.keys() {
+            if !known.contains(&k.as_str()) {
+                self.ignored.push(if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                });
+            }
+        }
+    }
+
+    fn obj<'v>(&self, key: &str, v: &'v Value) -> Result<&'v Map<String, Value>, ConfigError> {
+        v.as_object()
+            .ok_or_else(|| self.err(key, &short(v), "a mapping"))
+    }
+
+    fn list<'v>(&self, key: &str, v: Option<&'v Value>) -> Result<&'v [Value], ConfigError> {
+        match v {
+            None | Some(Value::Null) => Ok(&[]),
+            Some(Value::Array(a)) => Ok(a),
+            Some(other) => Err(self.err(key, &short(other), "a list")),
+        }
+    }
+
+    fn string(&self, key: &str, v: Option<&Value>) -> Result<Option<String>, ConfigError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => Err(self.err(key, &short(other), "a string")),
+        }
+    }
+
+    fn required(&self, key: &str, v: Option<&Value>) -> Result<String, ConfigError> {
+        self.string(key, v)?
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| self.err(key, "", "a non-empty string"))
+    }
+
+    /// A secret: a literal, or `os.environ/NAME` read from the environment (must be set).
+    fn secret(&self, key: &str, v: Option<&Value>) -> Result<Option<String>, ConfigError> {
+        let Some(s) = self.string(key, v)? else {
+            return Ok(None);
+        };
+        match s.strip_prefix("os.environ/") {
+            Some(name) => match (self.env)(name) {
+                Some(val) if !val.is_empty() => Ok(Some(val)),
+                _ => Err(self.err(
+                    key,
+                    &s,
+                    &format!("a set environment variable ({name} is not set)"),
+                )),
+            },
+            // Never echo a literal secret in an error.
+            None => Ok(Some(s)),
+        }
+    }
+
+    fn secrets(&self, key: &str, v: Option<&Value>) -> Result<Vec<String>, ConfigError> {
+        match v {
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, it)| self.secret(&format!("{key}[{i}]"), Some(it)).transpose())
+                .collect(),
+            other => Ok(self.secret(key, other)?.into_iter().collect()),
+        }
+    }
+
+    fn uint(&self, key: &str, v: Option<&Value>) -> Result<Option<u64>, ConfigError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+                .map(Some)
+                .ok_or_else(|| self.err(key, &n.to_string(), "a whole number ≥ 0")),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| self.err(key, s, "a whole number ≥ 0")),
+            Some(other) => Err(self.err(key, &short(other), "a whole number ≥ 0")),
+        }
+    }
+
+    /// A duration: `5s`, `250ms`, or a number of seconds (LiteLLM writes numbers).
+    fn duration(&self, key: &str, v: Option<&Value>) -> Result<Option<Duration>, ConfigError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| Some(Duration::from_secs_f64(f)))
+                .ok_or_else(|| self.err(key, &n.to_string(), "a duration such as 5s or 30")),
+            Some(Value::String(s)) => parse_duration(s)
+                .map(Some)
+                .ok_or_else(|| self.err(key, s, "a duration such as 5s, 250ms or 30")),
+            Some(other) => Err(self.err(key, &short(other), "a duration")),
+        }
+    }
+
+    fn kind(&self, key: &str, s: &str) -> Result<ProviderKind, ConfigError> {
+        match s {
+            "openai" => Ok(ProviderKind::OpenAi),
+            "scira" => Ok(ProviderKind::Scira),
+            _ => Err(self.err(key, s, "`openai` or `scira`")),
+        }
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    s.chars().take(80).collect()
+}
+
+/// Reads `path` (YAML by `.yaml`/`.yml`, TOML by `.toml`); `env` looks up `os.environ/` names.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<FileConfig, ConfigError> {
+    let file = path.display().to_string();
+    let unreadable = |problem: String| ConfigError::new("CONFIG_FILE", &file, &problem);
+    if !path.is_file() {
+        return Err(unreadable(
+            "a readable YAML or TOML file (not found)".into(),
+        ));
+    }
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => config::FileFormat::Yaml,
+        Some("toml") => config::FileFormat::Toml,
+        _ => {
+            return Err(unreadable("a file named *.yaml, *.yml or *.toml".into()));
+        }
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| unreadable(format!("a readable file ({e})")))?;
+    let root: Value = config::Config::builder()
+        .add_source(config::File::from_str(&text, format))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| unreadable(format!("valid YAML or TOML ({e})")))?;
+    parse(&file, &root, env)
+}
+
+/// Interprets a parsed file (see [`load`]).
+pub fn parse(
+    file: &str,
+    root: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<FileConfig, ConfigError> {
+    let mut r = Reader {
+        file: file.to_owned(),
+        env,
+        ignored: Vec::new(),
+    };
+    let empty = Map::new();
+    let top = match root {
+        Value::Object(o) => o,
+        Value::Null => &empty,
+        other => return Err(r.err("(top level)", &short(other), "a mapping")),
+    };
+    let mut out = if top.contains_key("model_list") {
+        litellm(&mut r, top)?
+    } else {
+        native(&mut r, top)?
+    };
+    validate(&r, &out)?;
+    out.ignored = std::mem::take(&mut r.ignored);
+    Ok(out)
+}
+
+fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, ConfigError> {
+    r.only(
+        "",
+        top,
+        &["providers", "models", "router", "keys", "default_provider"],
+    );
+    let mut out = FileConfig::default();
+    for (i, p) in r
+        .list("providers", top.get("providers"))?
+        .iter()
+        .enumerate()
+    {
+        let key = format!("providers[{i}]");
+        let p = r.obj(&key, p)?;
+        r.only(
+            &key,
+            p,
+            &[
+                "name", "kind", "base_url", "api_keys", "api_key", "cookies", "timeout", "retry",
+                "headers",
+            ],
+        );
+        let kind_s = r
+            .string(&format!("{key}.kind"), p.get("kind"))?
+            .unwrap_or_else(|| "openai".to_owned());
+        let mut api_keys = r.secrets(&format!("{key}.api_keys"), p.get("api_keys"))?;
+        api_keys.extend(r.secrets(&format!("{key}.api_key"), p.get("api_key"))?);
+        api_keys.extend(r.secrets(&format!("{key}.cookies"), p.get("cookies"))?);
+        let mut headers = Vec::new();
+        if let Some(h) = p.get("headers") {
+            for (k, v) in r.obj(&format!("{key}.headers"), h)? {
+                let v = r
+                    .secret(&format!("{key}.headers.{k}"), Some(v))?
+                    .unwrap_or_default();
+                headers.push((k.clone(), v));
+            }
+        }
+        out.providers.push(ProviderSpec {
+            name: r.required(&format!("{key}.name"), p.get("name"))?,
+            kind: r.kind(&format!("{key}.kind"), &kind_s)?,
+            base_url: r.string(&format!("{key}.base_url"), p.get("base_url"))?,
+            api_keys,
+            timeout: r.duration(&format!("{key}.timeout"), p.get("timeout"))?,
+            retry: r
+                .uint(&format!("{key}.retry"), p.get("retry"))?
+                .map(|n| n.clamp(1, 100) as u32),
+            headers,
+        });
+    }
+    for (i, g) in r.list("models", top.get("models"))?.iter().enumerate() {
+        let key = format!("models[{i}]");
+        let g = r.obj(&key, g)?;
+        r.only(&key, g, &["name", "deployments", "fallbacks"]);
+        let mut deployments = Vec::new();
+        for (j, d) in r
+            .list(&format!("{key}.deployments"), g.get("deployments"))?
+            .iter()
+            .enumerate()
+        {
+            let dkey = format!("{key}.deployments[{j}]");
+            let d = r.obj(&dkey, d)?;
+            r.only(
+                &dkey,
+                d,
+                &["provider", "model", "weight", "order", "rpm", "tpm"],
+            );
+            deployments.push(DeploymentSpec {
+                provider: r.required(&format!("{dkey}.provider"), d.get("provider"))?,
+                model: r.required(&format!("{dkey}.model"), d.get("model"))?,
+                weight: r
+                    .uint(&format!("{dkey}.weight"), d.get("weight"))?
+                    .unwrap_or(1)
+                    .clamp(1, 1_000_000) as u32,
+                order: r
+                    .uint(&format!("{dkey}.order"), d.get("order"))?
+                    .unwrap_or(0)
+                    .min(1_000_000) as u32,
+                rpm: r.uint(&format!("{dkey}.rpm"), d.get("rpm"))?,
+                tpm: r.uint(&format!("{dkey}.tpm"), d.get("tpm"))?,
+            });
+        }
+        let mut fallbacks = Vec::new();
+        for (j, f) in r
+            .list(&format!("{key}.fallbacks"), g.get("fallbacks"))?
+            .iter()
+            .enumerate()
+        {
+            fallbacks.push(r.required(&format!("{key}.fallbacks[{j}]"), Some(f))?);
+        }
+        out.groups.push(GroupSpec {
+            name: r.required(&format!("{key}.name"), g.get("name"))?,
+            deployments,
+            fallbacks,
+        });
+    }
+    if let Some(rt) = top.get("router") {
+        let rt = r.obj("router", rt)?;
+        r.only(
+            "router",
+            rt,
+            &["strategy", "num_retries", "allowed_fails", "cooldown_time"],
+        );
+        out.router = RouterSpec {
+            strategy: r.string("router.strategy", rt.get("strategy"))?,
+            num_retries: r
+                .uint("router.num_retries", rt.get("num_retries"))?
+                .map(|n| n.min(100) as u32),
+            allowed_fails: r
+                .uint("router.allowed_fails", rt.get("allowed_fails"))?
+                .map(|n| n.min(1_000_000) as u32),
+            cooldown: r.duration("router.cooldown_time", rt.get("cooldown_time"))?,
+        };
+    }
+    out.client_keys = r.secrets("keys", top.get("keys"))?;
+    out.default_provider = r.string("default_provider", top.get("default_provider"))?;
+    Ok(out)
+}
+
+/// LiteLLM's proxy config: every `model_list` entry becomes a provider instance of its own
+/// (named `<model_name>/<n>`), a deployment of the group `model_name`.
+fn litellm(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, ConfigError> {
+    r.only(
+        "",
+        top,
+        &["model_list", "router_settings", "general_settings"],
+    );
+    let mut out = FileConfig {
+        litellm: true,
+        ..FileConfig::default()
+    };
+    for (i, entry) in r
+        .list("model_list", top.get("model_list"))?
+        .iter()
+        .enumerate()
+    {
+        let key = format!("model_list[{i}]");
+        let entry = r.obj(&key, entry)?;
+        r.only(&key, entry, &["model_name", "litellm_params"]);
+        let group = r.required(&format!("{key}.model_name"), entry.get("model_name"))?;
+        let pkey = format!("{key}.litellm_params");
+        let params = r.obj(&pkey, entry.get("litellm_params").unwrap_or(&Value::Null))?;
+        r.only(
+            &pkey,
+            params,
+            &[
+                "model",
+                "api_base",
+                "api_key",
+                "rpm",
+                "tpm",
+                "weight",
+                "order",
+                "timeout",
+                "max_retries",
+            ],
+        );
+        let model = r.required(&format!("{pkey}.model"), params.get("model"))?;
+        let (kind, name) = match model.split_once('/') {
+            Some((prefix, rest)) => (prefix.to_owned(), rest.to_owned()),
+            None => ("openai".to_owned(), model.clone()),
+        };
+        let kind = match kind.as_str() {
+            "openai" | "hosted_vllm" | "openai_like" => ProviderKind::OpenAi,
+            "scira" => ProviderKind::Scira,
+            other => {
+                return Err(r.err(
+                    &format!("{pkey}.model"),
+                    &model,
+                    &format!("`openai/<model>` or `scira/<model>` (provider `{other}` is not supported yet)"),
+                ));
+            }
+        };
+        let instance = format!(
+            "{group}/{}",
+            out.groups
+                .iter()
+                .find(|g| g.name == group)
+                .map_or(0, |g| g.deployments.len())
+        );
+        out.providers.push(ProviderSpec {
+            name: instance.clone(),
+            kind,
+            base_url: r.string(&format!("{pkey}.api_base"), params.get("api_base"))?,
+            api_keys: r
+                .secret(&format!("{pkey}.api_key"), params.get("api_key"))?
+                .into_iter()
+                .collect(),
+            timeout: r.duration(&format!("{pkey}.timeout"), params.get("timeout"))?,
+            retry: r
+                .uint(&format!("{pkey}.max_retries"), params.get("max_retries"))?
+                .map(|n| (n + 1).min(100) as u32),
+            headers: Vec::new(),
+        });
+        let dep = DeploymentSpec {
+            provider: instance,
+            model: name,
+            weight: r
+                .uint(&format!("{pkey}.weight"), params.get("weight"))?
+                .unwrap_or(1)
+                .clamp(1, 1_000_000) as u32,
+            order: r
+                .uint(&format!("{pkey}.order"), params.get("order"))?
+                .unwrap_or(0)
+                .min(1_000_000) as u32,
+            rpm: r.uint(&format!("{pkey}.rpm"), params.get("rpm"))?,
+            tpm: r.uint(&format!("{pkey}.tpm"), params.get("tpm"))?,
+        };
+        match out.groups.iter_mut().find(|g| g.name == group) {
+            Some(g) => g.deployments.push(dep),
+            None => out.groups.push(GroupSpec {
+                name: group,
+                deployments: vec![dep],
+                fallbacks: Vec::new(),
+            }),
+        }
+    }
+    if let Some(rs) = top.get("router_settings") {
+        let rs = r.obj("router_settings", rs)?;
+        r.only(
+            "router_settings",
+            rs,
+            &[
+                "routing_strategy",
+                "num_retries",
+                "fallbacks",
+                "allowed_fails",
+                "cooldown_time",
+            ],
+        );
+        out.router = RouterSpec {
+            strategy: r.string(
+                "router_settings.routing_strategy",
+                rs.get("routing_strategy"),
+            )?,
+            num_retries: r
+                .uint("router_settings.num_retries", rs.get("num_retries"))?
+                .map(|n| n.min(100) as u32),
+            allowed_fails: r
+                .uint("router_settings.allowed_fails", rs.get("allowed_fails"))?
+                .map(|n| n.min(1_000_000) as u32),
+            cooldown: r.duration("router_settings.cooldown_time", rs.get("cooldown_time"))?,
+        };
+        // `fallbacks: [{"group": ["other", ...]}, ...]`
+        for (i, f) in r
+            .list("router_settings.fallbacks", rs.get("fallbacks"))?
+            .iter()
+            .enumerate()
+        {
+            let fkey = format!("router_settings.fallbacks[{i}]");
+            for (group, targets) in r.obj(&fkey, f)? {
+                let mut names = Vec::new();
+                for (j, t) in r
+                    .list(&format!("{fkey}.{group}"), Some(targets))?
+                    .iter()
+                    .enumerate()
+                {
+                    names.push(r.required(&format!("{fkey}.{group}[{j}]"), Some(t))?);
+                }
+                match out.groups.iter_mut().find(|g| &g.name == group) {
+                    Some(g) => g.fallbacks.extend(names),
+                    None => {
+                        return Err(r.err(
+                            &fkey,
+                            group,
+                            "a fallback for a model_name in model_list",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(gs) = top.get("general_settings") {
+        let gs = r.obj("general_settings", gs)?;
+        r.only("general_settings", gs, &["master_key"]);
+        out.client_keys = r
+            .secret("general_settings.master_key", gs.get("master_key"))?
+            .into_iter()
+            .collect();
+    }
+    Ok(out)
+}
+
+fn validate(r: &Reader<'_>, c: &FileConfig) -> Result<(), ConfigError> {
+    for (i, p) in c.providers.iter().enumerate() {
+        if c.providers[..i].iter().any(|q| q.name == p.name) {
+            return Err(r.err(
+                &format!("providers[{i}].name"),
+                &p.name,
+                "a name no other provider has",
+            ));
+        }
+        if let Some(url) = &p.base_url {
+            let ok = url::Url::parse(url)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(r.err(
+                    &format!("provider {} base_url", p.name),
+                    &crate::settings::mask_str(url),
+                    "an absolute http:// or https:// URL",
+                ));
+            }
+        }
+    }
+    for g in &c.groups {
+        if g.deployments.is_empty() {
+            return Err(r.err(&format!("group {}", g.name), "", "at least one deployment"));
+        }
+        for d in &g.deployments {
+            if !c.providers.iter().any(|p| p.name == d.provider) {
+                return Err(r.err(
+                    &format!("group {} deployment", g.name),
+                    &d.provider,
+                    "the name of a provider in `providers`",
+                ));
+            }
+        }
+        for f in &g.fallbacks {
+            if !c.groups.iter().any(|o| &o.name == f) {
+                return Err(r.err(
+                    &format!("group {} fallbacks", g.name),
+                    f,
+                    "the name of a model group",
+                ));
+            }
+        }
+    }
+    if let Some(s) = &c.router.strategy {
+        if !matches!(s.as_str(), "simple-shuffle" | "least-busy") {
+            return Err(r.err("routing strategy", s, "`simple-shuffle` or `least-busy`"));
+        }
+    }
+    if let Some(d) = &c.default_provider {
+        if !c.providers.iter().any(|p| &p.name == d) {
+            return Err(r.err(
+                "default_provider",
+                d,
+                "the name of a provider in `providers`",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "KEY_A").then(|| "sk-a".to_owned())
+    }
+
+    #[test]
+    fn reads_a_litellm_config() {
+        let v = json!({
+            "model_list": [
+                {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": "http://127.0.0.1:1/v1", "api_key": "os.environ/KEY_A", "rpm": 10, "weight": 2}},
+                {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o-2", "api_base": "http://127.0.0.1:2", "order": 2, "timeout": 30, "max_retries": 1}},
+                {"model_name": "small", "litellm_params": {"model": "openai/mini", "api_base": "http://127.0.0.1:3", "drop_params": true}}
+            ],
+            "router_settings": {"routing_strategy": "least-busy", "num_retries": 2, "fallbacks": [{"gpt-4o": ["small"]}], "allowed_fails": 0, "cooldown_time": 30, "redis_host": "x"},
+            "general_settings": {"master_key": "sk-master"},
+            "litellm_settings": {"drop_params": true}
+        });
+        let c = parse("f.yaml", &v, &env).unwrap();
+        assert!(c.litellm);
+        assert_eq!(c.providers.len(), 3);
+        assert_eq!(c.providers[0].name, "gpt-4o/0");
+        assert_eq!(c.providers[0].api_keys, ["sk-a"]);
+        assert_eq!(c.providers[1].timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.providers[1].retry, Some(2));
+        assert_eq!(c.groups[0].deployments.len(), 2);
+        assert_eq!(c.groups[0].deployments[0].weight, 2);
+        assert_eq!(c.groups[0].deployments[0].rpm, Some(10));
+        assert_eq!(c.groups[0].deployments[1].model, "gpt-4o-2");
+        assert_eq!(c.groups[0].fallbacks, ["small"]);
+        assert_eq!(c.router.allowed_fails, Some(0));
+        assert_eq!(c.router.cooldown, Some(Duration::from_secs(30)));
+        assert_eq!(c.client_keys, ["sk-master"]);
+        let mut ignored = c.ignored.clone();
+        ignored.sort();
+        assert_eq!(
+            ignored,
+            [
+                "litellm_settings",
+                "model_list[2].litellm_params.drop_params",
+                "router_settings.redis_host"
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_the_native_format() {
+        let v = json!({
+            "providers": [
+                {"name": "a", "kind": "openai", "base_url": "http://127.0.0.1:1", "api_keys": ["k1", "os.environ/KEY_A"], "retry": 2, "headers": {"X-Org": "o"}},
+                {"name": "s", "kind": "scira", "cookies": ["c=1"]}
+            ],
+            "models": [{"name": "g", "deployments": [{"provider": "a", "model": "m", "order": 1}, {"provider": "s", "model": "scira-default"}], "fallbacks": []}],
+            "router": {"strategy": "simple-shuffle", "cooldown_time": "2s"},
+            "default_provider": "a"
+        });
+        let c = parse("f.yaml", &v, &env).unwrap();
+        assert_eq!(c.providers[0].api_keys, ["k1", "sk-a"]);
+        assert_eq!(
+            c.providers[0].headers,
+            [("X-Org".to_owned(), "o".to_owned())]
+        );
+        assert_eq!(c.providers[1].kind, ProviderKind::Scira);
+        assert_eq!(c.groups[0].deployments[0].order, 1);
+        assert_eq!(c.router.cooldown, Some(Duration::from_secs(2)));
+        assert!(c.ignored.is_empty());
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_the_problem() {
+        for (v, want) in [
+            (
+                json!({"model_list": [{"model_name": "g", "litellm_params": {"model": "openai/x", "api_key": "os.environ/UNSET"}}]}),
+                "UNSET is not set",
+            ),
+            (
+                json!({"models": [{"name": "g", "deployments": []}]}),
+                "at least one deployment",
+            ),
+            (
+                json!({"models": [{"name": "g", "deployments": [{"provider": "nope", "model": "m"}]}]}),
+                "the name of a provider",
+            ),
+            (
+                json!({"providers": [{"name": "a"}], "models": [{"name": "g", "deployments": [{"provider": "a", "model": "m"}], "fallbacks": ["zzz"]}]}),
+                "the name of a model group",
+            ),
+            (
+                json!({"model_list": [{"model_name": "g", "litellm_params": {"model": "bedrock/x"}}]}),
+                "not supported yet",
+            ),
+            (
+                json!({"model_list": [{"model_name": "g", "litellm_params": {"model": "openai/x"}}], "router_settings": {"fallbacks": [{"other": ["g"]}]}}),
+                "a fallback for a model_name",
+            ),
+        ] {
+            let e = parse("conf.yaml", &v, &env).unwrap_err().to_string();
+            assert!(e.contains("conf.yaml") && e.contains(want), "{e}");
+        }
+        let e = parse("conf.yaml", &json!({"providers": [{"name": "a", "api_key": "sk-literal-secret", "base_url": "nope"}]}), &env).unwrap_err().to_string();
+        assert!(!e.contains("sk-literal-secret"), "{e}");
+    }
+
+    #[test]
+    fn reads_yaml_and_toml_files() {
+        let dir = std::env::temp_dir().join(format!("scira2api-cfgfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = dir.join("c.yaml");
+        std::fs::write(&yaml, "model_list:\n  - model_name: GPT-4o\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: http://127.0.0.1:9\n").unwrap();
+        let c = load(&yaml, &env).unwrap();
+        assert_eq!(c.groups[0].name, "GPT-4o");
+        let toml = dir.join("c.toml");
+        std::fs::write(&toml, "[[providers]]\nname = \"a\"\nbase_url = \"http://127.0.0.1:9\"\n\n[[models]]\nname = \"g\"\n[[models.deployments]]\nprovider = \"a\"\nmodel = \"m\"\n").unwrap();
+        let c = load(&toml, &env).unwrap();
+        assert_eq!(c.groups[0].deployments[0].provider, "a");
+        std::fs::write(&yaml, "model_list: [unclosed\n").unwrap();
+        assert!(
+            load(&yaml, &env)
+                .unwrap_err()
+                .to_string()
+                .contains("valid YAML")
+        );
+        assert!(load(&dir.join("missing.yaml"), &env).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
