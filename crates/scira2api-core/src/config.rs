@@ -6,7 +6,7 @@
 //! it into one log line and exit code 2.
 
 use crate::settings::{self, Raw};
-use scira2api_models::{ModelMap, OPENAI_DEFAULT_MAPPINGS, SCIRA_DEFAULT_MAPPINGS};
+use scira2api_models::ModelMap;
 use scira2api_upstream::{
     CertificateDer, DEFAULT_SCIRA_USER_AGENT, ProviderKind, ProxyConfig, ProxyKind, RetryPolicy,
     SciraBody, SciraConfig, load_ca_file,
@@ -49,8 +49,9 @@ pub struct Config {
     pub workers: usize,
     /// Client API keys; empty = no auth. Secret.
     pub api_keys: Vec<String>,
-    /// Paths reachable without a key (exact, or a prefix for an entry ending in `/*`).
-    pub public_paths: Vec<String>,
+    /// Paths reachable without a key (exact, or a prefix for an entry ending in `/*`); `None`:
+    /// the HTTP layer's route table decides (`/health`, `/v1/models`, `/v1/models/*`).
+    pub public_paths: Option<Vec<String>>,
     /// Allowed CORS origins; `*` = any.
     pub cors_origins: Vec<String>,
     /// Upstream protocol.
@@ -171,21 +172,14 @@ impl Config {
     /// Builds the config from a set of variables (what the environment would hold).
     pub fn from_vars(vars: HashMap<String, String>) -> Result<Config, ConfigError> {
         let raw = Raw::new(vars)?;
-        let provider = match raw.str("PROVIDER").as_deref().unwrap_or("openai") {
-            "openai" => ProviderKind::OpenAi,
-            "scira" => ProviderKind::Scira,
-            other => return Err(ConfigError::new("PROVIDER", other, "`openai` or `scira`")),
-        };
-        let default_base = match provider {
-            ProviderKind::OpenAi => "https://api.openai.com",
-            ProviderKind::Scira => "https://scira.ai",
-        };
-        let base_url = raw.http_url("BASE_URL", default_base)?;
-        let default_table = match provider {
-            ProviderKind::OpenAi => OPENAI_DEFAULT_MAPPINGS,
-            ProviderKind::Scira => SCIRA_DEFAULT_MAPPINGS,
-        };
-        let mapping = ModelMap::parse(raw.str("MODEL_MAPPINGS").as_deref(), default_table);
+        let name = raw.str("PROVIDER").unwrap_or_else(|| "openai".to_owned());
+        let provider = ProviderKind::parse(&name)
+            .ok_or_else(|| ConfigError::new("PROVIDER", &name, &ProviderKind::accepted()))?;
+        let base_url = raw.http_url("BASE_URL", provider.default_base_url())?;
+        let mapping = ModelMap::parse(
+            raw.str("MODEL_MAPPINGS").as_deref(),
+            provider.default_mappings(),
+        );
         let requests_per_second = raw.positive_f64("REQUESTS_PER_SECOND", 1.0)?;
         let burst = raw.u64_min("BURST", 10, 1)?;
         let scira_body = match raw.str("SCIRA_BODY").as_deref().unwrap_or("v5") {
@@ -220,11 +214,7 @@ impl Config {
                 1,
             )? as usize,
             api_keys: raw.list("APIKEY"),
-            public_paths: raw.str_list("PUBLIC_PATHS").unwrap_or_else(|| {
-                ["/health", "/v1/models", "/v1/models/*"]
-                    .map(str::to_owned)
-                    .to_vec()
-            }),
+            public_paths: raw.str_list("PUBLIC_PATHS"),
             cors_origins: raw
                 .str_list("CORS_ORIGINS")
                 .unwrap_or_else(|| vec!["*".to_owned()]),
@@ -377,10 +367,7 @@ impl Config {
 
     /// The gateway's own `owned_by` for models it lists.
     pub fn owned_by(&self) -> &'static str {
-        match self.provider {
-            ProviderKind::OpenAi => "scira2api",
-            ProviderKind::Scira => scira2api_models::SCIRA_OWNED_BY,
-        }
+        self.provider.owned_by()
     }
 }
 
@@ -460,7 +447,7 @@ impl fmt::Display for Config {
                 count(file.groups.len(), "model group"),
             )?;
         }
-        if self.provider == ProviderKind::Scira {
+        if self.provider.uses_cookies() {
             write!(
                 f,
                 " scira_path={} scira_group={} scira_timezone={} scira_body={:?} scira_cookie={} scira_user_ids={}",

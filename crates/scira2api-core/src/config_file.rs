@@ -233,11 +233,7 @@ impl Reader<'_> {
     }
 
     fn kind(&self, key: &str, s: &str) -> Result<ProviderKind, ConfigError> {
-        match s {
-            "openai" => Ok(ProviderKind::OpenAi),
-            "scira" => Ok(ProviderKind::Scira),
-            _ => Err(self.err(key, s, "`openai` or `scira`")),
-        }
+        ProviderKind::parse(s).ok_or_else(|| self.err(key, s, &ProviderKind::accepted()))
     }
 }
 
@@ -460,16 +456,14 @@ fn litellm(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, C
             Some((prefix, rest)) => (prefix.to_owned(), rest.to_owned()),
             None => ("openai".to_owned(), model.clone()),
         };
-        let kind = match kind.as_str() {
-            "openai" | "hosted_vllm" | "openai_like" => ProviderKind::OpenAi,
-            "scira" => ProviderKind::Scira,
-            other => {
-                return Err(r.err(
-                    &format!("{pkey}.model"),
-                    &model,
-                    &format!("`openai/<model>` or `scira/<model>` (provider `{other}` is not supported yet)"),
-                ));
-            }
+        let Some(kind) = ProviderKind::from_litellm_prefix(&kind) else {
+            return Err(r.err(
+                &format!("{pkey}.model"),
+                &model,
+                &format!(
+                    "`openai/<model>` or `scira/<model>` (provider `{kind}` is not supported yet)"
+                ),
+            ));
         };
         let instance = format!(
             "{group}/{}",

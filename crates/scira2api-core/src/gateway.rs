@@ -15,7 +15,7 @@ use scira2api_cache::{CacheStats, MemoryStore, ResponseStore, TtlCell, cache_key
 use scira2api_limiter::{BucketConfig, LimiterStats, MemoryLimiter, RateLimiter};
 use scira2api_models::{Catalog, Deployment, ModelEntry, Outcome, Router, Unavailable};
 use scira2api_types::{Answer, ChatRequest, Error, RawObject, Usage, log_safe, top_level_value};
-use scira2api_upstream::{ChatReply, ProviderKind, Upstream, UpstreamConfig};
+use scira2api_upstream::{ChatReply, Upstream, UpstreamConfig};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -187,18 +187,17 @@ impl Drop for FetchTicket<'_> {
 
 /// The 503 for a group whose deployments (and fallbacks) all rest.
 fn all_resting(u: &Unavailable) -> Error {
-    Error::Upstream {
-        status: 503,
-        kind: "upstream_error",
-        code: "no_deployment_available",
-        message: format!(
+    Error::upstream_status(
+        503,
+        "no_deployment_available",
+        format!(
             "every deployment of `{}` (and of its fallbacks) is resting after failures; try again in {}s",
             log_safe(&u.group),
             u.retry_after.as_secs().max(1)
         ),
-        retry_after: Some(u.retry_after),
-        retryable: true,
-    }
+    )
+    .retryable(true)
+    .with_retry_after(Some(u.retry_after))
 }
 
 /// State shared by every worker's [`Gateway`].
@@ -286,9 +285,10 @@ impl GatewayState {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let extra = match config.provider {
-            ProviderKind::Scira => config.scira.extra_models.clone(),
-            ProviderKind::OpenAi => Vec::new(),
+        let extra = if config.provider.uses_cookies() {
+            config.scira.extra_models.clone()
+        } else {
+            Vec::new()
         };
         let catalog = Catalog::new(
             config.model_map.clone(),

@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::config_file::{FileConfig, ProviderSpec};
 use scira2api_models::{CooldownPolicy, Deployment, Group, Router, Strategy};
-use scira2api_upstream::{PoolConfig, ProviderKind, UpstreamConfig, UpstreamSettings};
+use scira2api_upstream::{PoolConfig, UpstreamConfig, UpstreamSettings};
 use std::sync::Arc;
 
 /// Everything the gateway sends to.
@@ -48,20 +48,13 @@ fn file_settings(base: &UpstreamSettings, p: &ProviderSpec) -> UpstreamSettings 
     let mut s = base.clone();
     s.name = p.name.clone();
     s.provider = p.kind;
-    s.base_url = p.base_url.clone().unwrap_or_else(|| {
-        match p.kind {
-            ProviderKind::OpenAi => "https://api.openai.com",
-            ProviderKind::Scira => "https://scira.ai",
-        }
-        .to_owned()
-    });
-    s.base_url = s.base_url.trim_end_matches('/').to_owned();
-    match p.kind {
-        ProviderKind::OpenAi => s.api_keys = p.api_keys.clone(),
-        ProviderKind::Scira => {
-            s.api_keys = Vec::new();
-            s.scira.cookies = p.api_keys.clone();
-        }
+    let base = p.base_url.as_deref().unwrap_or(p.kind.default_base_url());
+    s.base_url = base.trim_end_matches('/').to_owned();
+    if p.kind.uses_cookies() {
+        s.api_keys = Vec::new();
+        s.scira.cookies = p.api_keys.clone();
+    } else {
+        s.api_keys = p.api_keys.clone();
     }
     if let Some(t) = p.timeout {
         s.client_timeout = t;

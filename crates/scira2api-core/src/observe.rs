@@ -257,7 +257,7 @@ impl ObservedStream {
             "id": head["id"], "object": "chat.completion.chunk", "created": head["created"],
             "model": self.req.model, "choices": [], "usage": usage, "usage_source": "estimated",
         });
-        Bytes::from(format!("data: {chunk}\n\n"))
+        scira2api_types::sse_json_frame(&chunk)
     }
 
     fn finish(&mut self, outcome: StreamOutcome, usage: Option<(Usage, UsageSource)>) {

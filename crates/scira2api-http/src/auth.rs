@@ -48,6 +48,20 @@ pub fn path_matches(entry: &str, path: &str) -> bool {
     }
 }
 
+/// Whether `path` needs no key: `PUBLIC_PATHS` when set, else the route table's public routes.
+fn is_public(configured: Option<&[String]>, path: &str) -> bool {
+    match configured {
+        Some(list) => list.iter().any(|p| path_matches(p, path)),
+        None => {
+            static DEFAULTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+            DEFAULTS
+                .get_or_init(crate::route_table::default_public_paths)
+                .iter()
+                .any(|p| path_matches(p, path))
+        }
+    }
+}
+
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
 pub(crate) fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
     let value = headers
@@ -73,10 +87,7 @@ pub async fn require_key(
     let config = gw.state().config();
     if config.api_keys.is_empty()
         || req.method() == Method::OPTIONS
-        || config
-            .public_paths
-            .iter()
-            .any(|p| path_matches(p, req.path()))
+        || is_public(config.public_paths.as_deref(), req.path())
     {
         return next
             .call(req)

@@ -22,6 +22,7 @@ mod conn;
 mod error;
 mod limit;
 mod observe;
+pub mod route_table;
 mod routes;
 mod sse;
 
@@ -92,33 +93,16 @@ fn resource(path: &str, route: actix_web::Route, allow: &'static str) -> actix_w
 pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let cors = cors(gateway.state().config());
-        cfg.app_data(web::Data::new(gateway)).service(
-            web::scope("")
-                .wrap(from_fn(limit::rate_limit))
-                .wrap(from_fn(auth::require_key))
-                .wrap(cors)
-                .wrap(from_fn(observe::observe))
-                // The hot route first: the router tries resources in order.
-                .service(resource(
-                    "/v1/chat/completions",
-                    web::post().to(routes::chat),
-                    "POST",
-                ))
-                .service(resource("/health", web::get().to(routes::health), "GET"))
-                .service(resource("/metrics", web::get().to(routes::metrics), "GET"))
-                .service(resource(
-                    "/metrics/prometheus",
-                    web::get().to(routes::prometheus),
-                    "GET",
-                ))
-                .service(resource("/v1/models", web::get().to(routes::models), "GET"))
-                .service(resource(
-                    "/v1/models/{id:.+}",
-                    web::get().to(routes::model),
-                    "GET",
-                ))
-                .default_service(web::to(routes::not_found)),
-        );
+        let mut scope = web::scope("")
+            .wrap(from_fn(limit::rate_limit))
+            .wrap(from_fn(auth::require_key))
+            .wrap(cors)
+            .wrap(from_fn(observe::observe));
+        for r in route_table::ROUTES {
+            scope = scope.service(resource(r.path, (r.route)(), r.allow));
+        }
+        cfg.app_data(web::Data::new(gateway))
+            .service(scope.default_service(web::to(routes::not_found)));
     }
 }
 

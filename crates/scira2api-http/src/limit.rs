@@ -15,9 +15,9 @@ use actix_web::web;
 use scira2api_core::{Decision, Gateway, RateLimitScope, format_reset};
 use scira2api_types::Error;
 
-/// Paths that are never limited.
+/// Paths that are never limited (the route table says which).
 fn exempt(path: &str) -> bool {
-    path == "/health" || path == "/metrics" || path.starts_with("/metrics/")
+    crate::route_table::find(path).is_some_and(|r| !r.limited)
 }
 
 /// Adds OpenAI's rate-limit headers for `d`.

@@ -75,19 +75,6 @@ pub(crate) fn access_line(
     }
 }
 
-/// The route a path belongs to, as a metric label (a fixed set, whatever the client sends).
-pub(crate) fn route_label(path: &str) -> &'static str {
-    match path {
-        CHAT_ROUTE => CHAT_ROUTE,
-        "/v1/models" => "/v1/models",
-        "/health" => "/health",
-        "/metrics" => "/metrics",
-        "/metrics/prometheus" => "/metrics/prometheus",
-        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
-        _ => "unmatched",
-    }
-}
-
 /// A 4xx that some layer below answered without a JSON body (actix-cors refusing a preflight,
 /// an extractor) gets OpenAI's error JSON, with its status and other headers kept.
 fn as_openai_error<B: MessageBody>(res: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> {
@@ -155,7 +142,7 @@ pub async fn observe(
         id: id.clone(),
         start,
     });
-    let route = route_label(req.path());
+    let route = crate::route_table::label(req.path());
     // The method and path are kept only when an access line will be written.
     let logged = access_log_enabled().then(|| (req.method().clone(), req.path().to_owned()));
     let res = request_id::scope(id.clone(), next.call(req)).await;

@@ -140,14 +140,12 @@ impl Stream for SseBody {
             return Poll::Ready(Some(Ok(Bytes::from_static(DONE_FRAME))));
         }
         if fired(&mut this.cut, cx) {
-            let e = Error::Upstream {
-                status: 503,
-                kind: "server_error",
-                code: "server_shutting_down",
-                message: "the gateway is shutting down and its grace period ran out before the answer was complete".into(),
-                retry_after: None,
-                retryable: true,
-            };
+            let e = Error::upstream_status(
+                503,
+                "server_shutting_down",
+                "the gateway is shutting down and its grace period ran out before the answer was complete",
+            )
+            .retryable(true);
             warn!("stream cut by the end of the shutdown grace period");
             return this.fail(&e);
         }

@@ -9,12 +9,10 @@
 //! over several provider instances, with weights, orders, fallbacks and cool-downs.
 
 mod catalog;
-mod defaults;
 mod mapping;
 mod routing;
 
 pub use catalog::{Catalog, ModelEntry};
-pub use defaults::{OPENAI_DEFAULT_MAPPINGS, SCIRA_DEFAULT_MAPPINGS, SCIRA_OWNED_BY};
 pub use mapping::{MappingParse, ModelMap};
 pub use routing::{
     CooldownPolicy, Deployment, Group, HealthState, Outcome, Router, Strategy, Ticket, Unavailable,

@@ -342,12 +342,7 @@ impl Answer {
                 choices,
                 usage: include_usage.then_some(usage),
             };
-            let mut out = Vec::with_capacity(256);
-            out.extend_from_slice(b"data: ");
-            // Plain strings and numbers: serialising cannot fail.
-            let _ = serde_json::to_writer(&mut out, &c);
-            out.extend_from_slice(b"\n\n");
-            Bytes::from(out)
+            crate::response::sse_json_frame(&c)
         };
         let delta = |index: u32, delta: DeltaOut<'_>, finish: Option<&str>| {
             frame(

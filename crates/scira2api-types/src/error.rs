@@ -8,6 +8,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::time::Duration;
 
+/// Whether an upstream HTTP status may turn out differently on a second try: 408, 429, 500,
+/// 502, 503, 504. The one definition of the rule; retries, fallbacks and the error flags all
+/// read it. (Quota errors are 429s that are not retried: see [`Error::upstream_api`].)
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
 /// A failure that ends a request, with everything needed to answer the client in OpenAI form.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -134,16 +141,66 @@ impl Error {
         }
     }
 
-    /// A 502 `upstream_error` with a message for the operator.
-    pub fn upstream(message: impl Into<String>) -> Self {
+    /// An upstream failure with its own status and code (type `upstream_error`, not retryable,
+    /// no `Retry-After`); adjust with [`Error::retryable`] and [`Error::with_retry_after`].
+    pub fn upstream_status(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         Error::Upstream {
-            status: 502,
+            status,
             kind: "upstream_error",
-            code: "upstream_error",
+            code,
             message: message.into(),
             retry_after: None,
-            retryable: true,
+            retryable: false,
         }
+    }
+
+    /// The same upstream failure marked retryable or not.
+    pub fn retryable(self, yes: bool) -> Self {
+        match self {
+            Error::Upstream {
+                status,
+                kind,
+                code,
+                message,
+                retry_after,
+                ..
+            } => Error::Upstream {
+                status,
+                kind,
+                code,
+                message,
+                retry_after,
+                retryable: yes,
+            },
+            other => other,
+        }
+    }
+
+    /// The same upstream failure with a `Retry-After`.
+    pub fn with_retry_after(self, wait: Option<Duration>) -> Self {
+        match self {
+            Error::Upstream {
+                status,
+                kind,
+                code,
+                message,
+                retryable,
+                ..
+            } => Error::Upstream {
+                status,
+                kind,
+                code,
+                message,
+                retry_after: wait,
+                retryable,
+            },
+            other => other,
+        }
+    }
+
+    /// A 502 `upstream_error` with a message for the operator.
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Error::upstream_status(502, "upstream_error", message).retryable(true)
     }
 
     /// An upstream OpenAI error object (`body` is `{"error":{...}}`), forwarded as it is.
@@ -154,8 +211,8 @@ impl Error {
         message: String,
         retry_after: Option<Duration>,
     ) -> Self {
-        let retryable = matches!(status, 408 | 409 | 429 | 500..=599)
-            && !body.windows(18).any(|w| w == b"insufficient_quota");
+        let retryable =
+            retryable_status(status) && !body.windows(18).any(|w| w == b"insufficient_quota");
         Error::UpstreamApi {
             status,
             body,
@@ -354,12 +411,7 @@ impl Error {
 
     /// The error as one SSE event, `data: {"error":{...}}\n\n`, for failures after the first byte.
     pub fn sse_event(&self) -> Bytes {
-        let body = self.body();
-        let mut out = Vec::with_capacity(body.len() + 8);
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&body);
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
+        crate::response::sse_frame(&self.body())
     }
 }
 

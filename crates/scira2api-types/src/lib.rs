@@ -13,12 +13,15 @@ mod response;
 mod scan;
 
 pub use answer::{Answer, AnswerBuilder, AnswerChoice, ToolCall};
-pub use error::{Error, ErrorObject, openai_error_message};
+pub use error::{Error, ErrorObject, openai_error_message, retryable_status};
 pub use logsafe::{LOG_VALUE_MAX, log_safe};
 pub use message::{Content, ContentPart, ImageUrl, Message};
 pub use redact::{REDACTED, Secrets};
 pub use request::{
     ChatRequest, RawObject, field_starts_with, json_string, replace_model_literal, rewrite_model,
 };
-pub use response::{ChunkEncoder, Completion, DONE_FRAME, Usage, new_completion_id, unix_now};
+pub use response::{
+    ChunkEncoder, Completion, DONE_FRAME, Usage, new_completion_id, sse_frame, sse_json_frame,
+    unix_now,
+};
 pub use scan::top_level_value;

@@ -12,6 +12,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The SSE frame that ends every OpenAI stream.
 pub const DONE_FRAME: &[u8] = b"data: [DONE]\n\n";
 
+/// One SSE frame, `data: <json>\n\n`: the one place the framing is written.
+pub fn sse_frame(json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// One SSE frame holding `value` serialised as JSON.
+pub fn sse_json_frame(value: &impl Serialize) -> Bytes {
+    let mut out = Vec::with_capacity(192);
+    out.extend_from_slice(b"data: ");
+    // The gateway's own frames are plain structs and JSON values: serialising cannot fail.
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
 /// Token usage of one completion.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -115,12 +134,7 @@ impl ChunkEncoder {
                 None
             },
         };
-        let mut out = Vec::with_capacity(160);
-        out.extend_from_slice(b"data: ");
-        // Serialising these plain structs cannot fail.
-        let _ = serde_json::to_writer(&mut out, &chunk);
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
+        sse_json_frame(&chunk)
     }
 
     fn delta(&self, delta: Delta, finish_reason: Option<&str>) -> Bytes {
@@ -194,11 +208,7 @@ impl ChunkEncoder {
             choices: &[],
             usage: Some(Some(usage)),
         };
-        let mut out = Vec::with_capacity(200);
-        out.extend_from_slice(b"data: ");
-        let _ = serde_json::to_writer(&mut out, &chunk);
-        out.extend_from_slice(b"\n\n");
-        Bytes::from(out)
+        sse_json_frame(&chunk)
     }
 }
 

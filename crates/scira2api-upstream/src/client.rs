@@ -384,7 +384,7 @@ impl Upstream {
 
     /// Fetches the upstream's own model list (`GET /v1/models`), for providers that have one.
     pub async fn models(&self) -> Result<Vec<ModelEntry>, Error> {
-        if self.settings().provider != ProviderKind::OpenAi {
+        if !self.settings().provider.has_model_list() {
             return Ok(Vec::new());
         }
         let url = self.config.v1_url("models");

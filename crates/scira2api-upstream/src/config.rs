@@ -20,13 +20,77 @@ pub enum ProviderKind {
     Scira,
 }
 
+/// Everything that differs between provider kinds is answered here, so that the crates above
+/// never match on the kind themselves.
 impl ProviderKind {
+    /// Every kind, in the order settings list them.
+    pub const ALL: [ProviderKind; 2] = [ProviderKind::OpenAi, ProviderKind::Scira];
+
     /// The name used in settings and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Scira => "scira",
         }
+    }
+
+    /// The kind a setting names (`openai`, `scira`).
+    pub fn parse(name: &str) -> Option<ProviderKind> {
+        ProviderKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// What settings accept, for error messages: "`openai` or `scira`".
+    pub fn accepted() -> String {
+        let names: Vec<String> = ProviderKind::ALL
+            .iter()
+            .map(|k| format!("`{}`", k.as_str()))
+            .collect();
+        names.join(" or ")
+    }
+
+    /// The kind for a LiteLLM `litellm_params.model` prefix (`openai/…`, `hosted_vllm/…`).
+    pub fn from_litellm_prefix(prefix: &str) -> Option<ProviderKind> {
+        match prefix {
+            "openai" | "hosted_vllm" | "openai_like" => Some(ProviderKind::OpenAi),
+            "scira" => Some(ProviderKind::Scira),
+            _ => None,
+        }
+    }
+
+    /// The base URL when none is configured.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "https://api.openai.com",
+            ProviderKind::Scira => "https://scira.ai",
+        }
+    }
+
+    /// The model table used when `MODEL_MAPPINGS` is unset: none for OpenAI-compatible
+    /// backends (ids pass through), familiar names for Scira's ids.
+    pub fn default_mappings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ProviderKind::OpenAi => &[],
+            ProviderKind::Scira => crate::scira::SCIRA_DEFAULT_MAPPINGS,
+        }
+    }
+
+    /// `owned_by` of the models the gateway lists for this kind.
+    pub fn owned_by(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "scira2api",
+            ProviderKind::Scira => crate::scira::SCIRA_OWNED_BY,
+        }
+    }
+
+    /// Whether the upstream has its own model list (`GET /v1/models`) to merge.
+    pub fn has_model_list(self) -> bool {
+        self == ProviderKind::OpenAi
+    }
+
+    /// Whether this kind's credentials are browser cookies (Scira's web endpoint) rather than
+    /// API keys.
+    pub fn uses_cookies(self) -> bool {
+        self == ProviderKind::Scira
     }
 }
 

@@ -94,31 +94,23 @@ pub(crate) fn map_openai_error(status: u16, retry: Option<Duration>, body: &Byte
     if status == 401 {
         // Passed on as it was, a 401 would tell the client its *gateway* key is wrong.
         let detail = parsed.unwrap_or_else(|| describe_body(body));
-        return Error::Upstream {
-            status: 403,
-            kind: "upstream_error",
-            code: "upstream_unauthorized",
-            message: format!(
+        return Error::upstream_status(
+            403,
+            "upstream_unauthorized",
+            format!(
                 "the upstream rejected the gateway's upstream credentials (HTTP 401: {detail}); the operator should check UPSTREAM_API_KEY"
             ),
-            retry_after: None,
-            retryable: false,
-        };
+        );
     }
     if let Some(message) = parsed {
         return Error::upstream_api(status, body.clone(), message, retry);
     }
-    Error::Upstream {
-        status: 502,
-        kind: "upstream_error",
-        code: "upstream_error",
-        message: format!(
-            "the upstream answered HTTP {status} with {}",
-            describe_body(body)
-        ),
-        retry_after: retry,
-        retryable: matches!(status, 408 | 429 | 500..=599),
-    }
+    Error::upstream(format!(
+        "the upstream answered HTTP {status} with {}",
+        describe_body(body)
+    ))
+    .retryable(scira2api_types::retryable_status(status))
+    .with_retry_after(retry)
 }
 
 /// The error for a 3xx answer: the gateway never follows redirects (they could lead the
@@ -127,16 +119,13 @@ pub(crate) fn redirect_error(status: u16, location: Option<&str>, host: &str) ->
     let to = location
         .map(|l| format!(" to {}", l.chars().take(200).collect::<String>()))
         .unwrap_or_default();
-    Error::Upstream {
-        status: 502,
-        kind: "upstream_error",
-        code: "upstream_redirect",
-        message: format!(
+    Error::upstream_status(
+        502,
+        "upstream_redirect",
+        format!(
             "{host} answered HTTP {status} (a redirect{to}); the gateway does not follow redirects: set BASE_URL to the final address"
         ),
-        retry_after: None,
-        retryable: false,
-    }
+    )
 }
 
 /// A short, safe description of a body for error messages.

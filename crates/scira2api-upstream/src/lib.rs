@@ -29,7 +29,9 @@ pub use keys::{KeyOutcome, KeyPick, KeyRing};
 pub use lines::{LineBuffer, LineTooLong, SseEvents};
 pub use retry::{RetryPolicy, retryable_status};
 pub use rustls::pki_types::CertificateDer;
-pub use scira::{DEFAULT_SCIRA_USER_AGENT, SciraBody, SciraConfig};
+pub use scira::{
+    DEFAULT_SCIRA_USER_AGENT, SCIRA_DEFAULT_MAPPINGS, SCIRA_OWNED_BY, SciraBody, SciraConfig,
+};
 pub use stream::FrameStream;
 
 use bytes::Bytes;

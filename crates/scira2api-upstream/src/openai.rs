@@ -113,12 +113,7 @@ impl OpenAiStreamDecoder {
         if !self.saw_finish && has_finish_reason(&data) {
             self.saw_finish = true;
         }
-        let json = self.rewrite.apply(data);
-        let mut frame = Vec::with_capacity(json.len() + 8);
-        frame.extend_from_slice(b"data: ");
-        frame.extend_from_slice(&json);
-        frame.extend_from_slice(b"\n\n");
-        out.push_back(Bytes::from(frame));
+        out.push_back(scira2api_types::sse_frame(&self.rewrite.apply(data)));
         Ok(false)
     }
 }

@@ -29,10 +29,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Whether an upstream HTTP status can turn out differently on a second try.
-pub fn retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-}
+pub use scira2api_types::retryable_status;
 
 impl RetryPolicy {
     /// The wait after `failed` failed attempts (1 for the first retry). With the upstream's own

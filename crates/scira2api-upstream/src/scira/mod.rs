@@ -8,10 +8,12 @@
 mod answer;
 mod errors;
 mod events;
+mod models;
 mod request;
 
 pub(crate) use answer::{SciraStreamDecoder, collect};
 pub(crate) use errors::map_error;
+pub use models::{SCIRA_DEFAULT_MAPPINGS, SCIRA_OWNED_BY};
 pub(crate) use request::body;
 
 /// Which request body shape is sent to Scira.

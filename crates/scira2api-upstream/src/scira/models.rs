@@ -1,8 +1,4 @@
-//! Built-in mapping tables, used when `MODEL_MAPPINGS` is unset or malformed.
-
-/// The default table for the OpenAI-compatible provider: empty, so model ids pass through as the
-/// upstream names them (add aliases with `MODEL_MAPPINGS`).
-pub const OPENAI_DEFAULT_MAPPINGS: &[(&str, &str)] = &[];
+//! Scira's built-in model table, used when `MODEL_MAPPINGS` is unset or malformed.
 
 /// `owned_by` for models served through Scira.
 pub const SCIRA_OWNED_BY: &str = "scira";

@@ -1,0 +1,129 @@
+//! The one route table: every route the gateway serves, with its method, metric label, whether
+//! it is public by default and whether it is rate limited. Registration, metric labels,
+//! rate-limit exemptions and the default `PUBLIC_PATHS` all read it, so a new endpoint is one
+//! line here.
+
+use crate::routes;
+use actix_web::{Route, web};
+
+/// One route.
+pub struct RouteSpec {
+    /// The actix path pattern (`/v1/models/{id:.+}`).
+    pub path: &'static str,
+    /// The metric label (a fixed string, whatever the client sent).
+    pub label: &'static str,
+    /// The method it serves, for `Allow` on a 405.
+    pub allow: &'static str,
+    /// The handler.
+    pub route: fn() -> Route,
+    /// Reachable without a key unless `PUBLIC_PATHS` says otherwise.
+    pub public: bool,
+    /// Counted against the client's rate limit.
+    pub limited: bool,
+}
+
+/// The chat route (the hot one, first: the router tries resources in order).
+pub const CHAT: &str = scira2api_core::metrics::CHAT_ROUTE;
+
+/// Every route, the hot one first.
+pub const ROUTES: &[RouteSpec] = &[
+    RouteSpec {
+        path: CHAT,
+        label: CHAT,
+        allow: "POST",
+        route: || web::post().to(routes::chat),
+        public: false,
+        limited: true,
+    },
+    RouteSpec {
+        path: "/health",
+        label: "/health",
+        allow: "GET",
+        route: || web::get().to(routes::health),
+        public: true,
+        limited: false,
+    },
+    RouteSpec {
+        path: "/metrics",
+        label: "/metrics",
+        allow: "GET",
+        route: || web::get().to(routes::metrics),
+        public: false,
+        limited: false,
+    },
+    RouteSpec {
+        path: "/metrics/prometheus",
+        label: "/metrics/prometheus",
+        allow: "GET",
+        route: || web::get().to(routes::prometheus),
+        public: false,
+        limited: false,
+    },
+    RouteSpec {
+        path: "/v1/models",
+        label: "/v1/models",
+        allow: "GET",
+        route: || web::get().to(routes::models),
+        public: true,
+        limited: true,
+    },
+    RouteSpec {
+        path: "/v1/models/{id:.+}",
+        label: "/v1/models/{id}",
+        allow: "GET",
+        route: || web::get().to(routes::model),
+        public: true,
+        limited: true,
+    },
+];
+
+/// Whether an actix pattern matches a request path: literal segments, and a trailing
+/// `{name...}` parameter matching the rest (at least one character).
+fn matches(pattern: &str, path: &str) -> bool {
+    match pattern.find('{') {
+        None => pattern == path,
+        Some(i) => path.len() > i && path.starts_with(&pattern[..i]),
+    }
+}
+
+/// The route a path belongs to.
+pub fn find(path: &str) -> Option<&'static RouteSpec> {
+    ROUTES.iter().find(|r| matches(r.path, path))
+}
+
+/// The metric label of a path (`unmatched` for any path that is not a route).
+pub fn label(path: &str) -> &'static str {
+    find(path).map_or("unmatched", |r| r.label)
+}
+
+/// The `PUBLIC_PATHS` entries when the setting is unset: each public route, a parameter
+/// pattern as a `/*` prefix.
+pub fn default_public_paths() -> Vec<String> {
+    ROUTES
+        .iter()
+        .filter(|r| r.public)
+        .map(|r| match r.path.find('{') {
+            Some(i) => format!("{}*", &r.path[..i]),
+            None => r.path.to_owned(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_limits_and_public_paths_come_from_the_table() {
+        assert_eq!(label("/v1/chat/completions"), CHAT);
+        assert_eq!(label("/v1/models/gpt-4o"), "/v1/models/{id}");
+        assert_eq!(label("/v1/models/"), "unmatched");
+        assert_eq!(label("/admin"), "unmatched");
+        assert!(!find("/metrics").unwrap().limited);
+        assert!(find("/v1/models").unwrap().limited);
+        assert_eq!(
+            default_public_paths(),
+            ["/health", "/v1/models", "/v1/models/*"]
+        );
+    }
+}
