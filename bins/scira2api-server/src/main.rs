@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         }
     }
     // The demo's mock lives as long as the server.
+    #[cfg(feature = "demo")]
     let mock = if demo {
         match scira2api_mock::MockServer::start() {
             Ok(m) => Some(m),
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
     } else {
         None
     };
+    #[cfg(feature = "demo")]
     let config = match &mock {
         Some(m) => {
             let url = m.url();
@@ -61,6 +63,13 @@ fn main() -> ExitCode {
             )
         }
         None => Config::from_env(),
+    };
+    #[cfg(not(feature = "demo"))]
+    let config = if demo {
+        eprintln!("scira2api: --demo needs a build with the `demo` feature (the default)");
+        return ExitCode::from(2);
+    } else {
+        Config::from_env()
     };
     let config = match config {
         Ok(c) => c,

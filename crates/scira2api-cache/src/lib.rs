@@ -9,6 +9,8 @@
 //! * [`TtlCell`] holds one value with a TTL and keeps the last good value for when a refresh
 //!   fails (the model list).
 
+#![deny(missing_docs)]
+
 use futures_util::future::{BoxFuture, ready};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;

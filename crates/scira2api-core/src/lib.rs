@@ -10,6 +10,8 @@
 //! # drop(gateway);
 //! ```
 
+#![deny(missing_docs)]
+
 mod activity;
 mod config;
 pub mod config_file;
@@ -34,8 +36,10 @@ pub use scira2api_types::{ChatRequest, Error};
 pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig};
 pub use settings::{mask_url, parse_duration};
 
-/// Loads the token vocabularies on a background thread (a few hundred ms of CPU), so that
-/// estimating usage never waits for them. Servers call it at startup; it returns at once.
+/// Loads the token vocabularies on a background thread (a few hundred ms of CPU and ~20 MB), so
+/// that the first estimate does not wait for them. Optional: the server binary does not call
+/// it (most upstreams report usage, and the vocabularies are loaded on first use); embedders
+/// that estimate often may. Returns at once.
 pub fn preload_tokens() {
     scira2api_tokens::preload_in_background();
 }

@@ -17,6 +17,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 mod auth;
 mod conn;
 mod error;

@@ -6,6 +6,8 @@
 //! refused, how long to wait. The [`RateLimiter`] trait keeps the HTTP layer independent of where
 //! the buckets live, so a shared store (Redis) can replace [`MemoryLimiter`] for several replicas.
 
+#![deny(missing_docs)]
+
 use quick_cache::sync::Cache;
 use ratelimit::{Ratelimiter, TryWaitError};
 use std::sync::Arc;

@@ -10,6 +10,8 @@
 //! `"mock": {"chunks": 8, "delay_ms": 20, "latency_ms": 5, "content": "..."}` — a gateway that
 //! forwards unknown fields passes them through.
 
+#![deny(missing_docs)]
+
 pub mod bad;
 mod openai;
 mod pace;

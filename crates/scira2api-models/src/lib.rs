@@ -8,6 +8,8 @@
 //! Routing (a `CONFIG_FILE`'s model groups) maps an external name to a group of deployments
 //! over several provider instances, with weights, orders, fallbacks and cool-downs.
 
+#![deny(missing_docs)]
+
 mod catalog;
 mod mapping;
 mod routing;

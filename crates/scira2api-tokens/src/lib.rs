@@ -4,13 +4,15 @@
 //! The vocabulary is chosen from the *internal* (upstream) model name: `cl100k_base` for the
 //! GPT-3.5 / GPT-4 families, `o200k_base` for GPT-4o, 4.1, 4.5, 5 and the o-series, and for
 //! every other model (the best general estimate). Loading a vocabulary takes a few hundred
-//! milliseconds: call [`preload`] on a background thread at startup, and count only where the
-//! upstream did not report usage.
+//! milliseconds: a vocabulary loads on first use (or earlier, with [`preload_in_background`]);
+//! the gateway counts only where the upstream did not report usage, on a blocking thread.
 //!
 //! Prompt framing follows OpenAI's published recipe: 3 tokens per message, 1 per `name`, 3 to
 //! prime the reply, and the function-definition overhead for `tools`. Images count as OpenAI's
 //! rule of thumb for a 1024×1024 image: 85 tokens at `detail: low`, 765 otherwise (the real size
 //! is not fetched).
+
+#![deny(missing_docs)]
 
 use scira2api_types::{Content, ContentPart, Message};
 use serde_json::Value;

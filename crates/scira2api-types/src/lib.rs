@@ -1,6 +1,8 @@
 //! Wire types shared by every scira2api crate: the OpenAI request view, OpenAI response
 //! builders, chat messages, and the unified [`Error`] with its OpenAI JSON form.
 
+#![deny(missing_docs)]
+
 mod answer;
 mod error;
 mod logsafe;

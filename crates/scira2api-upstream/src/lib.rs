@@ -7,6 +7,8 @@
 //! awc is `!Send`, so an [`Upstream`] is built inside each actix worker from a shared
 //! [`UpstreamConfig`]; everything that must be shared across workers lives behind an `Arc`.
 
+#![deny(missing_docs)]
+
 mod client;
 mod config;
 mod connect;
@@ -25,13 +27,9 @@ pub use config::{
     PoolConfig, ProviderKind, UpstreamConfig, UpstreamSettings, UpstreamStats, load_ca_file,
 };
 pub use connect::{ConnStats, ProxyConfig, ProxyKind};
-pub use keys::{KeyOutcome, KeyPick, KeyRing};
-pub use lines::{LineBuffer, LineTooLong, SseEvents};
-pub use retry::{RetryPolicy, retryable_status};
+pub use retry::RetryPolicy;
 pub use rustls::pki_types::CertificateDer;
-pub use scira::{
-    DEFAULT_SCIRA_USER_AGENT, SCIRA_DEFAULT_MAPPINGS, SCIRA_OWNED_BY, SciraBody, SciraConfig,
-};
+pub use scira::{DEFAULT_SCIRA_USER_AGENT, SciraBody, SciraConfig};
 pub use stream::FrameStream;
 
 use bytes::Bytes;
