@@ -8,8 +8,8 @@
 use crate::settings::{self, Raw};
 use scira2api_models::ModelMap;
 use scira2api_upstream::{
-    CertificateDer, DEFAULT_SCIRA_USER_AGENT, ProviderKind, ProxyConfig, ProxyKind, RetryPolicy,
-    SciraBody, SciraConfig, load_ca_file,
+    CertificateDer, ProviderKind, ProxyConfig, ProxyKind, RetryPolicy, SciraBody, SciraConfig,
+    load_ca_file,
 };
 use std::collections::HashMap;
 use std::fmt;
@@ -182,6 +182,8 @@ impl Config {
         );
         let requests_per_second = raw.positive_f64("REQUESTS_PER_SECOND", 1.0)?;
         let burst = raw.u64_min("BURST", 10, 1)?;
+        let retry_default = RetryPolicy::default();
+        let scira_default = SciraConfig::default();
         let scira_body = match raw.str("SCIRA_BODY").as_deref().unwrap_or("v5") {
             "v5" | "v6" => SciraBody::V5,
             "v4" => SciraBody::V4,
@@ -195,7 +197,7 @@ impl Config {
         };
         let scira_path = raw
             .str("SCIRA_PATH")
-            .unwrap_or_else(|| "/api/search".to_owned());
+            .unwrap_or_else(|| scira_default.path.clone());
         if !scira_path.starts_with('/') {
             return Err(ConfigError::new(
                 "SCIRA_PATH",
@@ -223,10 +225,14 @@ impl Config {
             upstream_api_keys: raw.list("UPSTREAM_API_KEY"),
             client_timeout: raw.duration("CLIENT_TIMEOUT", Duration::from_secs(600))?,
             connect_timeout: raw.duration("CONNECT_TIMEOUT", Duration::from_secs(10))?,
+            // Defaults are the owners' (`RetryPolicy::default()`, `SciraConfig::default()`): one
+            // place for each.
             retry: RetryPolicy {
-                attempts: raw.u64_min("RETRY", 3, 1)?.min(100) as u32,
-                base_delay: raw.duration("RETRY_BASE_DELAY", Duration::from_millis(200))?,
-                max_delay: raw.duration("RETRY_MAX_DELAY", Duration::from_secs(8))?,
+                attempts: raw
+                    .u64_min("RETRY", u64::from(retry_default.attempts), 1)?
+                    .min(100) as u32,
+                base_delay: raw.duration("RETRY_BASE_DELAY", retry_default.base_delay)?,
+                max_delay: raw.duration("RETRY_MAX_DELAY", retry_default.max_delay)?,
             },
             http_proxy: raw.proxy_url("HTTP_PROXY", &["http"])?,
             socks5_proxy: raw.proxy_url("SOCKS5_PROXY", &["socks5", "socks5h"])?,
@@ -288,14 +294,12 @@ impl Config {
             heartbeat_interval: raw.duration("HEARTBEAT_INTERVAL", Duration::from_secs(15))?,
             scira: SciraConfig {
                 path: scira_path,
-                group: raw.str("SCIRA_GROUP").unwrap_or_else(|| "chat".to_owned()),
-                timezone: raw
-                    .str("SCIRA_TIMEZONE")
-                    .unwrap_or_else(|| "UTC".to_owned()),
+                group: raw.str("SCIRA_GROUP").unwrap_or(scira_default.group),
+                timezone: raw.str("SCIRA_TIMEZONE").unwrap_or(scira_default.timezone),
                 body: scira_body,
                 user_agent: raw
                     .str("SCIRA_USER_AGENT")
-                    .unwrap_or_else(|| DEFAULT_SCIRA_USER_AGENT.to_owned()),
+                    .unwrap_or(scira_default.user_agent),
                 cookies: raw.list_sep("SCIRA_COOKIE", '|'),
                 user_ids: raw.list("SCIRA_USER_IDS"),
                 extra_models: raw.list("SCIRA_MODELS"),

@@ -7,7 +7,8 @@
 
 use crate::config::{CacheScope, Config, RateLimitScope};
 use crate::metrics::Metrics;
-use crate::observe::{ObservedStream, StreamMemory};
+use crate::observed_stream::{ObservedStream, StreamMemory};
+use crate::outcome::{CacheControl, CacheStatus, ChatContext, ChatOutcome, UsageSource};
 use bytes::Bytes;
 use log::{debug, warn};
 use prometheus::IntCounter;
@@ -20,122 +21,6 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// How the client asked the cache to behave (its `Cache-Control` header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CacheControl {
-    /// Use the cache.
-    #[default]
-    Default,
-    /// `no-cache`: do not answer from the cache (the fresh answer may be stored).
-    NoCache,
-    /// `no-store`: neither read nor write the cache.
-    NoStore,
-}
-
-/// What the cache did for a request (`x-cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Answered from the cache.
-    Hit,
-    /// Looked up, not found; answered by the upstream.
-    Miss,
-    /// The cache was not consulted (off, or the client said no).
-    Bypass,
-}
-
-impl CacheStatus {
-    /// `HIT`, `MISS` or `BYPASS`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Bypass => "BYPASS",
-        }
-    }
-}
-
-/// Where an answer's token usage came from (`x-usage-source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UsageSource {
-    /// Reported by the upstream.
-    Upstream,
-    /// Counted by the gateway (the upstream did not report it).
-    Estimated,
-}
-
-impl UsageSource {
-    /// `upstream` or `estimated`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UsageSource::Upstream => "upstream",
-            UsageSource::Estimated => "estimated",
-        }
-    }
-}
-
-/// How a stream ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamOutcome {
-    /// The whole answer was written.
-    Completed,
-    /// It broke off with an error (its code).
-    Failed(String),
-    /// The client went away first.
-    ClientGone,
-}
-
-/// What is known about a stream once it has ended.
-#[derive(Debug, Clone)]
-pub struct StreamSummary {
-    /// How it ended.
-    pub outcome: StreamOutcome,
-    /// Its token usage, when known.
-    pub usage: Option<Usage>,
-    /// Where the usage came from.
-    pub usage_source: Option<UsageSource>,
-}
-
-/// A callback run once when a streamed answer ends.
-pub type OnStreamEnd = Box<dyn FnOnce(&StreamSummary)>;
-
-/// What a call learned about the upstream, whether it succeeded or not (for the access log).
-#[derive(Debug, Default)]
-pub struct CallFacts {
-    /// Upstream attempts that were retries.
-    pub retries: Cell<u32>,
-    /// Time spent waiting for the upstream.
-    pub upstream_time: Cell<Duration>,
-}
-
-/// What the HTTP layer knows about the request beyond its body.
-#[derive(Default)]
-pub struct ChatContext<'a> {
-    /// Filled in by the call, success or failure.
-    pub facts: Option<std::rc::Rc<CallFacts>>,
-    /// The client's API key, when it sent one (for `CACHE_SCOPE=per_key`).
-    pub client_key: Option<&'a str>,
-    /// The client's `Cache-Control`.
-    pub cache_control: CacheControl,
-    /// Called once when a streamed answer ends, however it ends (for access logs and timing).
-    pub on_stream_end: Option<OnStreamEnd>,
-}
-
-/// A chat answer and how it was obtained.
-pub struct ChatOutcome {
-    /// The answer in OpenAI form.
-    pub reply: ChatReply,
-    /// What the cache did.
-    pub cache: CacheStatus,
-    /// Time spent waiting for the upstream (zero for a cache hit).
-    pub upstream_time: Duration,
-    /// Upstream attempts that were retries.
-    pub retries: u32,
-    /// A non-stream answer's usage and its source (streams report theirs when they end).
-    pub usage: Option<(Usage, UsageSource)>,
-    /// The provider instance that answered (`cache` for a cache hit).
-    pub provider: Arc<str>,
-}
 
 /// Token usage for an answer the upstream did not count: the prompt with OpenAI's chat framing,
 /// the completion from the answer's text, with the upstream model's vocabulary.
@@ -506,12 +391,9 @@ impl Gateway {
                 let usage = hit.usage.map(|u| (u, source));
                 let reply = match replay(&hit, req) {
                     ChatReply::Stream(frames) => {
-                        let mut s = ObservedStream::new(frames, state.clone(), req, internal);
-                        s.replay = true;
-                        s.strip_usage = false;
-                        s.usage = hit.usage;
-                        s.usage_estimated = hit.usage_estimated;
-                        s.on_end = ctx.on_stream_end;
+                        let s = ObservedStream::new(frames, state.clone(), req, internal)
+                            .replaying(hit.usage, hit.usage_estimated)
+                            .ending_with(ctx.on_stream_end);
                         ChatReply::Stream(Box::pin(s))
                     }
                     json => json,
@@ -580,9 +462,9 @@ impl Gateway {
                 ChatReply::Json(body)
             }
             ChatReply::Stream(frames) => {
-                let mut s = ObservedStream::new(frames, state.clone(), req, internal);
-                s.cache = store.cloned().zip(key);
-                s.on_end = ctx.on_stream_end;
+                let s = ObservedStream::new(frames, state.clone(), req, internal)
+                    .caching(store.cloned().zip(key))
+                    .ending_with(ctx.on_stream_end);
                 ChatReply::Stream(Box::pin(s))
             }
         };

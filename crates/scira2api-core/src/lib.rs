@@ -18,17 +18,19 @@ pub mod config_file;
 mod gateway;
 mod instances;
 pub mod metrics;
-mod observe;
+mod observed_stream;
+mod outcome;
 pub mod request_id;
 mod settings;
 
 pub use activity::{Activity, ActivityGuard};
 pub use config::{CacheScope, Config, ConfigError, RateLimitScope};
-pub use gateway::{
-    CacheControl, CacheStatus, CallFacts, ChatContext, ChatOutcome, Gateway, GatewayState,
-    OnStreamEnd, StreamOutcome, StreamSummary, UsageSource,
+pub use gateway::{Gateway, GatewayState, MODELS_CREATED};
+pub use observed_stream::StreamMemory;
+pub use outcome::{
+    CacheControl, CacheStatus, CallFacts, ChatContext, ChatOutcome, OnStreamEnd, StreamOutcome,
+    StreamSummary, UsageSource,
 };
-pub use observe::StreamMemory;
 pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
 pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};
 pub use scira2api_models::ModelEntry;

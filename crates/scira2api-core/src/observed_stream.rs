@@ -6,7 +6,7 @@
 //! to estimate usage the upstream did not report).
 
 use crate::GatewayState;
-use crate::gateway::{StreamOutcome, StreamSummary, UsageSource};
+use crate::outcome::{OnStreamEnd, StreamOutcome, StreamSummary, UsageSource};
 use bytes::Bytes;
 use futures_util::Stream;
 use log::debug;
@@ -89,17 +89,17 @@ fn without_null_usage(frame: Bytes) -> Bytes {
 
 /// The stream the client gets, observed.
 pub(crate) struct ObservedStream {
-    pub(crate) frames: FrameStream,
-    pub(crate) state: Arc<GatewayState>,
-    pub(crate) req: ChatRequest,
-    pub(crate) internal_model: String,
+    frames: FrameStream,
+    state: Arc<GatewayState>,
+    req: ChatRequest,
+    internal_model: String,
     /// Drop the usage chunk (the client did not ask for it).
-    pub(crate) strip_usage: bool,
+    strip_usage: bool,
     /// Where to keep a complete answer.
-    pub(crate) cache: Option<(Arc<dyn ResponseStore>, CacheKey)>,
+    cache: Option<(Arc<dyn ResponseStore>, CacheKey)>,
     /// Whether this stream is a cache replay (its tokens were not spent now).
-    pub(crate) replay: bool,
-    pub(crate) on_end: Option<crate::gateway::OnStreamEnd>,
+    replay: bool,
+    on_end: Option<OnStreamEnd>,
     /// The answer rebuilt frame by frame (text only, never the frames), while it is needed and
     /// within [`STREAM_KEEP_MAX`] and the gateway-wide [`KEEP_GLOBAL_MAX`].
     builder: Option<AnswerBuilder>,
@@ -110,11 +110,11 @@ pub(crate) struct ObservedStream {
     seen_bytes: usize,
     /// The answer outgrew what is kept: it is not cached, and an estimate is scaled up.
     overflow: bool,
-    pub(crate) usage: Option<Usage>,
+    usage: Option<Usage>,
     /// Whether `usage` (of a replay) was an estimate.
-    pub(crate) usage_estimated: bool,
-    pub(crate) tail: Option<Bytes>,
-    pub(crate) finished: bool,
+    usage_estimated: bool,
+    tail: Option<Bytes>,
+    finished: bool,
     /// The upstream stream has ended; what is left is settling usage.
     ended: bool,
     answer: Option<Answer>,
@@ -122,6 +122,29 @@ pub(crate) struct ObservedStream {
 }
 
 impl ObservedStream {
+    /// A replay of a cached answer: its usage (the stored figure, an estimate when `estimated`)
+    /// is known from the start, its usage chunk was rendered as asked, and its tokens were not
+    /// spent now.
+    pub(crate) fn replaying(mut self, usage: Option<Usage>, estimated: bool) -> Self {
+        self.replay = true;
+        self.strip_usage = false;
+        self.usage = usage;
+        self.usage_estimated = estimated;
+        self
+    }
+
+    /// Stores the complete answer under this key when the stream ends well.
+    pub(crate) fn caching(mut self, cache: Option<(Arc<dyn ResponseStore>, CacheKey)>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// Runs `cb` once when the stream ends, however it ends.
+    pub(crate) fn ending_with(mut self, cb: Option<OnStreamEnd>) -> Self {
+        self.on_end = cb;
+        self
+    }
+
     /// Whether the usage is an estimate, for a stream whose usage is known at its start (a
     /// replay).
     fn known_source(&self) -> UsageSource {

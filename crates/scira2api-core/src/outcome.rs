@@ -1,0 +1,125 @@
+//! The vocabulary of a chat call, shared by the gateway, the stream observer and the HTTP layer:
+//! what the client asked of the cache, what the cache did, where usage came from, how a
+//! stream ended, and what a call reports back.
+
+use scira2api_types::Usage;
+use scira2api_upstream::ChatReply;
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the client asked the cache to behave (its `Cache-Control` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheControl {
+    /// Use the cache.
+    #[default]
+    Default,
+    /// `no-cache`: do not answer from the cache (the fresh answer may be stored).
+    NoCache,
+    /// `no-store`: neither read nor write the cache.
+    NoStore,
+}
+
+/// What the cache did for a request (`x-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Answered from the cache.
+    Hit,
+    /// Looked up, not found; answered by the upstream.
+    Miss,
+    /// The cache was not consulted (off, or the client said no).
+    Bypass,
+}
+
+impl CacheStatus {
+    /// `HIT`, `MISS` or `BYPASS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// Where an answer's token usage came from (`x-usage-source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    /// Reported by the upstream.
+    Upstream,
+    /// Counted by the gateway (the upstream did not report it).
+    Estimated,
+}
+
+impl UsageSource {
+    /// `upstream` or `estimated`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Upstream => "upstream",
+            UsageSource::Estimated => "estimated",
+        }
+    }
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// The whole answer was written.
+    Completed,
+    /// It broke off with an error (its code).
+    Failed(String),
+    /// The client went away first.
+    ClientGone,
+}
+
+/// What is known about a stream once it has ended.
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    /// How it ended.
+    pub outcome: StreamOutcome,
+    /// Its token usage, when known.
+    pub usage: Option<Usage>,
+    /// Where the usage came from.
+    pub usage_source: Option<UsageSource>,
+}
+
+/// A callback run once when a streamed answer ends.
+pub type OnStreamEnd = Box<dyn FnOnce(&StreamSummary)>;
+
+/// What a call learned about the upstream, whether it succeeded or not (for the access log).
+#[derive(Debug, Default)]
+pub struct CallFacts {
+    /// Upstream attempts that were retries.
+    pub retries: Cell<u32>,
+    /// Time spent waiting for the upstream.
+    pub upstream_time: Cell<Duration>,
+}
+
+/// What the HTTP layer knows about the request beyond its body.
+#[derive(Default)]
+pub struct ChatContext<'a> {
+    /// Filled in by the call, success or failure.
+    pub facts: Option<std::rc::Rc<CallFacts>>,
+    /// The client's API key, when it sent one (for `CACHE_SCOPE=per_key`).
+    pub client_key: Option<&'a str>,
+    /// The client's `Cache-Control`.
+    pub cache_control: CacheControl,
+    /// Called once when a streamed answer ends, however it ends (for access logs and timing).
+    pub on_stream_end: Option<OnStreamEnd>,
+}
+
+/// A chat answer and how it was obtained.
+pub struct ChatOutcome {
+    /// The answer in OpenAI form.
+    pub reply: ChatReply,
+    /// What the cache did.
+    pub cache: CacheStatus,
+    /// Time spent waiting for the upstream (zero for a cache hit).
+    pub upstream_time: Duration,
+    /// Upstream attempts that were retries.
+    pub retries: u32,
+    /// A non-stream answer's usage and its source (streams report theirs when they end).
+    pub usage: Option<(Usage, UsageSource)>,
+    /// The provider instance that answered (`cache` for a cache hit).
+    pub provider: Arc<str>,
+}
