@@ -33,13 +33,6 @@ fn raw_exchange(gw: &Gateway, raw: &[u8], wait: Duration) -> (String, Duration) 
     (String::from_utf8_lossy(&out).into_owned(), t.elapsed())
 }
 
-fn chat_requests(mock: &MockServer) -> usize {
-    mock.requests()
-        .iter()
-        .filter(|r| r.path == "/v1/chat/completions")
-        .count()
-}
-
 #[actix_rt::test]
 async fn random_tokens_never_grow_the_limiter_or_memory() {
     let mock = MockServer::start().unwrap();

@@ -23,13 +23,6 @@ fn status(code: u16) -> Fault {
     }
 }
 
-fn chat_requests(mock: &MockServer) -> usize {
-    mock.requests()
-        .iter()
-        .filter(|r| r.path == "/v1/chat/completions")
-        .count()
-}
-
 #[actix_rt::test]
 async fn transient_failures_are_retried_until_success() {
     let mock = MockServer::start().unwrap();

@@ -294,3 +294,48 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Chat requests the mock has received.
+pub fn chat_requests(mock: &MockServer) -> usize {
+    mock.requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .count()
+}
+
+/// Checks a Prometheus text exposition with `promtool check metrics` (CI installs it; elsewhere
+/// the check says SKIPPED).
+pub fn assert_promtool_accepts(text: &str) {
+    use std::io::Write;
+    let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    match promtool {
+        Some(bin) => {
+            let mut child = Command::new(bin)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        None if std::env::var_os("CI").is_some() => panic!("promtool missing in CI"),
+        None => {
+            eprintln!("SKIPPED promtool check: promtool not installed (apt-get install prometheus)")
+        }
+    }
+}

@@ -232,6 +232,26 @@ impl Reader<'_> {
         }
     }
 
+    /// Router settings (the same names in both formats, but for the strategy's key).
+    fn router(
+        &self,
+        key: &str,
+        o: &Map<String, Value>,
+        strategy: &str,
+    ) -> Result<RouterSpec, ConfigError> {
+        let k = |name: &str| format!("{key}.{name}");
+        Ok(RouterSpec {
+            strategy: self.string(&k(strategy), o.get(strategy))?,
+            num_retries: self
+                .uint(&k("num_retries"), o.get("num_retries"))?
+                .map(|n| n.min(100) as u32),
+            allowed_fails: self
+                .uint(&k("allowed_fails"), o.get("allowed_fails"))?
+                .map(|n| n.min(1_000_000) as u32),
+            cooldown: self.duration(&k("cooldown_time"), o.get("cooldown_time"))?,
+        })
+    }
+
     fn kind(&self, key: &str, s: &str) -> Result<ProviderKind, ConfigError> {
         ProviderKind::parse(s).ok_or_else(|| self.err(key, s, &ProviderKind::accepted()))
     }
@@ -397,16 +417,7 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
             rt,
             &["strategy", "num_retries", "allowed_fails", "cooldown_time"],
         );
-        out.router = RouterSpec {
-            strategy: r.string("router.strategy", rt.get("strategy"))?,
-            num_retries: r
-                .uint("router.num_retries", rt.get("num_retries"))?
-                .map(|n| n.min(100) as u32),
-            allowed_fails: r
-                .uint("router.allowed_fails", rt.get("allowed_fails"))?
-                .map(|n| n.min(1_000_000) as u32),
-            cooldown: r.duration("router.cooldown_time", rt.get("cooldown_time"))?,
-        };
+        out.router = r.router("router", rt, "strategy")?;
     }
     out.client_keys = r.secrets("keys", top.get("keys"))?;
     out.default_provider = r.string("default_provider", top.get("default_provider"))?;
@@ -522,19 +533,7 @@ fn litellm(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, C
                 "cooldown_time",
             ],
         );
-        out.router = RouterSpec {
-            strategy: r.string(
-                "router_settings.routing_strategy",
-                rs.get("routing_strategy"),
-            )?,
-            num_retries: r
-                .uint("router_settings.num_retries", rs.get("num_retries"))?
-                .map(|n| n.min(100) as u32),
-            allowed_fails: r
-                .uint("router_settings.allowed_fails", rs.get("allowed_fails"))?
-                .map(|n| n.min(1_000_000) as u32),
-            cooldown: r.duration("router_settings.cooldown_time", rs.get("cooldown_time"))?,
-        };
+        out.router = r.router("router_settings", rs, "routing_strategy")?;
         // `fallbacks: [{"group": ["other", ...]}, ...]`
         for (i, f) in r
             .list("router_settings.fallbacks", rs.get("fallbacks"))?

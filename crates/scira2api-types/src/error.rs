@@ -155,47 +155,20 @@ impl Error {
     }
 
     /// The same upstream failure marked retryable or not.
-    pub fn retryable(self, yes: bool) -> Self {
-        match self {
-            Error::Upstream {
-                status,
-                kind,
-                code,
-                message,
-                retry_after,
-                ..
-            } => Error::Upstream {
-                status,
-                kind,
-                code,
-                message,
-                retry_after,
-                retryable: yes,
-            },
-            other => other,
+    pub fn retryable(mut self, yes: bool) -> Self {
+        if let Error::Upstream { retryable, .. } | Error::UpstreamApi { retryable, .. } = &mut self
+        {
+            *retryable = yes;
         }
+        self
     }
 
     /// The same upstream failure with a `Retry-After`.
-    pub fn with_retry_after(self, wait: Option<Duration>) -> Self {
-        match self {
-            Error::Upstream {
-                status,
-                kind,
-                code,
-                message,
-                retryable,
-                ..
-            } => Error::Upstream {
-                status,
-                kind,
-                code,
-                message,
-                retry_after: wait,
-                retryable,
-            },
-            other => other,
+    pub fn with_retry_after(mut self, wait: Option<Duration>) -> Self {
+        if let Error::Upstream { retry_after, .. } = &mut self {
+            *retry_after = wait;
         }
+        self
     }
 
     /// A 502 `upstream_error` with a message for the operator.
@@ -226,34 +199,7 @@ impl Error {
     /// not to retry (`x-should-retry: false`), so attempts do not multiply.
     pub fn exhausted(self) -> Self {
         match self {
-            Error::Upstream {
-                status,
-                kind,
-                code,
-                message,
-                retry_after,
-                ..
-            } => Error::Upstream {
-                status,
-                kind,
-                code,
-                message,
-                retry_after,
-                retryable: false,
-            },
-            Error::UpstreamApi {
-                status,
-                body,
-                message,
-                retry_after,
-                ..
-            } => Error::UpstreamApi {
-                status,
-                body,
-                message,
-                retry_after,
-                retryable: false,
-            },
+            Error::Upstream { .. } | Error::UpstreamApi { .. } => self.retryable(false),
             Error::UpstreamTimeout(message) => Error::Upstream {
                 status: 504,
                 kind: "timeout_error",
@@ -262,42 +208,21 @@ impl Error {
                 retry_after: None,
                 retryable: false,
             },
-            Error::Proxy(message) => Error::Upstream {
-                status: 502,
-                kind: "upstream_error",
-                code: "proxy_error",
-                message,
-                retry_after: None,
-                retryable: false,
-            },
+            Error::Proxy(message) => Error::upstream_status(502, "proxy_error", message),
             other => other,
         }
     }
 
     /// The same error with `note` appended to its message in parentheses (for example how long
     /// the gateway tried). An upstream error object forwarded as it was is left unchanged.
-    pub fn with_note(self, note: &str) -> Self {
-        let add = |m: String| format!("{m} ({note})");
-        match self {
-            Error::Upstream {
-                status,
-                kind,
-                code,
-                message,
-                retry_after,
-                retryable,
-            } => Error::Upstream {
-                status,
-                kind,
-                code,
-                message: add(message),
-                retry_after,
-                retryable,
-            },
-            Error::UpstreamTimeout(m) => Error::UpstreamTimeout(add(m)),
-            Error::Proxy(m) => Error::Proxy(add(m)),
-            other => other,
+    pub fn with_note(mut self, note: &str) -> Self {
+        if let Error::Upstream { message, .. }
+        | Error::UpstreamTimeout(message)
+        | Error::Proxy(message) = &mut self
+        {
+            *message = format!("{message} ({note})");
         }
+        self
     }
 
     /// Whether the client may succeed by sending the same request again (`x-should-retry`).

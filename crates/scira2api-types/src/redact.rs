@@ -106,53 +106,23 @@ impl Secrets {
     }
 
     /// An error with every secret removed from its message and forwarded body.
-    pub fn error(&self, e: Error) -> Error {
+    pub fn error(&self, mut e: Error) -> Error {
         if self.is_empty() {
             return e;
         }
-        match e {
-            Error::UpstreamApi {
-                status,
-                body,
-                message,
-                retry_after,
-                retryable,
-            } => Error::UpstreamApi {
-                status,
-                body: self.redact_bytes(body),
-                message: self.redact_str(message),
-                retry_after,
-                retryable,
-            },
-            Error::Upstream {
-                status,
-                kind,
-                code,
-                message,
-                retry_after,
-                retryable,
-            } => Error::Upstream {
-                status,
-                kind,
-                code,
-                message: self.redact_str(message),
-                retry_after,
-                retryable,
-            },
-            Error::UpstreamTimeout(m) => Error::UpstreamTimeout(self.redact_str(m)),
-            Error::Proxy(m) => Error::Proxy(self.redact_str(m)),
-            Error::Internal(m) => Error::Internal(self.redact_str(m)),
-            Error::InvalidRequest {
-                message,
-                param,
-                code,
-            } => Error::InvalidRequest {
-                message: self.redact_str(message),
-                param,
-                code,
-            },
-            other => other,
+        if let Error::UpstreamApi { body, .. } = &mut e {
+            *body = self.redact_bytes(std::mem::take(body));
         }
+        if let Error::UpstreamApi { message, .. }
+        | Error::Upstream { message, .. }
+        | Error::InvalidRequest { message, .. }
+        | Error::UpstreamTimeout(message)
+        | Error::Proxy(message)
+        | Error::Internal(message) = &mut e
+        {
+            *message = self.redact_str(std::mem::take(message));
+        }
+        e
     }
 }
 
