@@ -402,3 +402,38 @@ async fn per_deployment_series_are_valid_prometheus() {
     assert!(text.contains("# TYPE scira2api_deployment_requests_total counter"));
     assert_promtool_accepts(&text);
 }
+
+#[actix_rt::test]
+async fn a_deployment_over_its_tpm_is_skipped() {
+    let (a, b) = (MockServer::start().unwrap(), MockServer::start().unwrap());
+    let cfg = format!(
+        "{}models:\n  - name: g\n    deployments:\n      - {{provider: a, model: m, tpm: 5}}\n      - {{provider: b, model: m, order: 1}}\n",
+        providers(&[("a", &a), ("b", &b)])
+    );
+    let gw = with_config("tpm.yaml", &cfg, &[]);
+    // Each mock answer reports well over 5 tokens: the first spends a's minute.
+    let first = post(&gw, "/v1/chat/completions", &chat("g")).await;
+    assert!(first.json()["usage"]["total_tokens"].as_u64().unwrap() > 5);
+    assert_eq!(first.header("x-gateway-provider").as_deref(), Some("a"));
+    for _ in 0..2 {
+        let r = post(&gw, "/v1/chat/completions", &chat("g")).await;
+        assert_eq!(
+            r.header("x-gateway-provider").as_deref(),
+            Some("b"),
+            "over its tpm"
+        );
+    }
+    // Streams are charged when they end.
+    let (c, d) = (MockServer::start().unwrap(), MockServer::start().unwrap());
+    let cfg = format!(
+        "{}models:\n  - name: s\n    deployments:\n      - {{provider: c, model: m, tpm: 5}}\n      - {{provider: d, model: m, order: 1}}\n",
+        providers(&[("c", &c), ("d", &d)])
+    );
+    let gw = with_config("tpm-stream.yaml", &cfg, &[]);
+    let body = r#"{"model":"s","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = post(&gw, "/v1/chat/completions", body).await;
+    assert_eq!(r.header("x-gateway-provider").as_deref(), Some("c"));
+    sse_json(&r.body);
+    let r = post(&gw, "/v1/chat/completions", &chat("s")).await;
+    assert_eq!(r.header("x-gateway-provider").as_deref(), Some("d"));
+}

@@ -70,6 +70,9 @@ impl Drop for FetchTicket<'_> {
     }
 }
 
+/// Which instance and model answered, and the deployment when a group's router chose it.
+type Served = (usize, String, Option<Arc<Deployment>>);
+
 /// The 503 for a group whose deployments (and fallbacks) all rest.
 fn all_resting(u: &Unavailable) -> Error {
     Error::upstream_status(
@@ -415,11 +418,11 @@ impl Gateway {
             None => {
                 let up = &self.upstreams[state.default_instance];
                 let result = up.chat(req, internal, &retries).await;
-                (result, (state.default_instance, internal.to_owned()))
+                (result, (state.default_instance, internal.to_owned(), None))
             }
             Some(_) => self.chat_routed(req, &retries).await,
         };
-        let (instance, served_model) = served;
+        let (instance, served_model, deployment) = served;
         let internal = served_model.as_str();
         let provider = state.instance_names[instance].clone();
         let upstream_time = started.elapsed();
@@ -445,6 +448,9 @@ impl Gateway {
                 let (body, answer, u) = self.settle_usage(req, internal, body).await;
                 if let Some((u, source)) = u {
                     state.record_usage(&req.model, &u, source);
+                    if let Some(d) = &deployment {
+                        d.record_tokens(u.total_tokens, Instant::now());
+                    }
                 }
                 usage = u;
                 if let (Some(store), Some(key)) = (store, key) {
@@ -464,6 +470,7 @@ impl Gateway {
             ChatReply::Stream(frames) => {
                 let s = ObservedStream::new(frames, state.clone(), req, internal)
                     .caching(store.cloned().zip(key))
+                    .charging(deployment)
                     .ending_with(ctx.on_stream_end);
                 ChatReply::Stream(Box::pin(s))
             }
@@ -485,7 +492,7 @@ impl Gateway {
         &self,
         req: &ChatRequest,
         retries: &Cell<u32>,
-    ) -> (Result<ChatReply, Error>, (usize, String)) {
+    ) -> (Result<ChatReply, Error>, Served) {
         let state = &self.state;
         let router = &state.router;
         let mut tried: Vec<*const Deployment> = Vec::new();
@@ -496,18 +503,18 @@ impl Gateway {
                 Ok(Some(t)) => t,
                 Ok(None) | Err(_) if last.is_some() => {
                     let (e, i, m) = last.take().unwrap_or_else(|| unreachable!());
-                    return (Err(e.exhausted()), (i, m));
+                    return (Err(e.exhausted()), (i, m, None));
                 }
                 Ok(None) => {
                     return (
                         Err(Error::Internal(format!("no group `{}`", req.model))),
-                        (state.default_instance, req.model.clone()),
+                        (state.default_instance, req.model.clone(), None),
                     );
                 }
                 Err(u) => {
                     return (
                         Err(all_resting(&u)),
-                        (state.default_instance, req.model.clone()),
+                        (state.default_instance, req.model.clone(), None),
                     );
                 }
             };
@@ -529,7 +536,7 @@ impl Gateway {
             match result {
                 Ok(reply) => {
                     ticket.finish(Outcome::Success, &router.policy);
-                    return (Ok(reply), (d.instance, d.model.clone()));
+                    return (Ok(reply), (d.instance, d.model.clone(), Some(d)));
                 }
                 Err(e) => {
                     let outcome = match (e.status(), e.should_retry()) {
@@ -545,7 +552,7 @@ impl Gateway {
                         } else {
                             e
                         };
-                        return (Err(e), (d.instance, d.model.clone()));
+                        return (Err(e), (d.instance, d.model.clone(), None));
                     }
                     debug!(
                         "deployment {}/{} failed ({}); trying the next",

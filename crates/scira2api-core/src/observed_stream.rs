@@ -100,6 +100,8 @@ pub(crate) struct ObservedStream {
     /// Whether this stream is a cache replay (its tokens were not spent now).
     replay: bool,
     on_end: Option<OnStreamEnd>,
+    /// The routed deployment that answered, charged its tokens (for `tpm`) when usage is known.
+    deployment: Option<Arc<scira2api_models::Deployment>>,
     /// The answer rebuilt frame by frame (text only, never the frames), while it is needed and
     /// within [`STREAM_KEEP_MAX`] and the gateway-wide [`KEEP_GLOBAL_MAX`].
     builder: Option<AnswerBuilder>,
@@ -139,6 +141,12 @@ impl ObservedStream {
         self
     }
 
+    /// Charges the stream's tokens to this deployment when it ends (a routed answer's `tpm`).
+    pub(crate) fn charging(mut self, d: Option<Arc<scira2api_models::Deployment>>) -> Self {
+        self.deployment = d;
+        self
+    }
+
     /// Runs `cb` once when the stream ends, however it ends.
     pub(crate) fn ending_with(mut self, cb: Option<OnStreamEnd>) -> Self {
         self.on_end = cb;
@@ -171,6 +179,7 @@ impl ObservedStream {
             cache: None,
             replay: false,
             on_end: None,
+            deployment: None,
             builder: Some(AnswerBuilder::default()),
             first: None,
             kept_bytes: 0,
@@ -301,6 +310,9 @@ impl ObservedStream {
         if !self.replay {
             if let Some((u, source)) = usage {
                 self.state.record_usage(&self.req.model, &u, source);
+                if let Some(d) = &self.deployment {
+                    d.record_tokens(u.total_tokens, std::time::Instant::now());
+                }
             }
         }
         let summary = StreamSummary {

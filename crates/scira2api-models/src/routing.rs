@@ -89,6 +89,8 @@ struct Health {
     probing: bool,
     /// The current minute's start and requests, for `rpm`.
     window: Option<(Instant, u64)>,
+    /// The current minute's start and tokens used, for `tpm`.
+    tokens: Option<(Instant, u64)>,
 }
 
 /// One provider instance serving one internal model for a group.
@@ -106,7 +108,8 @@ pub struct Deployment {
     pub order: u32,
     /// Most requests per minute, if limited.
     pub rpm: Option<u64>,
-    /// Most tokens per minute, if limited (recorded; enforced by the limiter issue).
+    /// Most tokens per minute, if limited: once the answers of the current minute used that
+    /// many, the deployment is skipped until the minute is over.
     pub tpm: Option<u64>,
     health: Mutex<Health>,
     in_flight: AtomicUsize,
@@ -165,12 +168,32 @@ impl Deployment {
                 return Some(now + Duration::from_millis(100));
             }
         }
+        let minute = Duration::from_secs(60);
         if let (Some(rpm), Some((start, n))) = (self.rpm, h.window) {
-            if now.duration_since(start) < Duration::from_secs(60) && n >= rpm {
-                return Some(start + Duration::from_secs(60));
+            if now.duration_since(start) < minute && n >= rpm {
+                return Some(start + minute);
+            }
+        }
+        if let (Some(tpm), Some((start, n))) = (self.tpm, h.tokens) {
+            if now.duration_since(start) < minute && n >= tpm {
+                return Some(start + minute);
             }
         }
         None
+    }
+
+    /// Counts the tokens an answer of this deployment used (prompt and completion), for `tpm`.
+    pub fn record_tokens(&self, tokens: u64, now: Instant) {
+        if self.tpm.is_none() {
+            return;
+        }
+        let mut h = self.lock();
+        h.tokens = Some(match h.tokens {
+            Some((start, n)) if now.duration_since(start) < Duration::from_secs(60) => {
+                (start, n + tokens)
+            }
+            _ => (now, tokens),
+        });
     }
 
     /// Takes the deployment for one request, if it is available at `now`.
@@ -570,6 +593,19 @@ mod tests {
         assert_eq!(pick(&r, "g", 0.0), 0);
         assert_eq!(pick(&r, "g", 0.0), 0);
         assert_eq!(pick(&r, "g", 0.0), 1, "over its rpm: skipped, not queued");
+    }
+
+    #[test]
+    fn tpm_skips_a_deployment_whose_minute_is_spent() {
+        let mut d = Deployment::new(0, "p0", "m");
+        d.tpm = Some(100);
+        let d = Arc::new(d);
+        let r = router(vec![group("g", vec![d.clone(), dep(1, 1, 1)], &[])]);
+        assert_eq!(pick(&r, "g", 0.0), 0);
+        d.record_tokens(60, Instant::now());
+        assert_eq!(pick(&r, "g", 0.0), 0, "60 of 100 used");
+        d.record_tokens(60, Instant::now());
+        assert_eq!(pick(&r, "g", 0.0), 1, "over its tpm: skipped");
     }
 
     #[test]
