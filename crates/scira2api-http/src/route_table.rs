@@ -80,10 +80,15 @@ pub const ROUTES: &[RouteSpec] = &[
 /// Whether an actix pattern matches a request path: literal segments, and a trailing
 /// `{name...}` parameter matching the rest (at least one character).
 fn matches(pattern: &str, path: &str) -> bool {
-    match pattern.find('{') {
+    match memchr_brace(pattern.as_bytes()) {
         None => pattern == path,
-        Some(i) => path.len() > i && path.starts_with(&pattern[..i]),
+        Some(i) => path.len() > i && path.as_bytes().starts_with(&pattern.as_bytes()[..i]),
     }
+}
+
+/// Where a pattern's parameter starts (byte search: this runs for every request).
+fn memchr_brace(p: &[u8]) -> Option<usize> {
+    p.iter().position(|&b| b == b'{')
 }
 
 /// The route a path belongs to.

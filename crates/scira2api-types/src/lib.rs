@@ -26,4 +26,4 @@ pub use response::{
     ChunkEncoder, Completion, DONE_FRAME, Usage, new_completion_id, sse_frame, sse_json_frame,
     unix_now,
 };
-pub use scan::top_level_value;
+pub use scan::{is_json_object, top_level_value};

@@ -111,9 +111,66 @@ pub fn top_level_value(json: &[u8], key: &str) -> Option<Range<usize>> {
     }
 }
 
+/// Whether `json` is one whole JSON object (and nothing after it but whitespace): a structural
+/// scan — balanced brackets, closed strings, `key: value` pairs — without decoding anything,
+/// so that checking an upstream's non-stream answer costs a fraction of a parse. It catches what
+/// matters there: an HTML or text body, and a body cut short.
+pub fn is_json_object(json: &[u8]) -> bool {
+    let b = json;
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return false;
+    }
+    i = skip_ws(b, i + 1);
+    if b.get(i) == Some(&b'}') {
+        return skip_ws(b, i + 1) == b.len();
+    }
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return false;
+        }
+        let Some(key_end) = skip_string(b, i) else {
+            return false;
+        };
+        i = skip_ws(b, key_end);
+        if b.get(i) != Some(&b':') {
+            return false;
+        }
+        let start = skip_ws(b, i + 1);
+        let Some(end) = skip_value(b, start) else {
+            return false;
+        };
+        i = skip_ws(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b'}') => return skip_ws(b, i + 1) == b.len(),
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_objects_only() {
+        assert!(is_json_object(
+            br#" {"id":"x","choices":[{"a":"}\""}],"n":1} "#
+        ));
+        assert!(is_json_object(b"{}"));
+        for bad in [
+            &br#"{"id":"x","choices":[{"#[..],
+            b"<html></html>",
+            b"",
+            b"[1]",
+            br#"{"a":1}{"b":2}"#,
+            br#"{"a":"unclosed}"#,
+            br#"{"a" 1}"#,
+        ] {
+            assert!(!is_json_object(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     fn val<'a>(json: &'a str, key: &str) -> Option<&'a str> {
         top_level_value(json.as_bytes(), key).map(|r| &json[r])
