@@ -437,3 +437,25 @@ async fn a_deployment_over_its_tpm_is_skipped() {
     let r = post(&gw, "/v1/chat/completions", &chat("s")).await;
     assert_eq!(r.header("x-gateway-provider").as_deref(), Some("d"));
 }
+
+#[actix_rt::test]
+async fn the_model_list_names_the_instance_of_each_upstream_entry() {
+    let a = MockServer::start().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}", dead.local_addr().unwrap().port());
+    drop(dead);
+    let cfg = format!(
+        "{}models:\n  - name: g\n    deployments:\n      - {{provider: a, model: m}}\n",
+        providers(&[("a", &a)])
+    );
+    // The environment's (default) instance is down: its list is empty, a's is listed as a's.
+    let gw = with_config("lists.yaml", &cfg, &[("BASE_URL", base.as_str())]);
+    let list = get(&gw, "/v1/models").await.json();
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data[0]["id"], "g");
+    let mock = data
+        .iter()
+        .find(|m| m["id"] == "mock-gpt")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(mock["owned_by"], "a");
+}

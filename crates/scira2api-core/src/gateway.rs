@@ -99,8 +99,9 @@ pub struct GatewayState {
     route_attempts: u32,
     store: Option<Arc<dyn ResponseStore>>,
     limiter: Option<Arc<dyn RateLimiter>>,
-    models: TtlCell<Vec<ModelEntry>>,
-    model_fetch: FetchGate,
+    /// Each instance's own model list (fetched for the default instance and for config-file
+    /// instances whose kind has one), with its fetch gate.
+    model_lists: Vec<(TtlCell<Vec<ModelEntry>>, FetchGate)>,
     metrics: Metrics,
     shutdown: tokio::sync::watch::Sender<bool>,
     activity: Arc<crate::Activity>,
@@ -188,8 +189,9 @@ impl GatewayState {
         let mut catalog = catalog;
         catalog.add_groups(inst.router.groups().iter().map(|g| g.name.clone()));
         Arc::new(GatewayState {
-            models: TtlCell::new(config.model_cache_ttl),
-            model_fetch: FetchGate::default(),
+            model_lists: (0..inst.upstreams.len())
+                .map(|_| (TtlCell::new(config.model_cache_ttl), FetchGate::default()))
+                .collect(),
             metrics: Metrics::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
             activity: Arc::default(),
@@ -602,35 +604,67 @@ impl Gateway {
     /// last good list is served and the failure is not cached).
     pub async fn models(&self) -> Vec<ModelEntry> {
         let state = &self.state;
-        let cell = &state.models;
+        // The default instance's list as it reports it; each config-file instance's list
+        // owned by the instance's name. Fetched together.
+        let wanted: Vec<usize> = (0..self.upstreams.len())
+            .filter(|&i| {
+                i == state.default_instance
+                    || (i > 0
+                        && self.upstreams[i]
+                            .config()
+                            .settings()
+                            .provider
+                            .has_model_list())
+            })
+            .collect();
+        let lists =
+            futures_util::future::join_all(wanted.iter().map(|&i| self.model_list(i))).await;
+        // With a config file every entry names the instance it came from; without one the
+        // single upstream's list is passed as it reports it.
+        let rename = state.config.file.is_some();
+        let mut upstream: Vec<ModelEntry> = Vec::new();
+        for (&i, list) in wanted.iter().zip(lists) {
+            upstream.extend(list.iter().cloned().map(|mut m| {
+                if rename {
+                    m.owned_by = state.instance_names[i].to_string();
+                }
+                m
+            }));
+        }
+        state.catalog.list(&upstream)
+    }
+
+    /// One instance's own list: cached for `MODEL_CACHE_TTL`, fetched by one request at a time,
+    /// not tried again for a while after a failure (the last good list meanwhile).
+    async fn model_list(&self, instance: usize) -> Arc<Vec<ModelEntry>> {
+        let state = &self.state;
+        let (cell, gate) = &state.model_lists[instance];
         let cached = if state.config.cache_enabled {
             cell.fresh()
         } else {
             None
         };
-        let upstream = match cached {
-            Some(list) => list,
-            None => match state.model_fetch.try_begin() {
-                // Another request is fetching, or the last fetch failed moments ago: the last
-                // good list, without another upstream call.
-                None => cell.last().unwrap_or_default(),
-                Some(mut ticket) => {
-                    let result = self.upstreams[state.default_instance].models().await;
-                    ticket.ok = result.is_ok();
-                    match result {
-                        Ok(list) => cell.set(list),
-                        Err(e) => {
-                            warn!(
-                                "could not fetch the upstream model list (next try in {}s): {e}",
-                                MODEL_LIST_FAILURE_TTL.as_secs()
-                            );
-                            cell.last().unwrap_or_default()
-                        }
-                    }
-                }
-            },
+        if let Some(list) = cached {
+            return list;
+        }
+        // Another request is fetching, or the last fetch failed moments ago: the last good list,
+        // without another upstream call.
+        let Some(mut ticket) = gate.try_begin() else {
+            return cell.last().unwrap_or_default();
         };
-        state.catalog.list(&upstream)
+        let result = self.upstreams[instance].models().await;
+        ticket.ok = result.is_ok();
+        match result {
+            Ok(list) => cell.set(list),
+            Err(e) => {
+                warn!(
+                    "could not fetch the model list of {} (next try in {}s): {e}",
+                    state.instance_names[instance],
+                    MODEL_LIST_FAILURE_TTL.as_secs()
+                );
+                cell.last().unwrap_or_default()
+            }
+        }
     }
 
     /// One model, or 404 `model_not_found`.
