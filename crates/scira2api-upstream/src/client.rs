@@ -254,45 +254,31 @@ impl Upstream {
             http
         };
         let s = self.settings();
-        if req.stream {
-            let accept = async |resp: awc::ClientResponse| {
+        let accept = async |resp: awc::ClientResponse| {
+            if req.stream {
                 let decoder = OpenAiStreamDecoder::new(rewrite.clone());
                 let stream =
                     DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes)
-                        .redacting(self.config.secrets.clone());
-                stream.primed().await
-            };
-            let stream = self
-                .send(
-                    policy,
-                    &self.config.keys,
-                    retries,
-                    build,
-                    &body,
-                    map_openai_error,
-                    accept,
-                )
-                .await?;
-            Ok(ChatReply::Stream(stream.boxed()))
-        } else {
-            let accept = async |resp: awc::ClientResponse| {
+                        .redacting(self.config.secrets.clone())
+                        .primed()
+                        .await?;
+                Ok(ChatReply::Stream(stream.boxed()))
+            } else {
                 let body = self.read_body(resp).await?;
                 check_json_object(&body, self.config.host())?;
-                Ok(body)
-            };
-            let body = self
-                .send(
-                    policy,
-                    &self.config.keys,
-                    retries,
-                    build,
-                    &body,
-                    map_openai_error,
-                    accept,
-                )
-                .await?;
-            Ok(ChatReply::Json(rewrite.apply(body)))
-        }
+                Ok(ChatReply::Json(rewrite.apply(body)))
+            }
+        };
+        self.send(
+            policy,
+            &self.config.keys,
+            retries,
+            build,
+            &body,
+            map_openai_error,
+            accept,
+        )
+        .await
     }
 
     async fn chat_scira(
