@@ -106,3 +106,42 @@ async fn no_proxy_hosts_go_direct() {
         .await
         .assert_error(502, Some("proxy_error"));
 }
+
+/// Config-file instances choose their own proxy: one through tinyproxy (its password from
+/// `os.environ/`), one `proxy: none` although the environment's `HTTP_PROXY` is dead.
+#[actix_rt::test]
+async fn config_file_instances_have_their_own_proxy() {
+    let Some(proxy) = tinyproxy() else { return };
+    let (via, direct) = (MockServer::start().unwrap(), MockServer::start().unwrap());
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let file = format!(
+        "providers:\n  - name: via\n    base_url: {}\n    proxy: os.environ/VIA_PROXY\n  - name: direct\n    base_url: {}\n    proxy: none\nmodels:\n  - name: a\n    deployments: [{{provider: via, model: m}}]\n  - name: b\n    deployments: [{{provider: direct, model: m}}]\n",
+        via.url(),
+        direct.url()
+    );
+    let dir = std::env::temp_dir().join(format!("scira2api-proxyfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("proxies.yaml");
+    std::fs::write(&path, file).unwrap();
+    let via_url = format!("http://proxyuser:s3cret-pass@127.0.0.1:{}", proxy.port);
+    let gw = Gateway::start(&[
+        ("CONFIG_FILE", &path.display().to_string()),
+        ("VIA_PROXY", &via_url),
+        ("HTTP_PROXY", &dead),
+        ("RETRY", "1"),
+    ]);
+    for model in ["a", "b"] {
+        let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+        let r = post(&gw, "/v1/chat/completions", &body).await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+    }
+    assert!(proxy.log().contains(&format!("CONNECT {}", via.addr())));
+    assert!(!proxy.log().contains(&format!("CONNECT {}", direct.addr())));
+    assert_eq!((via.requests().len(), direct.requests().len()), (1, 1));
+    // The default instance keeps the environment's (dead) proxy.
+    post(&gw, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("proxy_error"));
+    assert!(!gw.log().contains("s3cret-pass"), "proxy password in the log");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -83,11 +83,11 @@ fn main() -> ExitCode {
         .ok()
         .filter(|v| !v.trim().is_empty());
     let bad_rust_log = rust_log.as_deref().filter(|v| !rust_log_is_valid(v));
-    let mut env = env_logger::Env::default().default_filter_or(&config.log_level);
+    let mut env = env_logger::Env::default().default_filter_or(&config.server.log_level);
     if bad_rust_log.is_some() {
         env = env_logger::Env::new()
             .filter("SCIRA2API_UNUSED_LOG_FILTER")
-            .default_filter_or(&config.log_level);
+            .default_filter_or(&config.server.log_level);
     }
     env_logger::Builder::from_env(env)
         .format(|buf, record| {
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     if let Some(v) = bad_rust_log {
         warn!(
             "RUST_LOG=`{v}` cannot be read (expected e.g. `info` or `scira2api=debug,actix_web=warn`); using LOG_LEVEL={} instead",
-            config.log_level
+            config.server.log_level
         );
     }
     if let (Some(path), Some(file)) = (&config.config_file, &config.file) {
@@ -254,13 +254,13 @@ fn humantime_secs(d: std::time::Duration) -> String {
 
 #[actix_web::main]
 async fn serve(config: Config, demo: bool) -> std::io::Result<()> {
-    let addr = (config.host.clone(), config.port);
+    let addr = (config.server.host.clone(), config.server.port);
     let grace = config
-        .shutdown_timeout
+        .server.shutdown_timeout
         .max(std::time::Duration::from_secs(1));
     let shutdown = grace.as_secs().max(1);
-    let workers = config.workers;
-    let per_worker = config.max_connections.div_ceil(workers).max(1);
+    let workers = config.server.workers;
+    let per_worker = config.server.max_connections.div_ceil(workers).max(1);
     let summary = config.to_string();
     let signals = install_signals().map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot install signal handlers: {e}"))

@@ -11,6 +11,10 @@
 
 #![deny(missing_docs)]
 
+mod settings;
+
+pub use settings::{CacheScope, CacheSettings};
+
 use futures_util::future::{BoxFuture, ready};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;

@@ -11,8 +11,12 @@
 //!     base_url: https://api.openai.com
 //!     api_keys: [os.environ/OPENAI_KEY]   # literal keys or os.environ/NAME
 //!     timeout: 600s               # CLIENT_TIMEOUT for this instance
+//!     connect_timeout: 10s        # CONNECT_TIMEOUT for this instance
 //!     retry: 3                    # attempts on this instance when it is a group's only choice
 //!     headers: {OpenAI-Organization: org-1}
+//!     proxy: socks5h://os.environ/PROXY_AUTH@proxy:1080   # or os.environ/NAME; "none" = direct
+//!     no_proxy: [localhost]
+//!     ca_file: /etc/ssl/internal-ca.pem   # extra trusted CAs for this instance
 //! models:                         # groups: the names clients use
 //!   - name: gpt-4o
 //!     fallbacks: [gpt-4o-mini]
@@ -29,13 +33,13 @@
 //! problem.
 
 use crate::settings::{ConfigError, parse_duration};
-use scira2api_upstream::ProviderKind;
+use scira2api_upstream::{CertificateDer, ProviderKind, ProxyConfig, load_ca_file};
 use serde_json::{Map, Value};
 use std::path::Path;
 use std::time::Duration;
 
 /// A provider instance from the file; unset fields take the environment's settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct ProviderSpec {
     /// Unique name.
     pub name: String,
@@ -49,8 +53,32 @@ pub struct ProviderSpec {
     pub timeout: Option<Duration>,
     /// Attempts on this instance when it is a group's only choice.
     pub retry: Option<u32>,
+    /// Connect timeout.
+    pub connect_timeout: Option<Duration>,
     /// Extra request headers.
     pub headers: Vec<(String, String)>,
+    /// Outbound proxy: `None` = the environment's, `Some(None)` = direct (`proxy: none`).
+    /// May hold a password: secret.
+    pub proxy: Option<Option<ProxyConfig>>,
+    /// Extra trusted CA certificates (`ca_file`); empty = the environment's.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+/// Names and counts only: keys, header values and proxy passwords are secrets.
+impl std::fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url.as_deref().map(crate::settings::mask_str))
+            .field("api_keys", &self.api_keys.len())
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("headers", &self.headers.len())
+            .field("proxy", &self.proxy)
+            .field("extra_roots", &self.extra_roots.len())
+            .finish()
+    }
 }
 
 /// One deployment of a group.
@@ -95,7 +123,7 @@ pub struct RouterSpec {
 }
 
 /// Everything a config file says.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct FileConfig {
     /// Provider instances, in file order.
     pub providers: Vec<ProviderSpec>,
@@ -252,6 +280,53 @@ impl Reader<'_> {
         })
     }
 
+    /// An instance's `proxy` (a URL, `os.environ/NAME`, or `none`) and `no_proxy`.
+    fn proxy(
+        &self,
+        key: &str,
+        p: &Map<String, Value>,
+    ) -> Result<Option<Option<ProxyConfig>>, ConfigError> {
+        let pkey = format!("{key}.proxy");
+        let Some(v) = self.secret(&pkey, p.get("proxy"))? else {
+            return Ok(None);
+        };
+        if v.eq_ignore_ascii_case("none") {
+            return Ok(Some(None));
+        }
+        let mut no_proxy = Vec::new();
+        for (i, h) in self
+            .list(&format!("{key}.no_proxy"), p.get("no_proxy"))?
+            .iter()
+            .enumerate()
+        {
+            no_proxy.push(self.required(&format!("{key}.no_proxy[{i}]"), Some(h))?);
+        }
+        let proxy = url::Url::parse(&v)
+            .ok()
+            .and_then(|u| ProxyConfig::from_url(&u, no_proxy));
+        match proxy {
+            Some(p) => Ok(Some(Some(p))),
+            None => Err(self.err(
+                &pkey,
+                &crate::settings::mask_str(&v),
+                "a proxy URL like http://host:port, socks5://host:port or socks5h://user:pass@host:port, or none",
+            )),
+        }
+    }
+
+    /// An instance's `ca_file`, read now (a bad file stops startup).
+    fn ca_file(
+        &self,
+        key: &str,
+        v: Option<&Value>,
+    ) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        let Some(path) = self.string(key, v)? else {
+            return Ok(Vec::new());
+        };
+        load_ca_file(Path::new(&path))
+            .map_err(|e| self.err(key, &path, &format!("a readable PEM CA bundle ({e})")))
+    }
+
     fn kind(&self, key: &str, s: &str) -> Result<ProviderKind, ConfigError> {
         ProviderKind::parse(s).ok_or_else(|| self.err(key, s, &ProviderKind::accepted()))
     }
@@ -333,8 +408,19 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
             &key,
             p,
             &[
-                "name", "kind", "base_url", "api_keys", "api_key", "cookies", "timeout", "retry",
+                "name",
+                "kind",
+                "base_url",
+                "api_keys",
+                "api_key",
+                "cookies",
+                "timeout",
+                "connect_timeout",
+                "retry",
                 "headers",
+                "proxy",
+                "no_proxy",
+                "ca_file",
             ],
         );
         let kind_s = r
@@ -361,7 +447,10 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
             retry: r
                 .uint(&format!("{key}.retry"), p.get("retry"))?
                 .map(|n| n.clamp(1, 100) as u32),
+            connect_timeout: r.duration(&format!("{key}.connect_timeout"), p.get("connect_timeout"))?,
             headers,
+            proxy: r.proxy(&key, p)?,
+            extra_roots: r.ca_file(&format!("{key}.ca_file"), p.get("ca_file"))?,
         });
     }
     for (i, g) in r.list("models", top.get("models"))?.iter().enumerate() {
@@ -495,7 +584,10 @@ fn litellm(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, C
             retry: r
                 .uint(&format!("{pkey}.max_retries"), params.get("max_retries"))?
                 .map(|n| (n + 1).min(100) as u32),
+            connect_timeout: None,
             headers: Vec::new(),
+            proxy: None,
+            extra_roots: Vec::new(),
         });
         let dep = DeploymentSpec {
             provider: instance,
@@ -705,6 +797,35 @@ mod tests {
         assert_eq!(c.groups[0].deployments[0].order, 1);
         assert_eq!(c.router.cooldown, Some(Duration::from_secs(2)));
         assert!(c.ignored.is_empty());
+        assert!(c.providers[0].proxy.is_none());
+    }
+
+    #[test]
+    fn instances_name_their_own_proxy() {
+        let env = |name: &str| (name == "P").then(|| "http://u:pw@127.0.0.1:3128".to_owned());
+        let v = json!({"providers": [
+            {"name": "a", "proxy": "os.environ/P", "no_proxy": ["localhost"]},
+            {"name": "b", "proxy": "none"},
+            {"name": "c", "proxy": "socks5h://127.0.0.1:1080", "connect_timeout": "2s"}
+        ]});
+        let c = parse("f.yaml", &v, &env).unwrap();
+        let a = c.providers[0].proxy.clone().flatten().unwrap();
+        assert_eq!(a.auth, Some(("u".to_owned(), "pw".to_owned())));
+        assert!(a.bypass("localhost"));
+        assert!(matches!(c.providers[1].proxy, Some(None)));
+        assert_eq!(
+            c.providers[2].proxy.clone().flatten().unwrap().describe(),
+            "socks5h://127.0.0.1:1080"
+        );
+        assert_eq!(c.providers[2].connect_timeout, Some(Duration::from_secs(2)));
+        assert!(!format!("{c:?}").contains("pw"));
+        for (v, want) in [
+            (json!({"providers": [{"name": "a", "proxy": "ftp://u:topsecret@h:1"}]}), "providers[0].proxy"),
+            (json!({"providers": [{"name": "a", "ca_file": "/nonexistent/ca.pem"}]}), "providers[0].ca_file"),
+        ] {
+            let e = parse("f.yaml", &v, &env).unwrap_err().to_string();
+            assert!(e.contains(want) && !e.contains("topsecret"), "{e}");
+        }
     }
 
     #[test]

@@ -5,15 +5,16 @@
 //! response cache, rate limiter); a [`Gateway`] is built per actix worker from it, because the
 //! awc client inside is `!Send`.
 
-use crate::config::{CacheScope, Config, RateLimitScope};
+use crate::config::Config;
+use scira2api_cache::CacheScope;
 use crate::metrics::Metrics;
 use crate::observed_stream::{ObservedStream, StreamMemory};
 use crate::outcome::{CacheControl, CacheStatus, ChatContext, ChatOutcome, UsageSource};
 use bytes::Bytes;
 use log::{debug, warn};
 use prometheus::IntCounter;
-use scira2api_cache::{CacheStats, MemoryStore, ResponseStore, TtlCell, cache_key};
-use scira2api_limiter::{BucketConfig, LimiterStats, MemoryLimiter, RateLimiter};
+use scira2api_cache::{CacheStats, ResponseStore, TtlCell, cache_key};
+use scira2api_limiter::{LimiterStats, RateLimiter};
 use scira2api_models::{Catalog, Deployment, ModelEntry, Outcome, Router, Unavailable};
 use scira2api_types::{Answer, ChatRequest, Error, RawObject, Usage, log_safe, top_level_value};
 use scira2api_upstream::{ChatReply, Upstream, UpstreamConfig};
@@ -127,39 +128,12 @@ const MAX_LABEL_LEN: usize = 64;
 /// How long a failed upstream model-list fetch is remembered (no new fetch meanwhile).
 const MODEL_LIST_FAILURE_TTL: Duration = Duration::from_secs(30);
 
-/// The in-memory limiter the settings describe, or `None` when rate limiting is off.
-fn memory_limiter(config: &Config) -> Option<Arc<dyn RateLimiter>> {
-    if !config.rate_limit_enabled {
-        return None;
-    }
-    let main = BucketConfig {
-        per_second: config.requests_per_second,
-        burst: config.burst,
-    };
-    let extra = config
-        .global_rate_limit
-        .map(|(per_second, burst)| BucketConfig { per_second, burst });
-    let limiter = match config.rate_limit_scope {
-        RateLimitScope::Global => MemoryLimiter::new(None, Some(main), 1),
-        RateLimitScope::Key | RateLimitScope::Ip => {
-            MemoryLimiter::new(Some(main), extra, config.rate_limit_max_keys)
-        }
-    };
-    Some(Arc::new(limiter))
-}
-
 impl GatewayState {
     /// Builds the shared state from a validated config, with the in-memory response cache and
     /// rate limiter the config describes.
     pub fn new(config: Config) -> Arc<GatewayState> {
-        let store = config.cache_enabled.then(|| {
-            Arc::new(MemoryStore::new(
-                config.resp_cache_ttl,
-                config.cache_max_entries,
-                config.cache_max_bytes,
-            )) as Arc<dyn ResponseStore>
-        });
-        let limiter = memory_limiter(&config);
+        let store = config.cache.memory_store();
+        let limiter = config.limiter.memory_limiter();
         GatewayState::with_parts(config, store, limiter)
     }
 
@@ -174,8 +148,8 @@ impl GatewayState {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let extra = if config.provider.uses_cookies() {
-            config.scira.extra_models.clone()
+        let extra = if config.upstream.provider.uses_cookies() {
+            config.upstream.scira.extra_models.clone()
         } else {
             Vec::new()
         };
@@ -190,7 +164,7 @@ impl GatewayState {
         catalog.add_groups(inst.router.groups().iter().map(|g| g.name.clone()));
         Arc::new(GatewayState {
             model_lists: (0..inst.upstreams.len())
-                .map(|_| (TtlCell::new(config.model_cache_ttl), FetchGate::default()))
+                .map(|_| (TtlCell::new(config.cache.model_ttl), FetchGate::default()))
                 .collect(),
             metrics: Metrics::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
@@ -369,7 +343,7 @@ impl Gateway {
             .as_ref()
             .filter(|_| ctx.cache_control != CacheControl::NoStore);
         let key = store.map(|_| {
-            let scope = match state.config.cache_scope {
+            let scope = match state.config.cache.scope {
                 CacheScope::Shared => None,
                 CacheScope::PerKey => Some(ctx.client_key.unwrap_or("")),
             };
@@ -377,7 +351,7 @@ impl Gateway {
             match group {
                 Some(g) => cache_key("group", &g.name, req.object(), scope),
                 None => cache_key(
-                    state.config.provider.as_str(),
+                    state.config.upstream.provider.as_str(),
                     internal,
                     req.object(),
                     scope,
@@ -639,7 +613,7 @@ impl Gateway {
     async fn model_list(&self, instance: usize) -> Arc<Vec<ModelEntry>> {
         let state = &self.state;
         let (cell, gate) = &state.model_lists[instance];
-        let cached = if state.config.cache_enabled {
+        let cached = if state.config.cache.enabled {
             cell.fresh()
         } else {
             None

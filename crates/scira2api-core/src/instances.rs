@@ -5,7 +5,7 @@
 use crate::config::Config;
 use crate::config_file::{FileConfig, ProviderSpec};
 use scira2api_models::{CooldownPolicy, Deployment, Group, Router, Strategy};
-use scira2api_upstream::{PoolConfig, UpstreamConfig, UpstreamSettings};
+use scira2api_upstream::{UpstreamConfig, UpstreamSettings};
 use std::sync::Arc;
 
 /// Everything the gateway sends to.
@@ -17,30 +17,6 @@ pub(crate) struct Instances {
     pub(crate) default: usize,
     /// Attempts in all for a request to a group (across its deployments and fallbacks).
     pub(crate) attempts: u32,
-}
-
-/// The environment's instance, named after its kind.
-fn env_settings(config: &Config) -> UpstreamSettings {
-    UpstreamSettings {
-        name: config.provider.as_str().to_owned(),
-        headers: Vec::new(),
-        provider: config.provider,
-        base_url: config.base_url.clone(),
-        api_keys: config.upstream_api_keys.clone(),
-        client_timeout: config.client_timeout,
-        connect_timeout: config.connect_timeout,
-        max_body_bytes: config.max_body_bytes,
-        pool: PoolConfig {
-            enabled: config.conn_pool_enabled,
-            max_conns_per_host: config.max_conns_per_host,
-            idle_timeout: config.idle_conn_timeout,
-            lifetime: config.conn_lifetime,
-        },
-        retry: config.retry,
-        proxy: config.proxy(),
-        extra_roots: config.extra_roots.clone(),
-        scira: config.scira.clone(),
-    }
 }
 
 /// A file's instance: the environment's settings with what the file says on top.
@@ -59,22 +35,31 @@ fn file_settings(base: &UpstreamSettings, p: &ProviderSpec) -> UpstreamSettings 
     if let Some(t) = p.timeout {
         s.client_timeout = t;
     }
+    if let Some(t) = p.connect_timeout {
+        s.connect_timeout = t;
+    }
     if let Some(n) = p.retry {
         s.retry.attempts = n;
+    }
+    if let Some(proxy) = &p.proxy {
+        s.proxy = proxy.clone();
+    }
+    if !p.extra_roots.is_empty() {
+        s.extra_roots = p.extra_roots.clone();
     }
     s.headers = p.headers.clone();
     s
 }
 
 pub(crate) fn build(config: &Config) -> Instances {
-    let base = env_settings(config);
+    let base = config.upstream.clone();
     let Some(file) = &config.file else {
         return Instances {
             upstreams: vec![Arc::new(UpstreamConfig::new(base.clone()))],
             names: vec![Arc::from(base.name.as_str())],
             router: Router::default(),
             default: 0,
-            attempts: config.retry.attempts,
+            attempts: config.upstream.retry.attempts,
         };
     };
     from_file(config, base, file)
@@ -127,7 +112,7 @@ fn from_file(config: &Config, base: UpstreamSettings, file: &FileConfig) -> Inst
     let attempts = file
         .router
         .num_retries
-        .map_or(config.retry.attempts, |n| n + 1);
+        .map_or(config.upstream.retry.attempts, |n| n + 1);
     Instances {
         names: settings
             .iter()

@@ -21,10 +21,15 @@ pub mod metrics;
 mod observed_stream;
 mod outcome;
 pub mod request_id;
+mod sections;
 mod settings;
 
 pub use activity::{Activity, ActivityGuard};
-pub use config::{CacheScope, Config, ConfigError, RateLimitScope};
+pub use config::{Config, ConfigError};
+pub use scira2api_cache::{CacheScope, CacheSettings};
+pub use scira2api_limiter::{LimiterSettings, RateLimitScope};
+pub use sections::{AuthSettings, ServerSettings};
+pub use scira2api_upstream::UpstreamSettings;
 pub use gateway::{Gateway, GatewayState, MODELS_CREATED};
 pub use observed_stream::StreamMemory;
 pub use outcome::{

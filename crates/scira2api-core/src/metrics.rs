@@ -415,7 +415,7 @@ impl Metrics {
             "uptime": humantime::format_duration(Duration::from_secs(state.uptime().as_secs())).to_string(),
             "start_time": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(state.start_unix())).to_string(),
             "version": env!("CARGO_PKG_VERSION"),
-            "provider": state.config().provider.as_str(),
+            "provider": state.config().provider().as_str(),
             "process": {
                 "rss_bytes": scalar("process_resident_memory_bytes") as u64,
                 "virtual_memory_bytes": scalar("process_virtual_memory_bytes") as u64,
@@ -451,7 +451,7 @@ impl Metrics {
                 "usage_source": by_label("usage_total", "source"),
             },
             "cache": {
-                "enabled": state.config().cache_enabled,
+                "enabled": state.config().cache.enabled,
                 "hits": cache_hits as u64,
                 "misses": cache_misses as u64,
                 "entries": scalar("cache_entries") as u64,
@@ -459,14 +459,14 @@ impl Metrics {
                 "hit_ratio": if cache_hits + cache_misses > 0.0 { cache_hits / (cache_hits + cache_misses) } else { 0.0 },
             },
             "connection_pool": {
-                "enabled": state.config().conn_pool_enabled,
+                "enabled": state.config().upstream.pool.enabled,
                 "open": scalar("upstream_connections_open") as u64,
                 "created": opened as u64,
                 "upstream_requests": upstream_requests as u64,
                 "reused": (upstream_requests - opened).max(0.0) as u64,
             },
             "rate_limiter": {
-                "enabled": state.config().rate_limit_enabled,
+                "enabled": state.config().limiter.enabled,
                 "allowed": scalar("ratelimit_allowed_total") as u64,
                 "limited": scalar("ratelimit_limited_total") as u64,
                 "keys_tracked": scalar("ratelimit_keys") as u64,

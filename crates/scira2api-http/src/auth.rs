@@ -90,9 +90,9 @@ pub async fn require_key(
             .map(ServiceResponse::map_into_left_body);
     };
     let config = gw.state().config();
-    if config.api_keys.is_empty()
+    if config.auth.api_keys.is_empty()
         || req.method() == Method::OPTIONS
-        || is_public(config.public_paths.as_deref(), req.path())
+        || is_public(config.auth.public_paths.as_deref(), req.path())
     {
         return next
             .call(req)
@@ -103,7 +103,7 @@ pub async fn require_key(
         None => Error::InvalidApiKey(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
         ),
-        Some(token) if key_matches(&config.api_keys, token) => {
+        Some(token) if key_matches(&config.auth.api_keys, token) => {
             return next
                 .call(req)
                 .await

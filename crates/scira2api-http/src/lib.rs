@@ -73,10 +73,10 @@ pub fn cors(config: &Config) -> Cors {
         .allow_any_header()
         .expose_headers(EXPOSED_HEADERS)
         .max_age(86_400);
-    if config.cors_origins.iter().any(|o| o == "*") {
+    if config.server.cors_origins.iter().any(|o| o == "*") {
         cors = cors.allow_any_origin();
     } else {
-        for origin in &config.cors_origins {
+        for origin in &config.server.cors_origins {
             cors = cors.allowed_origin(origin);
         }
     }

@@ -42,11 +42,11 @@ fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> String {
             .map(|a| format!("ip:{}", a.ip()))
             .unwrap_or_else(|| "ip:unknown".to_owned())
     };
-    match config.rate_limit_scope {
+    match config.limiter.scope {
         RateLimitScope::Global => String::new(),
         RateLimitScope::Ip => ip(),
         RateLimitScope::Key => match bearer_token(req.headers())
-            .filter(|k| !config.api_keys.is_empty() && key_matches(&config.api_keys, k))
+            .filter(|k| !config.auth.api_keys.is_empty() && key_matches(&config.auth.api_keys, k))
         {
             Some(k) => key_identity(k),
             None => ip(),

@@ -52,7 +52,7 @@ pub async fn health(gw: web::Data<Gateway>) -> HttpResponse {
         "uptime": humantime::format_duration(std::time::Duration::from_secs(up.as_secs())).to_string(),
         "uptime_seconds": up.as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
-        "provider": config.provider.as_str(),
+        "provider": config.provider().as_str(),
         "providers": providers,
     });
     if serving {
@@ -267,11 +267,11 @@ pub async fn chat(
     let body = read_body(
         &req,
         payload,
-        config.max_body_bytes,
-        config.body_read_timeout,
+        config.server.max_body_bytes,
+        config.server.body_read_timeout,
     )
     .await?;
-    if config.log_bodies {
+    if config.server.log_bodies {
         log::debug!("request body: {}", String::from_utf8_lossy(&body));
     }
     let chat = ChatRequest::parse(body)?;
@@ -322,7 +322,7 @@ pub async fn chat(
     };
     let watch = crate::conn::watch(&req);
     let mut gone = watch.clone().map(ConnWatch::gone);
-    let heartbeat = config.heartbeat_interval;
+    let heartbeat = config.server.heartbeat_interval;
     let first = tokio::select! {
         biased;
         r = &mut call => First::Answered(r),
@@ -375,7 +375,7 @@ pub async fn chat(
             });
             req.extensions_mut().insert(shared.borrow().clone());
             let cache =
-                if gw.state().config().cache_enabled && cache_control == CacheControl::Default {
+                if gw.state().config().cache.enabled && cache_control == CacheControl::Default {
                     "MISS"
                 } else {
                     "BYPASS"

@@ -8,6 +8,10 @@
 
 #![deny(missing_docs)]
 
+mod settings;
+
+pub use settings::{LimiterSettings, RateLimitScope};
+
 use quick_cache::sync::Cache;
 use ratelimit::{Ratelimiter, TryWaitError};
 use std::sync::Arc;

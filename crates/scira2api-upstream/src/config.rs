@@ -139,6 +139,40 @@ pub struct UpstreamSettings {
     pub scira: SciraConfig,
 }
 
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            enabled: true,
+            max_conns_per_host: 1024,
+            idle_timeout: Duration::from_secs(90),
+            lifetime: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The defaults of every upstream setting (`CLIENT_TIMEOUT` 600 s, `CONNECT_TIMEOUT` 10 s,
+/// 16 MiB bodies, keep-alive on, the retry and Scira defaults): one place for them.
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        let provider = ProviderKind::OpenAi;
+        UpstreamSettings {
+            name: provider.as_str().to_owned(),
+            headers: Vec::new(),
+            provider,
+            base_url: provider.default_base_url().to_owned(),
+            api_keys: Vec::new(),
+            client_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            max_body_bytes: 16 * 1024 * 1024,
+            pool: PoolConfig::default(),
+            retry: RetryPolicy::default(),
+            proxy: None,
+            extra_roots: Vec::new(),
+            scira: SciraConfig::default(),
+        }
+    }
+}
+
 /// Counters of upstream traffic, shared by every worker (for metrics).
 #[derive(Debug, Default)]
 pub struct UpstreamStats {

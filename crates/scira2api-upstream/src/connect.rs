@@ -50,6 +50,35 @@ impl fmt::Debug for ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// The proxy a `http://`, `socks5://` or `socks5h://` URL names (`user:pass@` percent-decoded
+    /// into [`ProxyConfig::auth`]); `None` for another scheme or a URL without a host.
+    pub fn from_url(url: &url::Url, no_proxy: Vec<String>) -> Option<ProxyConfig> {
+        let kind = match url.scheme() {
+            "http" => ProxyKind::Http,
+            "socks5" => ProxyKind::Socks5 { remote_dns: false },
+            "socks5h" => ProxyKind::Socks5 { remote_dns: true },
+            _ => return None,
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let auth = (!url.username().is_empty())
+            .then(|| (decode(url.username()), decode(url.password().unwrap_or(""))));
+        Some(ProxyConfig {
+            kind,
+            host: url
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: url.port_or_known_default().unwrap_or(1080),
+            auth,
+            no_proxy,
+        })
+    }
+
     /// `scheme://host:port` (never the credentials), for logs and error messages.
     pub fn describe(&self) -> String {
         let scheme = match self.kind {
