@@ -131,7 +131,8 @@ async fn config_file_instances_have_their_own_proxy() {
         ("RETRY", "1"),
     ]);
     for model in ["a", "b"] {
-        let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+        let body =
+            format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
         let r = post(&gw, "/v1/chat/completions", &body).await;
         assert_eq!(r.status, 200, "{model}: {}", r.text());
     }
@@ -142,6 +143,9 @@ async fn config_file_instances_have_their_own_proxy() {
     post(&gw, "/v1/chat/completions", CHAT)
         .await
         .assert_error(502, Some("proxy_error"));
-    assert!(!gw.log().contains("s3cret-pass"), "proxy password in the log");
+    assert!(
+        !gw.log().contains("s3cret-pass"),
+        "proxy password in the log"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -256,7 +256,8 @@ fn humantime_secs(d: std::time::Duration) -> String {
 async fn serve(config: Config, demo: bool) -> std::io::Result<()> {
     let addr = (config.server.host.clone(), config.server.port);
     let grace = config
-        .server.shutdown_timeout
+        .server
+        .shutdown_timeout
         .max(std::time::Duration::from_secs(1));
     let shutdown = grace.as_secs().max(1);
     let workers = config.server.workers;

@@ -106,7 +106,10 @@ impl Config {
         if let Some(path) = config.config_file.clone() {
             let env = |name: &str| raw.str(name);
             let file = crate::config_file::load(&path, &env)?;
-            config.auth.api_keys.extend(file.client_keys.iter().cloned());
+            config
+                .auth
+                .api_keys
+                .extend(file.client_keys.iter().cloned());
             config.file = Some(file);
         }
         Ok(config)
@@ -197,9 +200,7 @@ fn read_upstream(
             lifetime: raw.duration("CONN_LIFETIME", pool.lifetime)?,
         },
         retry: RetryPolicy {
-            attempts: raw
-                .u64_min("RETRY", u64::from(retry.attempts), 1)?
-                .min(100) as u32,
+            attempts: raw.u64_min("RETRY", u64::from(retry.attempts), 1)?.min(100) as u32,
             base_delay: raw.duration("RETRY_BASE_DELAY", retry.base_delay)?,
             max_delay: raw.duration("RETRY_MAX_DELAY", retry.max_delay)?,
         },
@@ -462,7 +463,10 @@ mod tests {
         assert!(c.cache.enabled && c.upstream.pool.enabled && c.limiter.enabled);
         assert_eq!(c.cache.model_ttl, Duration::from_secs(3600));
         assert_eq!(c.cache.answer_ttl, Duration::from_secs(300));
-        assert_eq!((c.limiter.bucket.per_second, c.limiter.bucket.burst), (1.0, 10));
+        assert_eq!(
+            (c.limiter.bucket.per_second, c.limiter.bucket.burst),
+            (1.0, 10)
+        );
         assert_eq!(c.server.max_body_bytes, 16 * 1024 * 1024);
         assert_eq!(c.server.shutdown_timeout, Duration::from_secs(30));
         assert!(c.auth.api_keys.is_empty());

@@ -70,7 +70,10 @@ impl std::fmt::Debug for ProviderSpec {
         f.debug_struct("ProviderSpec")
             .field("name", &self.name)
             .field("kind", &self.kind)
-            .field("base_url", &self.base_url.as_deref().map(crate::settings::mask_str))
+            .field(
+                "base_url",
+                &self.base_url.as_deref().map(crate::settings::mask_str),
+            )
             .field("api_keys", &self.api_keys.len())
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
@@ -447,7 +450,8 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
             retry: r
                 .uint(&format!("{key}.retry"), p.get("retry"))?
                 .map(|n| n.clamp(1, 100) as u32),
-            connect_timeout: r.duration(&format!("{key}.connect_timeout"), p.get("connect_timeout"))?,
+            connect_timeout: r
+                .duration(&format!("{key}.connect_timeout"), p.get("connect_timeout"))?,
             headers,
             proxy: r.proxy(&key, p)?,
             extra_roots: r.ca_file(&format!("{key}.ca_file"), p.get("ca_file"))?,
@@ -820,8 +824,14 @@ mod tests {
         assert_eq!(c.providers[2].connect_timeout, Some(Duration::from_secs(2)));
         assert!(!format!("{c:?}").contains("pw"));
         for (v, want) in [
-            (json!({"providers": [{"name": "a", "proxy": "ftp://u:topsecret@h:1"}]}), "providers[0].proxy"),
-            (json!({"providers": [{"name": "a", "ca_file": "/nonexistent/ca.pem"}]}), "providers[0].ca_file"),
+            (
+                json!({"providers": [{"name": "a", "proxy": "ftp://u:topsecret@h:1"}]}),
+                "providers[0].proxy",
+            ),
+            (
+                json!({"providers": [{"name": "a", "ca_file": "/nonexistent/ca.pem"}]}),
+                "providers[0].ca_file",
+            ),
         ] {
             let e = parse("f.yaml", &v, &env).unwrap_err().to_string();
             assert!(e.contains(want) && !e.contains("topsecret"), "{e}");

@@ -6,13 +6,13 @@
 //! awc client inside is `!Send`.
 
 use crate::config::Config;
-use scira2api_cache::CacheScope;
 use crate::metrics::Metrics;
 use crate::observed_stream::{ObservedStream, StreamMemory};
 use crate::outcome::{CacheControl, CacheStatus, ChatContext, ChatOutcome, UsageSource};
 use bytes::Bytes;
 use log::{debug, warn};
 use prometheus::IntCounter;
+use scira2api_cache::CacheScope;
 use scira2api_cache::{CacheStats, ResponseStore, TtlCell, cache_key};
 use scira2api_limiter::{LimiterStats, RateLimiter};
 use scira2api_models::{Catalog, Deployment, ModelEntry, Outcome, Router, Unavailable};
@@ -372,18 +372,22 @@ impl Gateway {
                     ChatReply::Stream(frames) => {
                         let s = ObservedStream::new(frames, state.clone(), req, internal)
                             .replaying(hit.usage, hit.usage_estimated)
-                            .ending_with(ctx.on_stream_end);
+                            .observed_by(ctx.observation.clone());
                         ChatReply::Stream(Box::pin(s))
                     }
                     json => json,
                 };
+                let provider: Arc<str> = Arc::from("cache");
+                if let Some(o) = &ctx.observation {
+                    o.answered(CacheStatus::Hit, &provider, usage);
+                }
                 return Ok(ChatOutcome {
                     reply,
                     cache: CacheStatus::Hit,
                     upstream_time: Duration::ZERO,
                     retries: 0,
                     usage,
-                    provider: Arc::from("cache"),
+                    provider,
                 });
             }
             status = CacheStatus::Miss;
@@ -402,9 +406,8 @@ impl Gateway {
         let internal = served_model.as_str();
         let provider = state.instance_names[instance].clone();
         let upstream_time = started.elapsed();
-        if let Some(facts) = &ctx.facts {
-            facts.retries.set(retries.get());
-            facts.upstream_time.set(upstream_time);
+        if let Some(o) = &ctx.observation {
+            o.called(retries.get() + 1, upstream_time);
         }
         state
             .metrics
@@ -447,10 +450,13 @@ impl Gateway {
                 let s = ObservedStream::new(frames, state.clone(), req, internal)
                     .caching(store.cloned().zip(key))
                     .charging(deployment)
-                    .ending_with(ctx.on_stream_end);
+                    .observed_by(ctx.observation.clone());
                 ChatReply::Stream(Box::pin(s))
             }
         };
+        if let Some(o) = &ctx.observation {
+            o.answered(status, &provider, usage);
+        }
         Ok(ChatOutcome {
             reply,
             cache: status,

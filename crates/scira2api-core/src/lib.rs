@@ -18,6 +18,7 @@ pub mod config_file;
 mod gateway;
 mod instances;
 pub mod metrics;
+mod observation;
 mod observed_stream;
 mod outcome;
 pub mod request_id;
@@ -26,21 +27,21 @@ mod settings;
 
 pub use activity::{Activity, ActivityGuard};
 pub use config::{Config, ConfigError};
-pub use scira2api_cache::{CacheScope, CacheSettings};
-pub use scira2api_limiter::{LimiterSettings, RateLimitScope};
-pub use sections::{AuthSettings, ServerSettings};
-pub use scira2api_upstream::UpstreamSettings;
 pub use gateway::{Gateway, GatewayState, MODELS_CREATED};
+pub use observation::{Observation, access_log_enabled};
 pub use observed_stream::StreamMemory;
 pub use outcome::{
-    CacheControl, CacheStatus, CallFacts, ChatContext, ChatOutcome, OnStreamEnd, StreamOutcome,
-    StreamSummary, UsageSource,
+    CacheControl, CacheStatus, ChatContext, ChatOutcome, StreamOutcome, UsageSource,
 };
 pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
+pub use scira2api_cache::{CacheScope, CacheSettings};
 pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};
+pub use scira2api_limiter::{LimiterSettings, RateLimitScope};
 pub use scira2api_models::ModelEntry;
 pub use scira2api_types::{ChatRequest, Error};
+pub use scira2api_upstream::UpstreamSettings;
 pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig};
+pub use sections::{AuthSettings, ServerSettings};
 pub use settings::{mask_url, parse_duration};
 
 /// Loads the token vocabularies on a background thread (a few hundred ms of CPU and ~20 MB), so

@@ -6,7 +6,8 @@
 //! to estimate usage the upstream did not report).
 
 use crate::GatewayState;
-use crate::outcome::{OnStreamEnd, StreamOutcome, StreamSummary, UsageSource};
+use crate::observation::Observation;
+use crate::outcome::{StreamOutcome, UsageSource};
 use bytes::Bytes;
 use futures_util::Stream;
 use log::debug;
@@ -18,6 +19,7 @@ use scira2api_upstream::FrameStream;
 use serde_json::json;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -99,7 +101,8 @@ pub(crate) struct ObservedStream {
     cache: Option<(Arc<dyn ResponseStore>, CacheKey)>,
     /// Whether this stream is a cache replay (its tokens were not spent now).
     replay: bool,
-    on_end: Option<OnStreamEnd>,
+    /// The request's record, told how the stream ended.
+    observation: Option<Rc<Observation>>,
     /// The routed deployment that answered, charged its tokens (for `tpm`) when usage is known.
     deployment: Option<Arc<scira2api_models::Deployment>>,
     /// The answer rebuilt frame by frame (text only, never the frames), while it is needed and
@@ -147,9 +150,9 @@ impl ObservedStream {
         self
     }
 
-    /// Runs `cb` once when the stream ends, however it ends.
-    pub(crate) fn ending_with(mut self, cb: Option<OnStreamEnd>) -> Self {
-        self.on_end = cb;
+    /// Tells the request's record how the stream ended, however it ends.
+    pub(crate) fn observed_by(mut self, observation: Option<Rc<Observation>>) -> Self {
+        self.observation = observation;
         self
     }
 
@@ -178,7 +181,7 @@ impl ObservedStream {
             strip_usage: !req.include_usage,
             cache: None,
             replay: false,
-            on_end: None,
+            observation: None,
             deployment: None,
             builder: Some(AnswerBuilder::default()),
             first: None,
@@ -315,13 +318,8 @@ impl ObservedStream {
                 }
             }
         }
-        let summary = StreamSummary {
-            outcome,
-            usage: usage.map(|(u, _)| u),
-            usage_source: usage.map(|(_, s)| s),
-        };
-        if let Some(cb) = self.on_end.take() {
-            cb(&summary);
+        if let Some(o) = self.observation.take() {
+            o.stream_ended(outcome, usage);
         }
     }
 }

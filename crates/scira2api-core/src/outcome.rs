@@ -4,7 +4,6 @@
 
 use scira2api_types::Usage;
 use scira2api_upstream::ChatReply;
-use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,40 +71,15 @@ pub enum StreamOutcome {
     ClientGone,
 }
 
-/// What is known about a stream once it has ended.
-#[derive(Debug, Clone)]
-pub struct StreamSummary {
-    /// How it ended.
-    pub outcome: StreamOutcome,
-    /// Its token usage, when known.
-    pub usage: Option<Usage>,
-    /// Where the usage came from.
-    pub usage_source: Option<UsageSource>,
-}
-
-/// A callback run once when a streamed answer ends.
-pub type OnStreamEnd = Box<dyn FnOnce(&StreamSummary)>;
-
-/// What a call learned about the upstream, whether it succeeded or not (for the access log).
-#[derive(Debug, Default)]
-pub struct CallFacts {
-    /// Upstream attempts that were retries.
-    pub retries: Cell<u32>,
-    /// Time spent waiting for the upstream.
-    pub upstream_time: Cell<Duration>,
-}
-
 /// What the HTTP layer knows about the request beyond its body.
 #[derive(Default)]
 pub struct ChatContext<'a> {
-    /// Filled in by the call, success or failure.
-    pub facts: Option<std::rc::Rc<CallFacts>>,
+    /// The request's record, filled in by the call and its stream (success or failure).
+    pub observation: Option<std::rc::Rc<crate::Observation>>,
     /// The client's API key, when it sent one (for `CACHE_SCOPE=per_key`).
     pub client_key: Option<&'a str>,
     /// The client's `Cache-Control`.
     pub cache_control: CacheControl,
-    /// Called once when a streamed answer ends, however it ends (for access logs and timing).
-    pub on_stream_end: Option<OnStreamEnd>,
 }
 
 /// A chat answer and how it was obtained.

@@ -1,4 +1,5 @@
-//! Request ids, in-flight tracking, request metrics and the access log.
+//! Request ids, in-flight tracking, and each request's [`Observation`] (request metrics and
+//! the access log).
 //!
 //! Every request gets an id (the client's `X-Request-Id` when usable, else a fresh one), returned
 //! in `x-request-id` and attached to every log line written while it is handled. One access-log
@@ -7,73 +8,11 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
-use log::info;
-use scira2api_core::metrics::CHAT_ROUTE;
-use scira2api_core::{Gateway, UsageSource, request_id};
-use scira2api_types::log_safe;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Per-request facts shared between the middleware and the handlers.
-#[derive(Clone)]
-pub(crate) struct RequestInfo {
-    pub(crate) id: Arc<str>,
-    pub(crate) start: Instant,
-}
-
-/// What the chat handler learned, for the access log.
-#[derive(Clone, Default)]
-pub(crate) struct ChatLog {
-    pub(crate) model: String,
-    pub(crate) stream: bool,
-    pub(crate) cache: &'static str,
-    pub(crate) upstream: Duration,
-    pub(crate) retries: u32,
-    pub(crate) usage: Option<(u64, u64, UsageSource)>,
-    /// The provider instance that answered.
-    pub(crate) provider: Option<Arc<str>>,
-}
-
-/// One access-log line.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn access_line(
-    id: &str,
-    method: &str,
-    path: &str,
-    status: u16,
-    chat: Option<&ChatLog>,
-    total: Duration,
-    outcome: &str,
-) {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    match chat {
-        Some(c) => {
-            let tokens = c
-                .usage
-                .map(|(p, k, s)| format!("{p}+{k} ({})", s.as_str()))
-                .unwrap_or_else(|| "-".to_owned());
-            info!(
-                target: "scira2api::access",
-                "{method} {} {status} request_id={id} model={} stream={} tokens={tokens} upstream_ms={:.1} total_ms={:.1} cache={} retries={} provider={}{outcome}",
-                log_safe(path),
-                log_safe(&c.model),
-                c.stream,
-                ms(c.upstream),
-                ms(total),
-                c.cache,
-                c.retries,
-                c.provider.as_deref().unwrap_or("-"),
-            );
-        }
-        None => {
-            info!(target: "scira2api::access", "{method} {} {status} request_id={id} total_ms={:.1}{outcome}", log_safe(path), ms(total))
-        }
-    }
-}
+use scira2api_core::{Gateway, Observation, request_id};
+use std::time::Instant;
 
 /// A 4xx that some layer below answered without a JSON body (actix-cors refusing a preflight,
 /// an extractor) gets OpenAI's error JSON, with its status and other headers kept.
@@ -116,11 +55,6 @@ fn as_openai_error<B: MessageBody>(res: ServiceResponse<B>) -> ServiceResponse<E
     ServiceResponse::new(req, new).map_into_right_body()
 }
 
-/// Whether access-log lines are written at all (so their facts are not gathered in vain).
-pub(crate) fn access_log_enabled() -> bool {
-    log::log_enabled!(target: "scira2api::access", log::Level::Info)
-}
-
 /// Middleware (outermost): id, timing, metrics and the access log for every request.
 pub async fn observe(
     req: ServiceRequest,
@@ -135,21 +69,36 @@ pub async fn observe(
     let start = Instant::now();
     let gw = req.app_data::<web::Data<Gateway>>().cloned();
     let _working = gw.as_ref().map(|gw| gw.state().activity().enter());
-    if let Some(gw) = &gw {
-        gw.state().metrics().in_flight.inc();
-    }
-    req.extensions_mut().insert(RequestInfo {
-        id: id.clone(),
-        start,
-    });
     let route = crate::route_table::label(req.path());
-    // The method and path are kept only when an access line will be written.
-    let logged = access_log_enabled().then(|| (req.method().clone(), req.path().to_owned()));
+    // The request's record: handlers and the gateway fill it in, and it writes the metrics
+    // and the access line once its last holder lets go (after the response or the stream).
+    let observation = gw.as_ref().map(|gw| {
+        gw.state().metrics().in_flight.inc();
+        let o = Observation::open(
+            gw.state().clone(),
+            id.clone(),
+            start,
+            (req.method().as_str(), req.path()),
+            route,
+            route == crate::route_table::CHAT,
+        );
+        req.extensions_mut().insert(o.clone());
+        o
+    });
     let res = request_id::scope(id.clone(), next.call(req)).await;
     if let Some(gw) = &gw {
         gw.state().metrics().in_flight.dec();
     }
-    let mut res = as_openai_error(res?);
+    let res = match res {
+        Ok(res) => res,
+        Err(e) => {
+            if let Some(o) = &observation {
+                o.set_status(e.as_response_error().status_code().as_u16());
+            }
+            return Err(e);
+        }
+    };
+    let mut res = as_openai_error(res);
     if gw
         .as_ref()
         .is_some_and(|gw| gw.state().activity().draining())
@@ -163,36 +112,8 @@ pub async fn observe(
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(X_REQUEST_ID, v);
     }
-    let status = res.status();
-    let chat = res.request().extensions_mut().remove::<ChatLog>();
-    // A stream is timed and logged when it ends (see the chat handler).
-    let streamed = chat.as_ref().is_some_and(|c| c.stream) && status == StatusCode::OK;
-    if let Some(gw) = &gw {
-        let m = gw.state().metrics();
-        if route == CHAT_ROUTE && status == StatusCode::OK {
-            m.hot.chat_ok.inc();
-            if !streamed {
-                m.hot.chat_duration.observe(start.elapsed().as_secs_f64());
-            }
-        } else {
-            m.requests
-                .with_label_values(&[route, status.as_str()])
-                .inc();
-            m.duration
-                .with_label_values(&[route])
-                .observe(start.elapsed().as_secs_f64());
-        }
-    }
-    if let (Some((method, path)), false) = (logged, streamed) {
-        access_line(
-            &id,
-            method.as_str(),
-            &path,
-            status.as_u16(),
-            chat.as_ref(),
-            start.elapsed(),
-            "",
-        );
+    if let Some(o) = &observation {
+        o.set_status(res.status().as_u16());
     }
     Ok(res)
 }

@@ -2,7 +2,6 @@
 
 use crate::conn::ConnWatch;
 use crate::error::{ApiError, error_response};
-use crate::observe::{ChatLog, RequestInfo, access_line, access_log_enabled};
 use crate::sse::SseBody;
 use actix_web::HttpMessage;
 use actix_web::http::StatusCode;
@@ -11,12 +10,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use scira2api_core::{
-    CacheControl, CallFacts, ChatContext, ChatOutcome, ChatReply, ChatRequest, Gateway,
-    OnStreamEnd, StreamOutcome, StreamSummary,
+    CacheControl, ChatContext, ChatOutcome, ChatReply, ChatRequest, Gateway, Observation,
 };
 use scira2api_types::Error;
 use serde_json::json;
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -177,71 +174,6 @@ const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering
 /// The provider instance that served a chat answer (`cache` for a cache hit).
 const X_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
 
-/// Copies what a finished call learned into the access-log facts.
-fn fill_log(log: &mut ChatLog, outcome: &ChatOutcome) {
-    log.cache = outcome.cache.as_str();
-    log.upstream = outcome.upstream_time;
-    log.retries = outcome.retries;
-    log.provider = Some(outcome.provider.clone());
-    log.usage = outcome
-        .usage
-        .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
-}
-
-/// Copies what a failed call learned into the access-log facts.
-fn fill_failure(log: &mut ChatLog, facts: &CallFacts) {
-    log.upstream = facts.upstream_time.get();
-    log.retries = facts.retries.get();
-}
-
-/// The stream-end callback, kept where the handler can still run it itself when the answer
-/// fails after the response head was committed early (no stream then exists to call it).
-type EndHook = Rc<RefCell<Option<OnStreamEnd>>>;
-
-/// The callback that times and logs a stream when it ends; it reads the log facts the handler
-/// fills in once the call returns, hence the shared cell.
-fn stream_end_hook(
-    gw: &Gateway,
-    req: &HttpRequest,
-    info: RequestInfo,
-    log: Rc<RefCell<ChatLog>>,
-) -> OnStreamEnd {
-    let state = gw.state().clone();
-    let logged = access_log_enabled().then(|| (req.method().clone(), req.path().to_owned()));
-    Box::new(move |summary: &StreamSummary| {
-        let total = info.start.elapsed();
-        state
-            .metrics()
-            .hot
-            .chat_duration
-            .observe(total.as_secs_f64());
-        let Some((method, path)) = logged else {
-            return;
-        };
-        let mut log = log.borrow_mut();
-        if summary.usage.is_some() {
-            log.usage = summary
-                .usage
-                .zip(summary.usage_source)
-                .map(|(u, s)| (u.prompt_tokens, u.completion_tokens, s));
-        }
-        let outcome = match &summary.outcome {
-            StreamOutcome::Completed => String::new(),
-            StreamOutcome::Failed(code) => format!(" stream=cut:{code}"),
-            StreamOutcome::ClientGone => " stream=client_gone".to_owned(),
-        };
-        access_line(
-            &info.id,
-            method.as_str(),
-            &path,
-            200,
-            Some(&log),
-            total,
-            &outcome,
-        );
-    })
-}
-
 /// What came first while a request was being answered.
 enum First {
     Answered(Result<ChatOutcome, Error>),
@@ -275,47 +207,22 @@ pub async fn chat(
         log::debug!("request body: {}", String::from_utf8_lossy(&body));
     }
     let chat = ChatRequest::parse(body)?;
-    let info = req.extensions().get::<RequestInfo>().cloned();
-    let log = ChatLog {
-        // The model name is only needed for an access line.
-        model: if access_log_enabled() {
-            chat.model.clone()
-        } else {
-            String::new()
-        },
-        stream: chat.stream,
-        cache: "BYPASS",
-        ..ChatLog::default()
-    };
-    let shared = Rc::new(RefCell::new(log));
-    let hook: EndHook = Rc::new(RefCell::new(
-        info.clone()
-            .filter(|_| chat.stream)
-            .map(|info| stream_end_hook(&gw, &req, info, shared.clone())),
-    ));
-    let facts = Rc::new(CallFacts::default());
+    let observation = req.extensions().get::<Rc<Observation>>().cloned();
+    if let Some(o) = &observation {
+        o.chat(&chat.model, chat.stream);
+    }
     let client_key = crate::auth::bearer_token(req.headers())
         .and_then(|k| std::str::from_utf8(k).ok())
         .map(str::to_owned);
     let cache_control = cache_control(&req);
     let stream = chat.stream;
     let mut call = {
-        let (gw, facts, hook) = (gw.clone(), facts.clone(), hook.clone());
+        let (gw, observation) = (gw.clone(), observation.clone());
         Box::pin(async move {
-            let has_hook = hook.borrow().is_some();
-            let on_stream_end: Option<OnStreamEnd> = has_hook.then(|| {
-                Box::new(move |summary: &StreamSummary| {
-                    let cb = hook.borrow_mut().take();
-                    if let Some(cb) = cb {
-                        cb(summary);
-                    }
-                }) as OnStreamEnd
-            });
             let ctx = ChatContext {
-                facts: Some(facts),
+                observation,
                 client_key: client_key.as_deref(),
                 cache_control,
-                on_stream_end,
             };
             gw.chat(&chat, ctx).await
         })
@@ -331,49 +238,30 @@ pub async fn chat(
     };
     let outcome = match first {
         First::Answered(Ok(o)) => o,
-        First::Answered(Err(e)) => {
-            fill_failure(&mut shared.borrow_mut(), &facts);
-            req.extensions_mut().insert(shared.borrow().clone());
-            return Err(e.into());
-        }
+        First::Answered(Err(e)) => return Err(e.into()),
         First::Gone => {
             log::info!("client closed the connection before the answer: upstream call dropped");
-            fill_failure(&mut shared.borrow_mut(), &facts);
-            req.extensions_mut().insert(shared.borrow().clone());
             return Ok(client_gone_response());
         }
         First::Heartbeat => {
             // Commit the 200 head now and keep the connection alive until the first event; the
             // call goes on (retries and all) inside the body.
-            let log = shared.clone();
             let pending = Box::pin(async move {
                 match call.await {
-                    Ok(outcome) => {
-                        fill_log(&mut log.borrow_mut(), &outcome);
-                        match outcome.reply {
-                            ChatReply::Stream(frames) => Ok(frames),
-                            ChatReply::Json(_) => Err(Error::Internal(
-                                "a stream request got a non-stream answer".into(),
-                            )),
-                        }
-                    }
+                    Ok(outcome) => match outcome.reply {
+                        ChatReply::Stream(frames) => Ok(frames),
+                        ChatReply::Json(_) => Err(Error::Internal(
+                            "a stream request got a non-stream answer".into(),
+                        )),
+                    },
                     Err(e) => {
-                        fill_failure(&mut log.borrow_mut(), &facts);
-                        let cb = hook.borrow_mut().take();
-                        if let Some(cb) = cb {
-                            cb(&StreamSummary {
-                                outcome: StreamOutcome::Failed(
-                                    e.code().unwrap_or("upstream_error").to_owned(),
-                                ),
-                                usage: None,
-                                usage_source: None,
-                            });
+                        if let Some(o) = &observation {
+                            o.stream_failed(e.code().unwrap_or("upstream_error"));
                         }
                         Err(e)
                     }
                 }
             });
-            req.extensions_mut().insert(shared.borrow().clone());
             let cache =
                 if gw.state().config().cache.enabled && cache_control == CacheControl::Default {
                     "MISS"
@@ -389,15 +277,13 @@ pub async fn chat(
             return Ok(stream_headers(&mut resp).streaming(body));
         }
     };
-    fill_log(&mut shared.borrow_mut(), &outcome);
-    req.extensions_mut().insert(shared.borrow().clone());
     let mut resp = HttpResponse::Ok();
     resp.insert_header((X_CACHE, HeaderValue::from_static(outcome.cache.as_str())));
     if let Ok(v) = HeaderValue::from_str(&outcome.provider) {
         resp.insert_header((X_PROVIDER, v));
     }
-    if let Some(info) = &info {
-        let overhead = info.start.elapsed().saturating_sub(outcome.upstream_time);
+    if let Some(o) = &observation {
+        let overhead = o.start().elapsed().saturating_sub(outcome.upstream_time);
         gw.state()
             .metrics()
             .overhead
