@@ -400,6 +400,21 @@ async fn per_deployment_series_are_valid_prometheus() {
         "{text}"
     );
     assert!(text.contains("# TYPE scira2api_deployment_requests_total counter"));
+    assert!(text.contains("# TYPE scira2api_deployment_latency_seconds summary"));
+    let count = "scira2api_deployment_latency_seconds_count{group=\"g \\\"quoted\\\"\",provider=\"";
+    let timed: f64 = text
+        .lines()
+        .filter(|l| l.starts_with(count))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(timed, 1.0, "{text}");
+    let json = get(&gw, "/metrics").await.json();
+    let deps = json["deployments"].as_array().unwrap();
+    assert!(
+        deps.iter()
+            .any(|d| d["latency_ms_avg"].as_f64().unwrap() > 0.0),
+        "{json}"
+    );
     assert_promtool_accepts(&text);
 }
 

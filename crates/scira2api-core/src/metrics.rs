@@ -289,6 +289,13 @@ impl Metrics {
         for g in state.router().groups() {
             for d in &g.deployments {
                 let st = d.state(now);
+                let timed = d.timed.load(std::sync::atomic::Ordering::Relaxed);
+                let micros = d.latency_micros.load(std::sync::atomic::Ordering::Relaxed);
+                let latency_ms = if timed == 0 {
+                    0.0
+                } else {
+                    micros as f64 / timed as f64 / 1000.0
+                };
                 out.push(serde_json::json!({
                     "group": g.name,
                     "provider": d.instance_name,
@@ -300,6 +307,7 @@ impl Metrics {
                     "in_flight": d.in_flight(),
                     "requests": d.requests.load(std::sync::atomic::Ordering::Relaxed),
                     "failures": d.failures.load(std::sync::atomic::Ordering::Relaxed),
+                    "latency_ms_avg": latency_ms,
                 }));
             }
         }
@@ -532,25 +540,32 @@ fn deployments_text(state: &GatewayState, out: &mut String) {
             .replace('"', "\\\"")
             .replace('\n', "\\n")
     };
-    let series = |out: &mut String,
+    type Value<'a> = &'a dyn Fn(&scira2api_models::Deployment) -> f64;
+    // One family: its samples are `name` + each suffix (a summary has `_sum` and `_count`).
+    let family = |out: &mut String,
                   name: &str,
                   kind: &str,
                   help: &str,
-                  value: &dyn Fn(&scira2api_models::Deployment) -> f64| {
+                  samples: &[(&str, Value)]| {
         let _ = writeln!(out, "# HELP scira2api_{name} {help}");
         let _ = writeln!(out, "# TYPE scira2api_{name} {kind}");
         for g in groups {
             for d in &g.deployments {
-                let _ = writeln!(
-                    out,
-                    "scira2api_{name}{{group=\"{}\",provider=\"{}\",model=\"{}\"}} {}",
-                    esc(&g.name),
-                    esc(&d.instance_name),
-                    esc(&d.model),
-                    value(d)
-                );
+                for (suffix, value) in samples {
+                    let _ = writeln!(
+                        out,
+                        "scira2api_{name}{suffix}{{group=\"{}\",provider=\"{}\",model=\"{}\"}} {}",
+                        esc(&g.name),
+                        esc(&d.instance_name),
+                        esc(&d.model),
+                        value(d)
+                    );
+                }
             }
         }
+    };
+    let series = |out: &mut String, name: &str, kind: &str, help: &str, value: Value| {
+        family(out, name, kind, help, &[("", value)]);
     };
     series(
         out,
@@ -576,6 +591,18 @@ fn deployments_text(state: &GatewayState, out: &mut String) {
         "counter",
         "Failed requests of a deployment",
         &|d| d.failures.load(Ordering::Relaxed) as f64,
+    );
+    family(
+        out,
+        "deployment_latency_seconds",
+        "summary",
+        "Time from choosing a deployment to its response head or failure",
+        &[
+            ("_sum", &|d| {
+                d.latency_micros.load(Ordering::Relaxed) as f64 / 1e6
+            }),
+            ("_count", &|d| d.timed.load(Ordering::Relaxed) as f64),
+        ],
     );
 }
 

@@ -117,6 +117,11 @@ pub struct Deployment {
     pub requests: AtomicU64,
     /// Failed requests, for metrics.
     pub failures: AtomicU64,
+    /// Time from pick to outcome (the response head, or the failure) of reported requests,
+    /// in microseconds, and how many were timed: latency for metrics.
+    pub latency_micros: AtomicU64,
+    /// Requests whose latency is in `latency_micros`.
+    pub timed: AtomicU64,
 }
 
 impl Deployment {
@@ -134,6 +139,8 @@ impl Deployment {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            latency_micros: AtomicU64::new(0),
+            timed: AtomicU64::new(0),
         }
     }
 
@@ -229,6 +236,7 @@ impl Deployment {
             deployment: self.clone(),
             probe,
             done: false,
+            picked: now,
         })
     }
 
@@ -292,6 +300,7 @@ pub struct Ticket {
     deployment: Arc<Deployment>,
     probe: bool,
     done: bool,
+    picked: Instant,
 }
 
 impl Ticket {
@@ -306,8 +315,13 @@ impl Ticket {
         if outcome != Outcome::Success && outcome != Outcome::Neutral {
             self.deployment.failures.fetch_add(1, Ordering::Relaxed);
         }
-        self.deployment
-            .report(outcome, self.probe, policy, Instant::now());
+        let now = Instant::now();
+        let micros = now.saturating_duration_since(self.picked).as_micros();
+        let d = &self.deployment;
+        d.latency_micros
+            .fetch_add(u64::try_from(micros).unwrap_or(u64::MAX), Ordering::Relaxed);
+        d.timed.fetch_add(1, Ordering::Relaxed);
+        d.report(outcome, self.probe, policy, now);
     }
 }
 
