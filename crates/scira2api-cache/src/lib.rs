@@ -12,8 +12,10 @@
 #![deny(missing_docs)]
 
 mod settings;
+mod stored;
 
 pub use settings::{CacheScope, CacheSettings};
+pub use stored::{MemoryResponses, ResponseObjects, StoredResponse};
 
 use futures_util::future::{BoxFuture, ready};
 use quick_cache::Weighter;

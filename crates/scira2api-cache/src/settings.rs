@@ -1,6 +1,6 @@
 //! The cache section of the gateway's settings, with its defaults (one place for them).
 
-use crate::{MemoryStore, ResponseStore};
+use crate::{MemoryResponses, MemoryStore, ResponseObjects, ResponseStore};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,13 @@ pub struct CacheSettings {
     pub max_bytes: u64,
     /// Shared by all clients or kept per API key.
     pub scope: CacheScope,
+    /// How long a stored Responses API response is kept (`RESPONSES_STORE_TTL`; it is state,
+    /// not cache: `CACHE_ENABLED` does not turn it off).
+    pub responses_ttl: Duration,
+    /// Most stored responses (`RESPONSES_STORE_MAX_ENTRIES`).
+    pub responses_max_entries: u64,
+    /// About how many bytes stored responses may take (`RESPONSES_STORE_MAX_BYTES`).
+    pub responses_max_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -40,6 +47,9 @@ impl Default for CacheSettings {
             max_entries: 10_000,
             max_bytes: 64 * 1024 * 1024,
             scope: CacheScope::Shared,
+            responses_ttl: Duration::from_secs(3600),
+            responses_max_entries: 10_000,
+            responses_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -54,5 +64,14 @@ impl CacheSettings {
                 self.max_bytes,
             )) as Arc<dyn ResponseStore>
         })
+    }
+
+    /// The in-memory store of Responses API responses these settings describe.
+    pub fn memory_responses(&self) -> Arc<dyn ResponseObjects> {
+        Arc::new(MemoryResponses::new(
+            self.responses_ttl,
+            self.responses_max_entries,
+            self.responses_max_bytes,
+        ))
     }
 }

@@ -253,6 +253,17 @@ fn read_cache(raw: &Raw) -> Result<CacheSettings, ConfigError> {
         answer_ttl: raw.duration("RESP_CACHE_TTL", d.answer_ttl)?,
         max_entries: raw.u64_min("CACHE_MAX_ENTRIES", d.max_entries, 1)?,
         max_bytes: raw.u64_min("CACHE_MAX_BYTES", d.max_bytes, 1024)?,
+        responses_ttl: raw.duration("RESPONSES_STORE_TTL", d.responses_ttl)?,
+        responses_max_entries: raw.u64_min(
+            "RESPONSES_STORE_MAX_ENTRIES",
+            d.responses_max_entries,
+            1,
+        )?,
+        responses_max_bytes: raw.u64_min(
+            "RESPONSES_STORE_MAX_BYTES",
+            d.responses_max_bytes,
+            1024,
+        )?,
         scope: match raw.str("CACHE_SCOPE").as_deref() {
             None => d.scope,
             Some("shared") => CacheScope::Shared,

@@ -92,13 +92,15 @@ fn all_resting(u: &Unavailable) -> Error {
 /// State shared by every worker's [`Gateway`].
 pub struct GatewayState {
     config: Config,
-    catalog: Catalog,
+    pub(crate) catalog: Catalog,
     upstreams: Vec<Arc<UpstreamConfig>>,
     instance_names: Vec<Arc<str>>,
     router: Router,
     default_instance: usize,
     route_attempts: u32,
     store: Option<Arc<dyn ResponseStore>>,
+    /// Stored Responses API responses.
+    pub(crate) responses: Arc<dyn scira2api_cache::ResponseObjects>,
     limiter: Option<Arc<dyn RateLimiter>>,
     /// Each instance's own model list (fetched for the default instance and for config-file
     /// instances whose kind has one), with its fetch gate.
@@ -160,6 +162,7 @@ impl GatewayState {
             MODELS_CREATED,
         );
         let inst = crate::instances::build(&config);
+        let responses = config.cache.memory_responses();
         let mut catalog = catalog;
         catalog.add_groups(inst.router.groups().iter().map(|g| g.name.clone()));
         Arc::new(GatewayState {
@@ -179,6 +182,7 @@ impl GatewayState {
             default_instance: inst.default,
             route_attempts: inst.attempts,
             store,
+            responses,
             limiter,
             started: Instant::now(),
             start_unix,

@@ -22,6 +22,7 @@ mod observation;
 mod observed_stream;
 mod outcome;
 pub mod request_id;
+mod responses;
 mod sections;
 mod settings;
 
@@ -33,6 +34,7 @@ pub use observed_stream::StreamMemory;
 pub use outcome::{
     CacheControl, CacheStatus, ChatContext, ChatOutcome, StreamOutcome, UsageSource,
 };
+pub use responses::{ResponsesOutcome, ResponsesReply};
 pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
 pub use scira2api_cache::{CacheScope, CacheSettings};
 pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};

@@ -24,6 +24,7 @@ mod conn;
 mod error;
 mod limit;
 mod observe;
+mod responses;
 pub mod route_table;
 mod routes;
 mod sse;
@@ -84,10 +85,8 @@ pub fn cors(config: &Config) -> Cors {
 }
 
 /// `path` served by `route`; any other method gets a 405 in OpenAI form with `Allow: allow`.
-fn resource(path: &str, route: actix_web::Route, allow: &'static str) -> actix_web::Resource {
-    web::resource(path)
-        .route(route)
-        .default_service(web::to(routes::method_not_allowed(allow)))
+fn resource(r: &route_table::RouteSpec) -> actix_web::Resource {
+    (r.route)(web::resource(r.path)).default_service(web::to(routes::method_not_allowed(r.allow)))
 }
 
 /// Registers the gateway's routes with CORS, auth and rate limiting, in that order (CORS first,
@@ -101,7 +100,7 @@ pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
             .wrap(cors)
             .wrap(from_fn(observe::observe));
         for r in route_table::ROUTES {
-            scope = scope.service(resource(r.path, (r.route)(), r.allow));
+            scope = scope.service(resource(r));
         }
         cfg.app_data(web::Data::new(gateway))
             .service(scope.default_service(web::to(routes::not_found)));

@@ -4,7 +4,7 @@
 //! line here.
 
 use crate::routes;
-use actix_web::{Route, web};
+use actix_web::{Resource, web};
 
 /// One route.
 pub struct RouteSpec {
@@ -14,8 +14,8 @@ pub struct RouteSpec {
     pub label: &'static str,
     /// The method it serves, for `Allow` on a 405.
     pub allow: &'static str,
-    /// The handler.
-    pub route: fn() -> Route,
+    /// Adds the route's handlers (one per method) to its resource.
+    pub route: fn(Resource) -> Resource,
     /// Reachable without a key unless `PUBLIC_PATHS` says otherwise.
     pub public: bool,
     /// Counted against the client's rate limit.
@@ -31,7 +31,35 @@ pub const ROUTES: &[RouteSpec] = &[
         path: CHAT,
         label: CHAT,
         allow: "POST",
-        route: || web::post().to(routes::chat),
+        route: |r| r.route(web::post().to(routes::chat)),
+        public: false,
+        limited: true,
+    },
+    RouteSpec {
+        path: "/v1/responses",
+        label: "/v1/responses",
+        allow: "POST",
+        route: |r| r.route(web::post().to(crate::responses::create)),
+        public: false,
+        limited: true,
+    },
+    // Before `/v1/responses/{id}`: the first matching entry labels a path.
+    RouteSpec {
+        path: "/v1/responses/input_tokens",
+        label: "/v1/responses/input_tokens",
+        allow: "POST",
+        route: |r| r.route(web::post().to(crate::responses::input_tokens)),
+        public: false,
+        limited: true,
+    },
+    RouteSpec {
+        path: "/v1/responses/{id}",
+        label: "/v1/responses/{id}",
+        allow: "GET, DELETE",
+        route: |r| {
+            r.route(web::get().to(crate::responses::get))
+                .route(web::delete().to(crate::responses::delete))
+        },
         public: false,
         limited: true,
     },
@@ -39,7 +67,7 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/health",
         label: "/health",
         allow: "GET",
-        route: || web::get().to(routes::health),
+        route: |r| r.route(web::get().to(routes::health)),
         public: true,
         limited: false,
     },
@@ -47,7 +75,7 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/metrics",
         label: "/metrics",
         allow: "GET",
-        route: || web::get().to(routes::metrics),
+        route: |r| r.route(web::get().to(routes::metrics)),
         public: false,
         limited: false,
     },
@@ -55,7 +83,7 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/metrics/prometheus",
         label: "/metrics/prometheus",
         allow: "GET",
-        route: || web::get().to(routes::prometheus),
+        route: |r| r.route(web::get().to(routes::prometheus)),
         public: false,
         limited: false,
     },
@@ -63,7 +91,7 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/v1/models",
         label: "/v1/models",
         allow: "GET",
-        route: || web::get().to(routes::models),
+        route: |r| r.route(web::get().to(routes::models)),
         public: true,
         limited: true,
     },
@@ -71,7 +99,7 @@ pub const ROUTES: &[RouteSpec] = &[
         path: "/v1/models/{id:.+}",
         label: "/v1/models/{id}",
         allow: "GET",
-        route: || web::get().to(routes::model),
+        route: |r| r.route(web::get().to(routes::model)),
         public: true,
         limited: true,
     },
@@ -124,6 +152,11 @@ mod tests {
         assert_eq!(label("/v1/models/gpt-4o"), "/v1/models/{id}");
         assert_eq!(label("/v1/models/"), "unmatched");
         assert_eq!(label("/admin"), "unmatched");
+        assert_eq!(label("/v1/responses/resp_1"), "/v1/responses/{id}");
+        assert_eq!(
+            label("/v1/responses/input_tokens"),
+            "/v1/responses/input_tokens"
+        );
         assert!(!find("/metrics").unwrap().limited);
         assert!(find("/v1/models").unwrap().limited);
         assert_eq!(

@@ -76,7 +76,7 @@ pub async fn model(
 
 /// Reads the body up to `limit` bytes within `deadline`; larger is a 413 before or while
 /// reading, slower a 408 (a client that announces a body and stalls holds nothing for long).
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
@@ -134,7 +134,7 @@ async fn read_body_within(
 }
 
 /// Accepts `application/json` (any parameters) or no Content-Type at all.
-fn check_content_type(req: &HttpRequest) -> Result<(), Error> {
+pub(crate) fn check_content_type(req: &HttpRequest) -> Result<(), Error> {
     let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -149,7 +149,7 @@ fn check_content_type(req: &HttpRequest) -> Result<(), Error> {
 
 /// The client's wish about the cache: `Cache-Control: no-store` (neither read nor write) or
 /// `no-cache` (do not read).
-fn cache_control(req: &HttpRequest) -> CacheControl {
+pub(crate) fn cache_control(req: &HttpRequest) -> CacheControl {
     let value = req
         .headers()
         .get(header::CACHE_CONTROL)
@@ -167,12 +167,12 @@ fn cache_control(req: &HttpRequest) -> CacheControl {
 }
 
 /// Response headers the chat route sets (names parsed once, at compile time).
-const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-const X_OVERHEAD: HeaderName = HeaderName::from_static("x-gateway-overhead-ms");
-const X_USAGE_SOURCE: HeaderName = HeaderName::from_static("x-usage-source");
+pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub(crate) const X_OVERHEAD: HeaderName = HeaderName::from_static("x-gateway-overhead-ms");
+pub(crate) const X_USAGE_SOURCE: HeaderName = HeaderName::from_static("x-usage-source");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 /// The provider instance that served a chat answer (`cache` for a cache hit).
-const X_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
+pub(crate) const X_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
 
 /// What came first while a request was being answered.
 enum First {
@@ -184,7 +184,7 @@ enum First {
 }
 
 /// The status recorded for a request whose client left before its answer (nginx's 499).
-fn client_gone_response() -> HttpResponse {
+pub(crate) fn client_gone_response() -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)).finish()
 }
 
@@ -314,7 +314,7 @@ pub async fn chat(
 }
 
 /// The headers of every streamed answer.
-fn stream_headers(
+pub(crate) fn stream_headers(
     resp: &mut actix_web::HttpResponseBuilder,
 ) -> &mut actix_web::HttpResponseBuilder {
     resp.insert_header((

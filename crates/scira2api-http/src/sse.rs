@@ -46,6 +46,9 @@ pub struct SseBody {
     cut: Option<Signal>,
     /// Counts the stream as work in progress until the body is dropped.
     working: Option<scira2api_core::ActivityGuard>,
+    /// Chat completions framing: errors as an error frame, `data: [DONE]` at the end. Off for
+    /// streams that carry their own end and error events (the Responses API).
+    chat_framing: bool,
 }
 
 impl SseBody {
@@ -69,7 +72,15 @@ impl SseBody {
             gone: None,
             cut: None,
             working: None,
+            chat_framing: true,
         }
+    }
+
+    /// For a stream whose items are complete events that end it properly themselves, errors
+    /// included (the Responses API): no `data: [DONE]` and no chat error frame.
+    pub fn own_framing(mut self) -> Self {
+        self.chat_framing = false;
+        self
     }
 
     /// Counts this body as work in progress (for a graceful shutdown) until it is dropped.
@@ -96,6 +107,12 @@ impl SseBody {
     }
 
     fn fail(&mut self, e: &Error) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        if !self.chat_framing {
+            // Such streams turn their errors into their own events; this is a last resort.
+            warn!("a self-framed stream failed: {e}");
+            self.phase = Phase::Done;
+            return Poll::Ready(None);
+        }
         self.phase = Phase::Closing;
         Poll::Ready(Some(Ok(e.sse_event())))
     }
@@ -178,6 +195,9 @@ impl Stream for SseBody {
                         }
                         Poll::Ready(None) => {
                             this.phase = Phase::Done;
+                            if !this.chat_framing {
+                                return Poll::Ready(None);
+                            }
                             Poll::Ready(Some(Ok(Bytes::from_static(DONE_FRAME))))
                         }
                         Poll::Pending => this.on_silence(cx),

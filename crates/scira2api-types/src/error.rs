@@ -34,6 +34,15 @@ pub enum Error {
     /// The requested model is not known (404 `model_not_found`).
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
+    /// A stored object (e.g. a response by id) does not exist or has expired (404; `param`
+    /// names the field that held the id, when it came from the body).
+    #[error("{message}")]
+    ResourceNotFound {
+        /// What was not found.
+        message: String,
+        /// The request field that named it.
+        param: Option<String>,
+    },
     /// No route matches the path (404).
     #[error("Unknown request URL: {method} {path}. Please check the URL and method.")]
     NotFound {
@@ -242,7 +251,9 @@ impl Error {
         match self {
             Error::InvalidRequest { .. } => 400,
             Error::InvalidApiKey(_) => 401,
-            Error::ModelNotFound(_) | Error::NotFound { .. } => 404,
+            Error::ModelNotFound(_) | Error::NotFound { .. } | Error::ResourceNotFound { .. } => {
+                404
+            }
             Error::MethodNotAllowed { .. } => 405,
             Error::PayloadTooLarge { .. } => 413,
             Error::RequestTimeout(_) => 408,
@@ -261,6 +272,7 @@ impl Error {
             Error::InvalidRequest { .. }
             | Error::ModelNotFound(_)
             | Error::NotFound { .. }
+            | Error::ResourceNotFound { .. }
             | Error::MethodNotAllowed { .. }
             | Error::PayloadTooLarge { .. }
             | Error::RequestTimeout(_)
@@ -282,6 +294,7 @@ impl Error {
             Error::InvalidApiKey(_) => Some("invalid_api_key"),
             Error::ModelNotFound(_) => Some("model_not_found"),
             Error::NotFound { .. } => Some("unknown_url"),
+            Error::ResourceNotFound { .. } => None,
             Error::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Error::PayloadTooLarge { .. } => Some("request_too_large"),
             Error::RequestTimeout(_) => Some("request_timeout"),
@@ -298,7 +311,9 @@ impl Error {
     /// The request field at fault, when there is one.
     pub fn param(&self) -> Option<&str> {
         match self {
-            Error::InvalidRequest { param, .. } => param.as_deref(),
+            Error::InvalidRequest { param, .. } | Error::ResourceNotFound { param, .. } => {
+                param.as_deref()
+            }
             Error::ModelNotFound(_) => Some("model"),
             _ => None,
         }
