@@ -53,7 +53,7 @@ pub fn tcp_nodelay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensio
 /// The response headers a browser client may read: the gateway's own (request id, rate limits,
 /// cache and usage facts, retry hints). A fixed list is encoded once; "expose any header" would
 /// make actix-cors collect every response's header names anew on every response.
-pub const EXPOSED_HEADERS: [&str; 11] = [
+pub const EXPOSED_HEADERS: [&str; 12] = [
     "x-request-id",
     "x-gateway-provider",
     "x-ratelimit-limit-requests",
@@ -63,6 +63,7 @@ pub const EXPOSED_HEADERS: [&str; 11] = [
     "x-usage-source",
     "x-gateway-overhead-ms",
     "x-should-retry",
+    "x-dropped-params",
     "retry-after",
     "retry-after-ms",
 ];

@@ -92,6 +92,46 @@ fn tool_call(req: &Value) -> Option<(String, String)> {
     (last_role != "tool").then(|| (name, r#"{"city":"Paris","unit":"celsius"}"#.to_owned()))
 }
 
+/// An answer that satisfies the request's `response_format` JSON schema (as OpenAI's structured
+/// outputs do): each property filled with a value of its type.
+fn schema_answer(req: &Value) -> Option<String> {
+    let rf = &req["response_format"];
+    match rf["type"].as_str()? {
+        "json_schema" => Some(example(&rf["json_schema"]["schema"], 0).to_string()),
+        "json_object" => Some(r#"{"answer":"mock"}"#.to_owned()),
+        _ => None,
+    }
+}
+
+fn example(schema: &Value, depth: usize) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(first) = schema["anyOf"].as_array().and_then(|a| a.first()) {
+        return example(first, depth + 1);
+    }
+    if let Some(e) = schema["enum"].as_array().and_then(|a| a.first()) {
+        return e.clone();
+    }
+    match schema["type"].as_str() {
+        Some("string") => json!("mock"),
+        Some("integer") => json!(1),
+        Some("number") => json!(1.5),
+        Some("boolean") => json!(true),
+        Some("array") => json!([example(&schema["items"], depth + 1)]),
+        Some("object") | None => {
+            let mut o = serde_json::Map::new();
+            if let Some(props) = schema["properties"].as_object() {
+                for (k, v) in props {
+                    o.insert(k.clone(), example(v, depth + 1));
+                }
+            }
+            Value::Object(o)
+        }
+        _ => Value::Null,
+    }
+}
+
 /// A JSON object's text with its fields in the given order (each value already JSON text).
 fn ordered(fields: &[(&str, String)]) -> String {
     let mut out = String::from("{");
@@ -120,7 +160,7 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
         actix_rt::time::sleep(k.latency).await;
     }
     let model = req["model"].as_str().unwrap_or("mock").to_owned();
-    let content = k.content.clone().unwrap_or_else(|| {
+    let content = k.content.clone().or_else(|| schema_answer(&req)).unwrap_or_else(|| {
         format!(
             "Mock answer from {model}: you said \"{}\".",
             last_user_text(&req)

@@ -302,10 +302,9 @@ pub fn to_chat(req: &Value, history: &[Value]) -> Result<ChatPlan, Error> {
             .cloned()
             .unwrap_or_else(|| json!("disabled")),
     );
-    echo.insert(
-        "user".into(),
-        obj.get("user").cloned().unwrap_or(Value::Null),
-    );
+    if let Some(u) = obj.get("user").filter(|u| u.is_string()) {
+        echo.insert("user".into(), u.clone());
+    }
     echo.insert(
         "metadata".into(),
         obj.get("metadata").cloned().unwrap_or_else(|| json!({})),

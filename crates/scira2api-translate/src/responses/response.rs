@@ -22,7 +22,10 @@ pub fn usage(chat: Option<&Value>) -> Value {
     let output = n(u.get("completion_tokens"));
     json!({
         "input_tokens": input,
-        "input_tokens_details": {"cached_tokens": n(u.pointer("/prompt_tokens_details/cached_tokens"))},
+        "input_tokens_details": {
+            "cached_tokens": n(u.pointer("/prompt_tokens_details/cached_tokens")),
+            "cache_write_tokens": n(u.pointer("/prompt_tokens_details/cache_write_tokens")),
+        },
         "output_tokens": output,
         "output_tokens_details": {"reasoning_tokens": n(u.pointer("/completion_tokens_details/reasoning_tokens"))},
         "total_tokens": u.get("total_tokens").and_then(Value::as_u64).unwrap_or(input + output),
@@ -122,7 +125,9 @@ pub fn response_object(echo: &Map<String, Value>, parts: Parts<'_>) -> Value {
     );
     o.insert("output".into(), Value::Array(parts.output));
     o.insert("output_text".into(), Value::String(output_text));
-    o.insert("usage".into(), parts.usage.unwrap_or(Value::Null));
+    if let Some(u) = parts.usage {
+        o.insert("usage".into(), u);
+    }
     Value::Object(o)
 }
 
