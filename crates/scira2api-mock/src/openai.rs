@@ -160,12 +160,16 @@ pub(crate) async fn chat(state: Arc<MockState>, body: Bytes) -> HttpResponse {
         actix_rt::time::sleep(k.latency).await;
     }
     let model = req["model"].as_str().unwrap_or("mock").to_owned();
-    let content = k.content.clone().or_else(|| schema_answer(&req)).unwrap_or_else(|| {
-        format!(
-            "Mock answer from {model}: you said \"{}\".",
-            last_user_text(&req)
-        )
-    });
+    let content = k
+        .content
+        .clone()
+        .or_else(|| schema_answer(&req))
+        .unwrap_or_else(|| {
+            format!(
+                "Mock answer from {model}: you said \"{}\".",
+                last_user_text(&req)
+            )
+        });
     let prompt = prompt_tokens(&req);
     let id = "chatcmpl-mock";
     let created = 1_700_000_000u64;
