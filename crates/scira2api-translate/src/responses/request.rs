@@ -177,7 +177,7 @@ pub fn to_chat(req: &Value, history: &[Value]) -> Result<ChatPlan, Error> {
         dropped.push("reasoning.summary".to_owned());
     }
     if let Some(n) = obj.get("max_output_tokens").filter(|v| !v.is_null()) {
-        if !n.as_u64().is_some_and(|n| n >= 1) {
+        if n.as_u64().is_none_or(|n| n < 1) {
             return Err(bad(
                 "`max_output_tokens` must be a whole number of at least 1",
                 "max_output_tokens",
@@ -408,7 +408,7 @@ fn items_to_messages(
             // Reasoning of an earlier turn: chat completions has no field to carry it back.
             "reasoning" => {
                 if n >= first_new {
-                    dropped.push(format!("{at}.reasoning"));
+                    dropped.push(format!("{at}:reasoning"));
                 }
             }
             "item_reference" => {

@@ -169,12 +169,18 @@ pub fn from_completion(
     {
         content.push(json!({"type": "refusal", "refusal": refusal}));
     }
+    let (status, incomplete) = status_of(choice["finish_reason"].as_str());
+    let item_status = if incomplete.is_some() {
+        "incomplete"
+    } else {
+        "completed"
+    };
     let calls = msg.get("tool_calls").and_then(Value::as_array);
     if !content.is_empty() || calls.is_none_or(|c| c.is_empty()) {
         if content.is_empty() {
             content.push(text_part("", Vec::new()));
         }
-        output.push(message_item(&new_id("msg_"), "completed", content));
+        output.push(message_item(&new_id("msg_"), item_status, content));
     }
     for c in calls.into_iter().flatten() {
         output.push(function_call_item(
@@ -185,7 +191,6 @@ pub fn from_completion(
             c["function"]["arguments"].as_str().unwrap_or("{}"),
         ));
     }
-    let (status, incomplete) = status_of(choice["finish_reason"].as_str());
     response_object(
         echo,
         Parts {

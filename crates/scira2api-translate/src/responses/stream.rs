@@ -376,6 +376,12 @@ impl EventWriter {
             self.done.push(item);
         }
         let (status, incomplete) = status_of(self.finish_reason.as_deref());
+        if incomplete.is_some() {
+            // Cut by the token limit or a filter: the last item did not finish.
+            if let Some(last) = self.done.last_mut() {
+                last["status"] = json!("incomplete");
+            }
+        }
         let r = self.object(status, incomplete, None);
         let kind = if status == "incomplete" {
             "response.incomplete"

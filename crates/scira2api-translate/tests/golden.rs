@@ -1,0 +1,138 @@
+//! Golden files: every `tests/golden/<kind>_<name>.in.json` is translated and compared with
+//! `<kind>_<name>.out.json` (`request_`: a Responses request onto chat; `completion_`: a chat
+//! completion as a response object; `chunks_`: chat chunks as Responses events). Random ids are
+//! replaced by stable placeholders. `UPDATE_GOLDEN=1 cargo test -p scira2api-translate` rewrites
+//! the outputs (review the diff before committing it).
+
+use scira2api_translate::responses::{EventWriter, from_completion, to_chat};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Replaces each generated id (`msg_…`, `fc_…`, `rs_…`, `resp_…` with 48 hex digits) by
+/// `<prefix>N`, numbered in order of appearance.
+fn stable_ids(v: &mut Value, seen: &mut HashMap<String, String>) {
+    match v {
+        Value::String(s) => {
+            for prefix in ["msg_", "fc_", "rs_", "resp_"] {
+                if let Some(hex) = s.strip_prefix(prefix) {
+                    if hex.len() == 48 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        let n = seen.len();
+                        *s = seen
+                            .entry(s.clone())
+                            .or_insert_with(|| format!("{prefix}{n}"))
+                            .clone();
+                    }
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| stable_ids(x, seen)),
+        Value::Object(o) => o.values_mut().for_each(|x| stable_ids(x, seen)),
+        _ => {}
+    }
+}
+
+fn translate(name: &str, input: &Value) -> Value {
+    let echo = to_chat(&json!({"model": "gpt-4o", "input": "x"}), &[])
+        .unwrap()
+        .echo;
+    if name.starts_with("request_") {
+        let plan = to_chat(input, &[]).unwrap();
+        json!({"chat": plan.body, "dropped": plan.dropped, "echo": plan.echo, "input": plan.input, "stream": plan.stream, "store": plan.store})
+    } else if name.starts_with("completion_") {
+        from_completion(input, "resp_golden", 1_700_000_000, &echo)
+    } else if name.starts_with("chunks_") {
+        let mut w = EventWriter::new("resp_golden".into(), 1_700_000_000, echo);
+        let mut frames = w.start();
+        for c in input.as_array().unwrap() {
+            frames.extend(w.chunk(c));
+        }
+        frames.extend(w.finish());
+        let events: Vec<Value> = frames
+            .iter()
+            .map(|f| {
+                let text = std::str::from_utf8(f).unwrap();
+                let (head, data) = text.split_once("\ndata: ").unwrap();
+                let data: Value = serde_json::from_str(data.trim_end()).unwrap();
+                assert_eq!(
+                    head.strip_prefix("event: "),
+                    data["type"].as_str(),
+                    "{text}"
+                );
+                assert!(text.ends_with("\n\n"));
+                data
+            })
+            .collect();
+        Value::Array(events)
+    } else {
+        panic!("unknown golden file kind: {name}")
+    }
+}
+
+#[test]
+fn golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut n = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(name) = file.strip_suffix(".in.json") else {
+            continue;
+        };
+        let input: Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+        let mut got = translate(name, &input);
+        stable_ids(&mut got, &mut HashMap::new());
+        let out = dir.join(format!("{name}.out.json"));
+        if update {
+            std::fs::write(&out, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+        }
+        let want: Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap_or_else(|_| {
+                panic!("{} missing (UPDATE_GOLDEN=1 writes it)", out.display())
+            }))
+            .unwrap();
+        assert_eq!(
+            got,
+            want,
+            "{name}: got\n{}",
+            serde_json::to_string_pretty(&got).unwrap()
+        );
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} golden files");
+}
+
+#[test]
+fn a_failed_stream_ends_with_error_then_failed() {
+    let echo = to_chat(&json!({"model": "m", "input": "x"}), &[])
+        .unwrap()
+        .echo;
+    let mut w = EventWriter::new("resp_x".into(), 1, echo);
+    w.start();
+    w.chunk(&json!({"choices": [{"index": 0, "delta": {"content": "par"}}]}));
+    let end = w.fail("upstream_error", "the upstream broke off");
+    let kinds: Vec<String> = end
+        .iter()
+        .map(|f| {
+            String::from_utf8_lossy(f)
+                .lines()
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["event: error", "event: response.failed"]);
+    assert!(w.finish().is_empty(), "nothing after the end");
+    let failed: Value = serde_json::from_str(
+        String::from_utf8_lossy(&end[1])
+            .split_once("data: ")
+            .unwrap()
+            .1
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(failed["response"]["status"], "failed");
+    assert_eq!(failed["response"]["output"][0]["content"][0]["text"], "par");
+}
