@@ -85,11 +85,21 @@ fn prompt_tokens(req: &Value) -> u64 {
 /// The tool call the mock makes when the request offers tools and the last message is not a
 /// tool result: the first tool, with fixed arguments.
 fn tool_call(req: &Value) -> Option<(String, String)> {
-    let name = req["tools"].as_array()?.first()?["function"]["name"]
-        .as_str()?
-        .to_owned();
+    let function = &req["tools"].as_array()?.first()?["function"];
+    let name = function["name"].as_str()?.to_owned();
     let last_role = req["messages"].as_array()?.last()?["role"].as_str()?;
-    (last_role != "tool").then(|| (name, r#"{"city":"Paris","unit":"celsius"}"#.to_owned()))
+    if last_role == "tool" {
+        return None;
+    }
+    let params = &function["parameters"];
+    // A weather-like tool gets the fixed arguments the tests expect; any other tool arguments
+    // that fit its schema (a shell tool's command is a harmless `echo`), as a model would send.
+    let args = if params["properties"].get("city").is_some() || params["properties"].is_null() {
+        r#"{"city":"Paris","unit":"celsius"}"#.to_owned()
+    } else {
+        example(params, 0).to_string()
+    };
+    Some((name, args))
 }
 
 /// An answer that satisfies the request's `response_format` JSON schema (as OpenAI's structured
@@ -121,9 +131,19 @@ fn example(schema: &Value, depth: usize) -> Value {
         Some("array") => json!([example(&schema["items"], depth + 1)]),
         Some("object") | None => {
             let mut o = serde_json::Map::new();
+            let required: Option<Vec<&str>> = schema["required"]
+                .as_array()
+                .map(|r| r.iter().filter_map(Value::as_str).collect());
             if let Some(props) = schema["properties"].as_object() {
-                for (k, v) in props {
-                    o.insert(k.clone(), example(v, depth + 1));
+                // Only the required fields when the schema names them, as a model sends.
+                let wanted = |k: &str| required.as_ref().is_none_or(|r| r.contains(&k));
+                for (k, v) in props.iter().filter(|(k, _)| wanted(k)) {
+                    let value = match (k.as_str(), v["type"].as_str()) {
+                        ("cmd" | "command", Some("string")) => json!("echo scira2api-mock"),
+                        ("command", Some("array")) => json!(["echo", "scira2api-mock"]),
+                        _ => example(v, depth + 1),
+                    };
+                    o.insert(k.clone(), value);
                 }
             }
             Value::Object(o)
