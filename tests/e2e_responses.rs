@@ -345,3 +345,140 @@ async fn responses_are_logged_and_counted_like_chat() {
     assert_eq!(m["requests"]["by_route"]["/v1/responses"]["200"], 1, "{m}");
     assert_eq!(m["requests"]["by_route"]["/v1/responses"]["401"], 1, "{m}");
 }
+
+#[actix_rt::test]
+async fn a_native_upstream_gets_the_request_as_it_is_and_chat_still_works() {
+    let mock = MockServer::start().unwrap();
+    let gw = Gateway::openai(
+        &mock,
+        &[
+            ("UPSTREAM_RESPONSES_API", "native"),
+            ("MODEL_MAPPINGS", "gpt-4o:mock-gpt"),
+        ],
+    );
+    let body = json!({"model": "gpt-4o", "input": "native please", "tools": [{"type": "web_search"}], "include": ["reasoning.encrypted_content"], "store": true});
+    let r = post(&gw, "/v1/responses", &body.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.header("x-dropped-params").is_none(),
+        "nothing is dropped on the native path"
+    );
+    let sent = mock.last_request().unwrap();
+    assert_eq!(sent.path, "/v1/responses");
+    let up: Value = serde_json::from_slice(&sent.body).unwrap();
+    assert_eq!(up["model"], "mock-gpt");
+    assert_eq!(
+        up["tools"], body["tools"],
+        "the body is forwarded unchanged"
+    );
+    assert_eq!(up["include"], body["include"]);
+    let v = r.json();
+    assert!(v["id"].as_str().unwrap().starts_with("resp_mock"), "{v}");
+    assert_eq!(v["model"], "gpt-4o", "model set back to the client's name");
+
+    let s = post(
+        &gw,
+        "/v1/responses",
+        r#"{"model":"gpt-4o","input":"stream native","stream":true}"#,
+    )
+    .await;
+    let ev = events(&s.body);
+    assert_eq!(ev[0].0, "response.created");
+    assert_eq!(ev[0].1["response"]["model"], "gpt-4o");
+    assert_eq!(ev.last().unwrap().0, "response.completed");
+    assert_eq!(ev.last().unwrap().1["response"]["model"], "gpt-4o");
+    assert!(
+        ev.last().unwrap().1["response"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("resp_mock")
+    );
+
+    // GET and DELETE of an id the gateway does not hold go to the native upstream.
+    let got = get(&gw, "/v1/responses/resp_upstream_1").await;
+    assert_eq!(got.status, 404);
+    let last = mock.last_request().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        ("GET", "/v1/responses/resp_upstream_1")
+    );
+
+    // Chat clients keep working against the same provider.
+    let c = post(
+        &gw,
+        "/v1/chat/completions",
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"chat"}]}"#,
+    )
+    .await;
+    assert_eq!(c.status, 200);
+    assert_eq!(mock.last_request().unwrap().path, "/v1/chat/completions");
+}
+
+#[actix_rt::test]
+async fn a_native_stream_cut_ends_with_error_and_failed_numbered_after_the_last_event() {
+    let opts = MockOptions {
+        chunks: 6,
+        chunk_delay: Duration::from_millis(20),
+        ..MockOptions::default()
+    };
+    let mock = MockServer::start_on("127.0.0.1:0", opts, 1).unwrap();
+    let gw = Gateway::openai(
+        &mock,
+        &[("UPSTREAM_RESPONSES_API", "native"), ("RETRY", "3")],
+    );
+    mock.push_fault(Fault::CutAfter(5));
+    let r = post(
+        &gw,
+        "/v1/responses",
+        r#"{"model":"m","input":"cut native","stream":true}"#,
+    )
+    .await;
+    let ev = events(&r.body);
+    let kinds: Vec<&str> = ev.iter().map(|(k, _)| k.as_str()).collect();
+    let n = kinds.len();
+    assert!(n >= 4 && kinds[0] == "response.created", "{kinds:?}");
+    assert_eq!(&kinds[n - 2..], ["error", "response.failed"], "{kinds:?}");
+    assert!(!kinds.contains(&"response.completed"), "{kinds:?}");
+    let seq: Vec<u64> = ev
+        .iter()
+        .map(|(_, d)| d["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seq, (0..n as u64).collect::<Vec<_>>());
+    let failed = &ev[n - 1].1["response"];
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["id"].as_str().unwrap().starts_with("resp_mock"),
+        "{failed}"
+    );
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "never a retry after the first byte"
+    );
+}
+
+#[actix_rt::test]
+async fn config_file_instances_choose_native_or_translated() {
+    let (a, b) = (MockServer::start().unwrap(), MockServer::start().unwrap());
+    let dir = std::env::temp_dir().join(format!("scira2api-resp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("native.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "providers:\n  - {{name: oa, base_url: {}, responses_api: native}}\n  - {{name: vllm, base_url: {}}}\nmodels:\n  - {{name: big, deployments: [{{provider: oa, model: gpt-5}}]}}\n  - {{name: local, deployments: [{{provider: vllm, model: qwen}}]}}\n",
+            a.url(),
+            b.url()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(&[("CONFIG_FILE", &path.display().to_string())]);
+    let r = post(&gw, "/v1/responses", r#"{"model":"big","input":"x"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gateway-provider").as_deref(), Some("oa"));
+    assert_eq!(a.last_request().unwrap().path, "/v1/responses");
+    let r = post(&gw, "/v1/responses", r#"{"model":"local","input":"x"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(b.last_request().unwrap().path, "/v1/chat/completions");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

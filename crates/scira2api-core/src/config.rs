@@ -178,6 +178,24 @@ fn read_upstream(
             )
         })?,
     };
+    let responses_native = match raw.str("UPSTREAM_RESPONSES_API").as_deref() {
+        None | Some("translate") => d.responses_native,
+        Some("native") if provider.uses_cookies() => {
+            return Err(ConfigError::new(
+                "UPSTREAM_RESPONSES_API",
+                "native",
+                "`translate` for PROVIDER=scira (Scira does not speak the Responses API)",
+            ));
+        }
+        Some("native") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "UPSTREAM_RESPONSES_API",
+                other,
+                "`translate` (onto chat completions, the default) or `native` (the upstream speaks the Responses API)",
+            ));
+        }
+    };
     let http = raw.proxy_url("HTTP_PROXY", &["http"])?;
     let socks5 = raw.proxy_url("SOCKS5_PROXY", &["socks5", "socks5h"])?;
     Ok(UpstreamSettings {
@@ -209,6 +227,7 @@ fn read_upstream(
             .and_then(|u| ProxyConfig::from_url(&u, raw.list("NO_PROXY"))),
         extra_roots,
         scira: read_scira(raw)?,
+        responses_native,
     })
 }
 

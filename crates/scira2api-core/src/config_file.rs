@@ -17,6 +17,7 @@
 //!     proxy: socks5h://os.environ/PROXY_AUTH@proxy:1080   # or os.environ/NAME; "none" = direct
 //!     no_proxy: [localhost]
 //!     ca_file: /etc/ssl/internal-ca.pem   # extra trusted CAs for this instance
+//!     responses_api: native       # it speaks the Responses API itself (default: translate)
 //! models:                         # groups: the names clients use
 //!   - name: gpt-4o
 //!     fallbacks: [gpt-4o-mini]
@@ -62,6 +63,8 @@ pub struct ProviderSpec {
     pub proxy: Option<Option<ProxyConfig>>,
     /// Extra trusted CA certificates (`ca_file`); empty = the environment's.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// `responses_api: native` (the upstream speaks the Responses API) or `translate`.
+    pub responses_native: Option<bool>,
 }
 
 /// Names and counts only: keys, header values and proxy passwords are secrets.
@@ -424,6 +427,7 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
                 "proxy",
                 "no_proxy",
                 "ca_file",
+                "responses_api",
             ],
         );
         let kind_s = r
@@ -455,6 +459,21 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
             headers,
             proxy: r.proxy(&key, p)?,
             extra_roots: r.ca_file(&format!("{key}.ca_file"), p.get("ca_file"))?,
+            responses_native: match r
+                .string(&format!("{key}.responses_api"), p.get("responses_api"))?
+                .as_deref()
+            {
+                None => None,
+                Some("native") => Some(true),
+                Some("translate") => Some(false),
+                Some(other) => {
+                    return Err(r.err(
+                        &format!("{key}.responses_api"),
+                        other,
+                        "`native` or `translate`",
+                    ));
+                }
+            },
         });
     }
     for (i, g) in r.list("models", top.get("models"))?.iter().enumerate() {
@@ -592,6 +611,7 @@ fn litellm(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, C
             headers: Vec::new(),
             proxy: None,
             extra_roots: Vec::new(),
+            responses_native: None,
         });
         let dep = DeploymentSpec {
             provider: instance,

@@ -93,10 +93,10 @@ fn all_resting(u: &Unavailable) -> Error {
 pub struct GatewayState {
     config: Config,
     pub(crate) catalog: Catalog,
-    upstreams: Vec<Arc<UpstreamConfig>>,
-    instance_names: Vec<Arc<str>>,
-    router: Router,
-    default_instance: usize,
+    pub(crate) upstreams: Vec<Arc<UpstreamConfig>>,
+    pub(crate) instance_names: Vec<Arc<str>>,
+    pub(crate) router: Router,
+    pub(crate) default_instance: usize,
     route_attempts: u32,
     store: Option<Arc<dyn ResponseStore>>,
     /// Stored Responses API responses.
@@ -306,7 +306,7 @@ impl GatewayState {
 /// One worker's gateway: parses, maps, forwards and translates chat requests.
 pub struct Gateway {
     state: Arc<GatewayState>,
-    upstreams: Vec<Upstream>,
+    pub(crate) upstreams: Vec<Upstream>,
 }
 
 impl Gateway {
@@ -404,7 +404,12 @@ impl Gateway {
                 let result = up.chat(req, internal, &retries).await;
                 (result, (state.default_instance, internal.to_owned(), None))
             }
-            Some(_) => self.chat_routed(req, &retries).await,
+            Some(_) => {
+                let send = async |up: &Upstream, model: &str, attempts: u32| {
+                    up.chat_with(req, model, &retries, Some(attempts)).await
+                };
+                self.route(&req.model, &retries, send).await
+            }
         };
         let (instance, served_model, deployment) = served;
         let internal = served_model.as_str();
@@ -471,21 +476,23 @@ impl Gateway {
         })
     }
 
-    /// Sends a request for a model group: a deployment picked by the router, and on a
+    /// Sends a request for the model group `model` with `send` (an instance, the deployment's
+    /// model, the attempts to spend on it): a deployment picked by the router, and on a
     /// retryable failure before the first byte the next one (then the fallback groups), within
     /// the router's attempt budget. Returns the result and which instance and model served it.
-    async fn chat_routed(
+    pub(crate) async fn route<T>(
         &self,
-        req: &ChatRequest,
+        model: &str,
         retries: &Cell<u32>,
-    ) -> (Result<ChatReply, Error>, Served) {
+        send: impl AsyncFn(&Upstream, &str, u32) -> Result<T, Error>,
+    ) -> (Result<T, Error>, Served) {
         let state = &self.state;
         let router = &state.router;
         let mut tried: Vec<*const Deployment> = Vec::new();
         let mut used = 0u32;
         let mut last: Option<(Error, usize, String)> = None;
         loop {
-            let ticket = match router.pick(&req.model, &tried, fastrand::f64(), Instant::now()) {
+            let ticket = match router.pick(model, &tried, fastrand::f64(), Instant::now()) {
                 Ok(Some(t)) => t,
                 Ok(None) | Err(_) if last.is_some() => {
                     let (e, i, m) = last.take().unwrap_or_else(|| unreachable!());
@@ -493,21 +500,21 @@ impl Gateway {
                 }
                 Ok(None) => {
                     return (
-                        Err(Error::Internal(format!("no group `{}`", req.model))),
-                        (state.default_instance, req.model.clone(), None),
+                        Err(Error::Internal(format!("no group `{model}`"))),
+                        (state.default_instance, model.to_owned(), None),
                     );
                 }
                 Err(u) => {
                     return (
                         Err(all_resting(&u)),
-                        (state.default_instance, req.model.clone(), None),
+                        (state.default_instance, model.to_owned(), None),
                     );
                 }
             };
             let d = ticket.deployment().clone();
             // Another untried deployment to move to: one attempt here. Otherwise what is left
             // of the budget, with backoff, on this one.
-            let chain_size = router.chain_size(&req.model);
+            let chain_size = router.chain_size(model);
             let left = state.route_attempts.saturating_sub(used).max(1);
             let attempts = if tried.len() + 1 < chain_size {
                 1
@@ -515,9 +522,7 @@ impl Gateway {
                 left
             };
             let before = retries.get();
-            let result = self.upstreams[d.instance]
-                .chat_with(req, &d.model, retries, Some(attempts))
-                .await;
+            let result = send(&self.upstreams[d.instance], &d.model, attempts).await;
             used += 1 + (retries.get() - before);
             match result {
                 Ok(reply) => {

@@ -9,16 +9,19 @@ use crate::gateway::Gateway;
 use crate::outcome::{CacheStatus, ChatContext, UsageSource};
 use bytes::Bytes;
 use futures_util::Stream;
+use log::debug;
 use scira2api_cache::{ResponseObjects, StoredResponse};
 use scira2api_translate::responses::{self, ChatPlan, EventWriter};
-use scira2api_types::{ChatRequest, Error};
-use scira2api_upstream::{ChatReply, FrameStream};
+use scira2api_types::{ChatRequest, Error, RawObject};
+use scira2api_upstream::{ChatReply, FrameStream, Upstream};
 use serde_json::{Value, json};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A Responses answer: one `response` object, or its event stream.
@@ -69,6 +72,116 @@ fn not_found(id: &str, param: Option<&str>) -> Error {
 }
 
 impl Gateway {
+    /// Answers a Responses API request body: sent as it is to an upstream that speaks the
+    /// Responses API natively (every instance the model can be routed to has
+    /// `responses_native`), otherwise translated onto chat completions
+    /// ([`Gateway::responses_plan`], [`Gateway::responses`]).
+    pub async fn respond(
+        &self,
+        body: Bytes,
+        ctx: ChatContext<'_>,
+    ) -> Result<ResponsesOutcome, Error> {
+        if let Some(native) = self.respond_natively(&body, &ctx).await {
+            return native;
+        }
+        let (plan, chat) = self.responses_plan(&body).await?;
+        if let Some(o) = &ctx.observation {
+            o.chat(&chat.model, chat.stream);
+        }
+        if !plan.dropped.is_empty() {
+            debug!(
+                "responses: accepted without effect: {}",
+                plan.dropped.join(", ")
+            );
+        }
+        self.responses(plan, &chat, ctx).await
+    }
+
+    /// Whether the instances `model` routes to (its group's deployments and its fallbacks',
+    /// or the default instance) all speak the Responses API natively.
+    fn native_for(&self, model: &str) -> bool {
+        let state = self.state();
+        let native = |i: usize| state.upstreams[i].settings().responses_native;
+        let Some(g) = state.router.group(model) else {
+            return native(state.default_instance);
+        };
+        let groups =
+            std::iter::once(g).chain(g.fallbacks.iter().filter_map(|f| state.router.group(f)));
+        groups
+            .flat_map(|g| g.deployments.iter())
+            .all(|d| native(d.instance))
+    }
+
+    /// The pass-through to a native Responses upstream; `None` when the model's instances do
+    /// not all speak it (the request is then translated).
+    async fn respond_natively(
+        &self,
+        body: &Bytes,
+        ctx: &ChatContext<'_>,
+    ) -> Option<Result<ResponsesOutcome, Error>> {
+        let raw = RawObject::parse(body.clone()).ok()?;
+        let model: String = raw.get::<String>("model")?.ok()?;
+        if !self.native_for(&model) {
+            return None;
+        }
+        let stream = matches!(raw.get::<bool>("stream"), Some(Ok(true)));
+        if let Some(o) = &ctx.observation {
+            o.chat(&model, stream);
+        }
+        let state = self.state();
+        let retries = Cell::new(0);
+        let started = Instant::now();
+        let (result, served) = match state.router.group(&model) {
+            None => {
+                let internal = state.catalog.map().to_internal(&model).to_owned();
+                let up = &self.upstreams[state.default_instance];
+                let r = up
+                    .responses_native(&raw, &model, &internal, stream, &retries, None)
+                    .await;
+                (r, state.default_instance)
+            }
+            Some(_) => {
+                let send = async |up: &Upstream, internal: &str, attempts: u32| {
+                    up.responses_native(&raw, &model, internal, stream, &retries, Some(attempts))
+                        .await
+                };
+                let (r, served) = self.route(&model, &retries, send).await;
+                (r, served.0)
+            }
+        };
+        let upstream_time = started.elapsed();
+        if let Some(o) = &ctx.observation {
+            o.called(retries.get() + 1, upstream_time);
+        }
+        let provider = state.instance_names[served].clone();
+        let reply = match result {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some(o) = &ctx.observation {
+            o.answered(CacheStatus::Bypass, &provider, None);
+        }
+        let reply = match reply {
+            ChatReply::Json(b) => ResponsesReply::Json(b),
+            ChatReply::Stream(frames) => ResponsesReply::Stream(Box::pin(NativeEvents {
+                frames,
+                last_seq: None,
+                response: None,
+                cut: Box::pin(state.streams_cut()),
+                tail: VecDeque::new(),
+                ended: false,
+            })),
+        };
+        Some(Ok(ResponsesOutcome {
+            reply,
+            dropped: Vec::new(),
+            cache: CacheStatus::Bypass,
+            provider,
+            upstream_time,
+            usage_source: None,
+        }))
+    }
+
     /// Translates a Responses request body into the chat request it becomes, with the plan
     /// (echo fields, dropped params, conversation items). The history of
     /// `previous_response_id` is read from the store (unknown or expired: 404 naming it).
@@ -154,22 +267,42 @@ impl Gateway {
         })
     }
 
-    /// `GET /v1/responses/{id}`: the stored response object.
-    pub async fn stored_response(&self, id: &str) -> Result<Bytes, Error> {
-        self.state()
-            .responses
-            .get(id)
-            .await
-            .map(|s| s.response.clone())
-            .ok_or_else(|| not_found(id, None))
+    /// The default instance, when it speaks Responses natively (it then keeps the responses
+    /// it answered, and `GET`/`DELETE` of an id the gateway does not hold go to it).
+    fn native_default(&self) -> Option<&Upstream> {
+        let state = self.state();
+        state.upstreams[state.default_instance]
+            .settings()
+            .responses_native
+            .then(|| &self.upstreams[state.default_instance])
     }
 
-    /// `DELETE /v1/responses/{id}`: removes a stored response.
+    /// `GET /v1/responses/{id}`: the stored response object (the gateway's, else a native
+    /// default upstream's).
+    pub async fn stored_response(&self, id: &str) -> Result<Bytes, Error> {
+        if let Some(s) = self.state().responses.get(id).await {
+            return Ok(s.response.clone());
+        }
+        match self.native_default() {
+            Some(up) => up.response_object(id, false).await,
+            None => Err(not_found(id, None)),
+        }
+    }
+
+    /// `DELETE /v1/responses/{id}`: removes a stored response (the gateway's, else a native
+    /// default upstream's).
     pub async fn delete_response(&self, id: &str) -> Result<Value, Error> {
         if self.state().responses.delete(id).await {
-            Ok(json!({"id": id, "object": "response", "deleted": true}))
-        } else {
-            Err(not_found(id, None))
+            return Ok(json!({"id": id, "object": "response", "deleted": true}));
+        }
+        match self.native_default() {
+            Some(up) => {
+                let body = up.response_object(id, true).await?;
+                serde_json::from_slice(&body).map_err(|e| {
+                    Error::upstream(format!("the upstream's delete answer was not JSON: {e}"))
+                })
+            }
+            None => Err(not_found(id, None)),
         }
     }
 
@@ -267,6 +400,113 @@ impl Stream for EventStream {
                 }
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+}
+
+/// A native Responses stream, passed on as it is; when it breaks off (or the shutdown grace
+/// period ends) it is closed as OpenAI would: an `error` event and `response.failed` with the
+/// response as last announced, numbered after the last event.
+struct NativeEvents {
+    frames: FrameStream,
+    last_seq: Option<u64>,
+    /// The `response` object of the last `response.created`/`.in_progress` event.
+    response: Option<Value>,
+    cut: Pin<Box<dyn Future<Output = ()>>>,
+    tail: VecDeque<Bytes>,
+    ended: bool,
+}
+
+/// `"sequence_number":N` of an event frame, by a scan (no parse for ordinary events).
+fn sequence_number(frame: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"sequence_number\":";
+    let at = frame.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits: Vec<u8> = frame[at..]
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(u8::is_ascii_digit)
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+impl NativeEvents {
+    fn observe(&mut self, frame: &[u8]) {
+        if let Some(n) = sequence_number(frame) {
+            self.last_seq = Some(n);
+        }
+        if frame.starts_with(b"event: response.created\n")
+            || frame.starts_with(b"event: response.in_progress\n")
+        {
+            let data = frame
+                .splitn(2, |&b| b == b'\n')
+                .nth(1)
+                .and_then(|d| d.strip_prefix(b"data: "));
+            if let Some(v) = data.and_then(|d| serde_json::from_slice::<Value>(d.trim_ascii()).ok())
+            {
+                self.response = v.get("response").cloned();
+            }
+        }
+    }
+
+    fn fail(&mut self, code: &str, message: &str) {
+        self.ended = true;
+        let mut seq = self.last_seq.map_or(0, |n| n + 1);
+        let mut event = |kind: &str, mut body: Value| {
+            body["type"] = json!(kind);
+            body["sequence_number"] = json!(seq);
+            seq += 1;
+            let mut f = format!("event: {kind}\ndata: ").into_bytes();
+            let _ = serde_json::to_writer(&mut f, &body);
+            f.extend_from_slice(b"\n\n");
+            Bytes::from(f)
+        };
+        let e = event(
+            "error",
+            json!({"code": code, "message": message, "param": null}),
+        );
+        let mut response = self.response.take().unwrap_or_else(|| json!({}));
+        response["status"] = json!("failed");
+        response["error"] =
+            json!({"code": "server_error", "message": format!("{message} ({code})")});
+        let f = event("response.failed", json!({"response": response}));
+        self.tail.extend([e, f]);
+    }
+}
+
+impl Stream for NativeEvents {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(f) = this.tail.pop_front() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.cut.as_mut().poll(cx).is_ready() {
+            this.fail(
+                "server_shutting_down",
+                "the gateway is shutting down and its grace period ran out before the answer was complete",
+            );
+            return Poll::Ready(this.tail.pop_front().map(Ok));
+        }
+        match this.frames.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.observe(&frame);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let code = e.code().unwrap_or("upstream_error").to_owned();
+                this.fail(&code, &e.to_string());
+                Poll::Ready(this.tail.pop_front().map(Ok))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -47,17 +47,7 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = body(&gw, &req, payload).await?;
-    let (plan, chat) = gw.responses_plan(&body).await?;
     let observation = req.extensions().get::<Rc<Observation>>().cloned();
-    if let Some(o) = &observation {
-        o.chat(&chat.model, chat.stream);
-    }
-    if !plan.dropped.is_empty() {
-        log::debug!(
-            "responses: accepted without effect: {}",
-            plan.dropped.join(", ")
-        );
-    }
     let client_key = crate::auth::bearer_token(req.headers())
         .and_then(|k| std::str::from_utf8(k).ok())
         .map(str::to_owned);
@@ -70,7 +60,7 @@ pub async fn create(
                 client_key: client_key.as_deref(),
                 cache_control,
             };
-            gw.responses(plan, &chat, ctx).await
+            gw.respond(body, ctx).await
         }
     };
     let watch = crate::conn::watch(&req);

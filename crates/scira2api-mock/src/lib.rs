@@ -15,6 +15,7 @@
 pub mod bad;
 mod openai;
 mod pace;
+mod responses;
 mod scira;
 mod server;
 

@@ -195,6 +195,7 @@ impl MockServer {
                             .app_data(web::PayloadConfig::new(64 * 1024 * 1024))
                             .route("/v1/chat/completions", web::post().to(chat))
                             .route("/chat/completions", web::post().to(chat))
+                            .route("/v1/responses", web::post().to(responses))
                             .route("/v1/models", web::get().to(crate::openai::models))
                             .route("/api/search", web::post().to(search))
                             .default_service(web::to(not_found))
@@ -353,6 +354,11 @@ pub(crate) fn reset(state: Arc<MockState>) -> HttpResponse {
 async fn chat(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
     state.record(&req, &body);
     crate::openai::chat(state.into_inner(), body).await
+}
+
+async fn responses(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+    state.record(&req, &body);
+    crate::responses::responses(state.into_inner(), body).await
 }
 
 async fn search(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {

@@ -10,6 +10,7 @@ use crate::errors::{
 };
 use crate::keys::{KeyOutcome, KeyRing};
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
+use crate::responses::ResponsesStreamDecoder;
 use crate::retry::{RetryPolicy, retryable_status};
 use crate::scira::{self, SciraStreamDecoder};
 use crate::stream::DecodedStream;
@@ -18,7 +19,7 @@ use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use bytes::Bytes;
 use log::debug;
 use scira2api_models::ModelEntry;
-use scira2api_types::{ChatRequest, ChunkEncoder, Error};
+use scira2api_types::{ChatRequest, ChunkEncoder, Error, RawObject, json_string};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -356,6 +357,106 @@ impl Upstream {
             let completion = scira::collect(&body).map_err(|e| self.config.secrets.error(e))?;
             Ok(ChatReply::Json(completion.to_json(&req.model)))
         }
+    }
+
+    /// Sends a Responses API request to an instance that speaks it natively
+    /// ([`UpstreamSettings::responses_native`]): the client's body with only `model` replaced,
+    /// to `/v1/responses`; the answer with `model` set back to `client_model` — one JSON object,
+    /// or the event stream passed through event by event. At most `attempts` attempts (the
+    /// instance's `RETRY` when `None`).
+    #[allow(clippy::too_many_arguments)] // the chat call's recipe plus the body's two names
+    pub async fn responses_native(
+        &self,
+        req: &RawObject,
+        client_model: &str,
+        internal_model: &str,
+        stream: bool,
+        retries: &Cell<u32>,
+        attempts: Option<u32>,
+    ) -> Result<ChatReply, Error> {
+        let mut policy = self.settings().retry;
+        if let Some(n) = attempts {
+            policy.attempts = n.max(1);
+        }
+        let url = self.config.v1_url("responses");
+        let literal = json_string(internal_model);
+        let body = req.with_replaced(&[("model", literal.as_str())]);
+        let rewrite = ModelRewrite::new(client_model, internal_model);
+        let build = |key: Option<&str>| {
+            let mut http = self
+                .with_headers(self.request(self.client.post(&url)))
+                .insert_header((CONTENT_TYPE, JSON));
+            if let Some(k) = key {
+                http = http.bearer_auth(k);
+            }
+            if stream {
+                http = http.insert_header((ACCEPT, HeaderValue::from_static("text/event-stream")));
+            }
+            http
+        };
+        let s = self.settings();
+        let accept = async |resp: awc::ClientResponse| {
+            if stream {
+                let decoder = ResponsesStreamDecoder::new(client_model, internal_model);
+                let stream =
+                    DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes)
+                        .redacting(self.config.secrets.clone())
+                        .primed()
+                        .await?;
+                Ok(ChatReply::Stream(stream.boxed()))
+            } else {
+                let body = self.read_body(resp).await?;
+                check_json_object(&body, self.config.host())?;
+                Ok(ChatReply::Json(rewrite.apply(body)))
+            }
+        };
+        self.send(
+            policy,
+            &self.config.keys,
+            retries,
+            build,
+            &body,
+            map_openai_error,
+            accept,
+        )
+        .await
+    }
+
+    /// `GET` (or, with `delete`, `DELETE`) `/v1/responses/{id}` on a native Responses
+    /// upstream: its stored response, or its error as it sent it. One attempt.
+    pub async fn response_object(&self, id: &str, delete: bool) -> Result<Bytes, Error> {
+        let url = self.config.v1_url(&format!("responses/{id}"));
+        let build = |key: Option<&str>| {
+            let req = if delete {
+                self.client.delete(&url)
+            } else {
+                self.client.get(&url)
+            };
+            let req = self.with_headers(self.request(req));
+            match key {
+                Some(k) => req.bearer_auth(k),
+                None => req,
+            }
+        };
+        let accept = async |resp: awc::ClientResponse| {
+            let body = self.read_body(resp).await?;
+            check_json_object(&body, self.config.host())?;
+            Ok(body)
+        };
+        let once = RetryPolicy {
+            attempts: 1,
+            ..self.settings().retry
+        };
+        self.send(
+            once,
+            &self.config.keys,
+            &Cell::new(0),
+            build,
+            &Bytes::new(),
+            map_openai_error,
+            accept,
+        )
+        .await
     }
 
     /// Reads a whole body within `CLIENT_TIMEOUT` and `MAX_BODY_BYTES`.

@@ -137,6 +137,10 @@ pub struct UpstreamSettings {
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Scira provider settings.
     pub scira: SciraConfig,
+    /// Whether the upstream speaks OpenAI's Responses API itself (real OpenAI, Azure): then a
+    /// Responses request goes to its `/v1/responses` with only `model` changed, instead of
+    /// being translated onto chat completions.
+    pub responses_native: bool,
 }
 
 impl Default for PoolConfig {
@@ -169,6 +173,7 @@ impl Default for UpstreamSettings {
             proxy: None,
             extra_roots: Vec::new(),
             scira: SciraConfig::default(),
+            responses_native: false,
         }
     }
 }
@@ -214,6 +219,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("proxy", &self.proxy)
             .field("extra_roots", &s.extra_roots.len())
             .field("scira", &s.scira)
+            .field("responses_native", &s.responses_native)
             .finish()
     }
 }
@@ -344,6 +350,7 @@ pub(crate) mod tests {
             proxy: None,
             extra_roots: Vec::new(),
             scira: SciraConfig::default(),
+            responses_native: false,
         })
     }
 

@@ -18,6 +18,7 @@ mod lines;
 mod openai;
 #[cfg(test)]
 mod proptests;
+mod responses;
 mod retry;
 mod scira;
 mod stream;
