@@ -482,3 +482,50 @@ async fn config_file_instances_choose_native_or_translated() {
     assert_eq!(b.last_request().unwrap().path, "/v1/chat/completions");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[actix_rt::test]
+async fn a_slow_upstream_gets_keep_alives_then_the_events_or_a_failed_end() {
+    let opts = MockOptions {
+        latency: Duration::from_millis(400),
+        ..MockOptions::default()
+    };
+    let mock = MockServer::start_on("127.0.0.1:0", opts, 1).unwrap();
+    let gw = Gateway::openai(&mock, &[("HEARTBEAT_INTERVAL", "100ms")]);
+    let r = post(
+        &gw,
+        "/v1/responses",
+        r#"{"model":"m","input":"slow","stream":true}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with(": keep-alive\n\n"), "{}", r.text());
+    let ev = events(&r.body);
+    assert_eq!(ev[0].0, "response.created");
+    assert_eq!(ev.last().unwrap().0, "response.completed");
+
+    // The head is out when the upstream fails: the stream's own failed end, in sequence.
+    let bad = scira2api_mock::bad::BadUpstream::start().unwrap();
+    bad.push(vec![
+        scira2api_mock::bad::Step::Sleep(Duration::from_millis(400)),
+        scira2api_mock::bad::Step::Reset,
+    ]);
+    let gw = Gateway::start(&[
+        ("BASE_URL", &bad.url()),
+        ("HEARTBEAT_INTERVAL", "100ms"),
+        ("RETRY", "1"),
+    ]);
+    let r = post(
+        &gw,
+        "/v1/responses",
+        r#"{"model":"m","input":"doomed","stream":true}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with(": keep-alive\n\n"), "{}", r.text());
+    let ev = events(&r.body);
+    let kinds: Vec<&str> = ev.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["error", "response.failed"], "{}", r.text());
+    assert_eq!(ev[1].1["sequence_number"], 1);
+    assert_eq!(ev[1].1["response"]["status"], "failed");
+    assert_eq!(ev[1].1["response"]["model"], "m");
+}

@@ -34,7 +34,7 @@ pub use observed_stream::StreamMemory;
 pub use outcome::{
     CacheControl, CacheStatus, ChatContext, ChatOutcome, StreamOutcome, UsageSource,
 };
-pub use responses::{ResponsesOutcome, ResponsesReply};
+pub use responses::{ResponsesOutcome, ResponsesReply, failed_before_first_event};
 pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
 pub use scira2api_cache::{CacheScope, CacheSettings};
 pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};

@@ -317,6 +317,21 @@ impl Gateway {
     }
 }
 
+/// The events of a Responses stream for `model` that failed before its first event, after
+/// the HTTP head was committed (keep-alive comments went out while the upstream was silent):
+/// an `error` event and `response.failed`.
+pub fn failed_before_first_event(model: &str, e: &Error) -> FrameStream {
+    let mut w = EventWriter::new(
+        responses::new_id("resp_"),
+        now_unix(),
+        responses::default_echo(model),
+    );
+    let code = e.code().unwrap_or("upstream_error");
+    let frames: Vec<Result<Bytes, Error>> =
+        w.fail(code, &e.to_string()).into_iter().map(Ok).collect();
+    Box::pin(futures_util::stream::iter(frames))
+}
+
 /// Chat chunk frames as Responses events (see [`EventWriter`]); the shutdown grace period's
 /// end and upstream errors become `error` + `response.failed`.
 struct EventStream {

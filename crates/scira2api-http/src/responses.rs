@@ -47,6 +47,15 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = body(&gw, &req, payload).await?;
+    // Only a stream can commit its head early (keep-alives while the upstream is silent).
+    let early = scira2api_types::RawObject::parse(body.clone())
+        .ok()
+        .filter(|r| matches!(r.get::<bool>("stream"), Some(Ok(true))))
+        .map(|r| {
+            r.get::<String>("model")
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        });
     let observation = req.extensions().get::<Rc<Observation>>().cloned();
     let client_key = crate::auth::bearer_token(req.headers())
         .and_then(|k| std::str::from_utf8(k).ok())
@@ -64,13 +73,41 @@ pub async fn create(
         }
     };
     let watch = crate::conn::watch(&req);
-    let mut gone = watch.map(ConnWatch::gone);
+    let mut gone = watch.clone().map(ConnWatch::gone);
+    let heartbeat = gw.state().config().server.heartbeat_interval;
+    let mut call = Box::pin(call);
     let outcome: ResponsesOutcome = tokio::select! {
         biased;
-        r = call => r?,
+        r = &mut call => r?,
         _ = async { match gone.as_mut() { Some(g) => g.await, None => std::future::pending().await } } => {
             log::info!("client closed the connection before the answer: upstream call dropped");
             return Ok(client_gone_response());
+        }
+        _ = actix_rt::time::sleep(heartbeat), if early.is_some() => {
+            // Commit the 200 head and keep the connection alive until the first event; a
+            // failure from here on is the stream's own `error` + `response.failed`.
+            let model = early.unwrap_or_default();
+            let pending = Box::pin(async move {
+                Ok(match call.await {
+                    Ok(ResponsesOutcome { reply: ResponsesReply::Stream(events), .. }) => events,
+                    Ok(_) => scira2api_core::failed_before_first_event(
+                        &model,
+                        &Error::Internal("a stream request got a non-stream answer".into()),
+                    ),
+                    Err(e) => {
+                        if let Some(o) = &observation {
+                            o.stream_failed(e.code().unwrap_or("upstream_error"));
+                        }
+                        log::warn!("stream failed before its first event, after the response started: {e}");
+                        scira2api_core::failed_before_first_event(&model, &e)
+                    }
+                })
+            });
+            let body = SseBody::pending(pending, heartbeat)
+                .own_framing()
+                .ending_when(watch.map(ConnWatch::gone))
+                .counted(gw.state().activity().enter());
+            return Ok(stream_headers(&mut HttpResponse::Ok()).streaming(body));
         }
     };
     let mut resp = HttpResponse::Ok();
@@ -101,7 +138,6 @@ pub async fn create(
             ))
             .body(body)),
         ResponsesReply::Stream(events) => {
-            let heartbeat = gw.state().config().server.heartbeat_interval;
             let body = SseBody::new(events, heartbeat)
                 .own_framing()
                 .ending_when(gone)

@@ -10,6 +10,6 @@ mod request;
 mod response;
 mod stream;
 
-pub use request::{ChatPlan, previous_response_id, to_chat};
+pub use request::{ChatPlan, default_echo, previous_response_id, to_chat};
 pub use response::{Parts, from_completion, new_id, response_object, usage};
 pub use stream::EventWriter;

@@ -321,6 +321,14 @@ pub fn to_chat(req: &Value, history: &[Value]) -> Result<ChatPlan, Error> {
     })
 }
 
+/// The echo fields of a request that names only `model` (the defaults), for a response
+/// object written when nothing more is known (a stream that failed before its first event).
+pub fn default_echo(model: &str) -> Map<String, Value> {
+    to_chat(&json!({"model": model, "input": ""}), &[])
+        .map(|p| p.echo)
+        .unwrap_or_default()
+}
+
 fn bool_field(obj: &Map<String, Value>, key: &str, default: bool) -> Result<bool, Error> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(default),
