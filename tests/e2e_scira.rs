@@ -435,3 +435,41 @@ async fn models_list_the_scira_table_and_extra_ids() {
     assert_eq!(r.json()["model"], "scira-custom");
     assert_eq!(mock.last_request().unwrap().json()["model"], "scira-custom");
 }
+
+/// A web search asked for — chat's `web_search_options`, or a Responses `web_search` tool,
+/// offered or forced — selects Scira's `web` group; otherwise `SCIRA_GROUP` (default `chat`).
+#[actix_rt::test]
+async fn a_web_search_request_selects_the_web_group() {
+    let mock = MockServer::start().unwrap();
+    let gw = scira(&mock, &[]);
+    let group = |mock: &MockServer| mock.last_request().unwrap().json()["group"].clone();
+    post(&gw, "/v1/chat/completions", CHAT).await;
+    assert_eq!(group(&mock), "chat");
+    let body = r#"{"model":"gpt-4o","web_search_options":{},"messages":[{"role":"user","content":"news?"}]}"#;
+    assert_eq!(post(&gw, "/v1/chat/completions", body).await.status, 200);
+    assert_eq!(group(&mock), "web");
+    for body in [
+        r#"{"model":"gpt-4o","input":"news?","tools":[{"type":"web_search"}]}"#,
+        r#"{"model":"gpt-4o","input":"news?","tools":[{"type":"web_search_preview"}],"tool_choice":{"type":"web_search_preview"}}"#,
+    ] {
+        let r = post(&gw, "/v1/responses", body).await;
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+        assert!(
+            r.header("x-dropped-params").is_none(),
+            "{body}: honoured, not dropped"
+        );
+        assert_eq!(group(&mock), "web", "{body}");
+        let tools = r.json()["tools"].clone();
+        assert!(
+            tools[0]["type"].as_str().unwrap().starts_with("web_search"),
+            "{tools}"
+        );
+    }
+    post(
+        &gw,
+        "/v1/responses",
+        r#"{"model":"gpt-4o","input":"no search"}"#,
+    )
+    .await;
+    assert_eq!(group(&mock), "chat");
+}

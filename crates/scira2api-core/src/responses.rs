@@ -13,7 +13,7 @@ use log::debug;
 use scira2api_cache::{ResponseObjects, StoredResponse};
 use scira2api_translate::responses::{self, ChatPlan, EventWriter};
 use scira2api_types::{ChatRequest, Error, RawObject};
-use scira2api_upstream::{ChatReply, FrameStream, Upstream};
+use scira2api_upstream::{ChatReply, FrameStream, Upstream, UpstreamSettings};
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -97,19 +97,24 @@ impl Gateway {
         self.responses(plan, &chat, ctx).await
     }
 
-    /// Whether the instances `model` routes to (its group's deployments and its fallbacks',
-    /// or the default instance) all speak the Responses API natively.
-    fn native_for(&self, model: &str) -> bool {
+    /// Whether every instance `model` can be routed to (its group's deployments and its
+    /// fallbacks', or the default instance for a name in no group) has `what`.
+    fn all_instances(&self, model: &str, what: impl Fn(&UpstreamSettings) -> bool) -> bool {
         let state = self.state();
-        let native = |i: usize| state.upstreams[i].settings().responses_native;
+        let has = |i: usize| what(state.upstreams[i].settings());
         let Some(g) = state.router.group(model) else {
-            return native(state.default_instance);
+            return has(state.default_instance);
         };
-        let groups =
-            std::iter::once(g).chain(g.fallbacks.iter().filter_map(|f| state.router.group(f)));
-        groups
+        let fallbacks = g.fallbacks.iter().filter_map(|f| state.router.group(f));
+        std::iter::once(g)
+            .chain(fallbacks)
             .flat_map(|g| g.deployments.iter())
-            .all(|d| native(d.instance))
+            .all(|d| has(d.instance))
+    }
+
+    /// Whether the instances `model` routes to all speak the Responses API natively.
+    fn native_for(&self, model: &str) -> bool {
+        self.all_instances(model, |s| s.responses_native)
     }
 
     /// The pass-through to a native Responses upstream; `None` when the model's instances do
@@ -204,7 +209,12 @@ impl Gateway {
                 }
             }
         }
-        let plan = responses::to_chat(&req, &history)?;
+        // Scira searches the web when asked: a `web_search` tool is honoured there.
+        let model = req.get("model").and_then(Value::as_str).unwrap_or_default();
+        let caps = responses::Capabilities {
+            web_search: self.all_instances(model, |s| s.provider.uses_cookies()),
+        };
+        let plan = responses::to_chat_for(&req, &history, caps)?;
         let chat_body = serde_json::to_vec(&plan.body)
             .map_err(|e| Error::Internal(format!("could not write the chat request: {e}")))?;
         let chat = ChatRequest::parse(Bytes::from(chat_body))?;

@@ -136,3 +136,21 @@ fn a_failed_stream_ends_with_error_then_failed() {
     assert_eq!(failed["response"]["status"], "failed");
     assert_eq!(failed["response"]["output"][0]["content"][0]["text"], "par");
 }
+
+#[test]
+fn a_web_search_tool_is_honoured_only_where_the_upstream_searches() {
+    use scira2api_translate::responses::{Capabilities, to_chat_for};
+    let req = json!({"model": "m", "input": "news?",
+        "tools": [{"type": "web_search", "search_context_size": "low"}],
+        "tool_choice": {"type": "web_search"}});
+    let e = to_chat(&req, &[]).unwrap_err();
+    assert_eq!(e.param(), Some("tool_choice"));
+    let plan = to_chat_for(&req, &[], Capabilities { web_search: true }).unwrap();
+    assert_eq!(
+        plan.body["web_search_options"],
+        json!({"search_context_size": "low"})
+    );
+    assert!(plan.body.get("tools").is_none() && plan.body.get("tool_choice").is_none());
+    assert!(plan.dropped.is_empty(), "{:?}", plan.dropped);
+    assert_eq!(plan.echo["tools"][0]["type"], "web_search");
+}

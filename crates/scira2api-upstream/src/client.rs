@@ -292,9 +292,20 @@ impl Upstream {
         let s = self.settings();
         let messages = req.messages()?;
         let user_id = self.config.user_ids.pick();
+        // OpenAI chat's own ask for web search selects Scira's web group.
+        let group = if req
+            .object()
+            .raw("web_search_options")
+            .is_some_and(|v| v != "null")
+        {
+            scira::WEB_GROUP
+        } else {
+            s.scira.group.as_str()
+        };
         let body = Bytes::from(scira::body(
             &s.scira,
             internal_model,
+            group,
             &messages,
             user_id.map(|u| u.value),
         )?);

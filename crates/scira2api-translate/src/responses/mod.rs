@@ -10,6 +10,8 @@ mod request;
 mod response;
 mod stream;
 
-pub use request::{ChatPlan, default_echo, previous_response_id, to_chat};
+pub use request::{
+    Capabilities, ChatPlan, default_echo, previous_response_id, to_chat, to_chat_for,
+};
 pub use response::{Parts, from_completion, new_id, response_object, usage};
 pub use stream::EventWriter;

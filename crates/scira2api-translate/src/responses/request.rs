@@ -77,6 +77,14 @@ fn unsupported(param: &str, what: &str) -> Error {
     }
 }
 
+/// What the chosen upstream can do beyond chat completions, where that changes the translation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capabilities {
+    /// It searches the web when asked through chat's `web_search_options` (Scira): a
+    /// `web_search` tool is then honoured — offered or forced — instead of dropped or refused.
+    pub web_search: bool,
+}
+
 /// The `previous_response_id` of a Responses request body, if any (to look the history up
 /// before translating).
 pub fn previous_response_id(req: &Value) -> Option<&str> {
@@ -86,6 +94,11 @@ pub fn previous_response_id(req: &Value) -> Option<&str> {
 /// Translates a Responses request. `history` holds the input and output items of the previous
 /// response (and its own history), oldest first, when `previous_response_id` named one.
 pub fn to_chat(req: &Value, history: &[Value]) -> Result<ChatPlan, Error> {
+    to_chat_for(req, history, Capabilities::default())
+}
+
+/// Like [`to_chat`], for an upstream with `caps`.
+pub fn to_chat_for(req: &Value, history: &[Value], caps: Capabilities) -> Result<ChatPlan, Error> {
     let obj = req
         .as_object()
         .ok_or_else(|| Error::invalid("The request body must be a JSON object", None))?;
@@ -133,8 +146,20 @@ pub fn to_chat(req: &Value, history: &[Value]) -> Result<ChatPlan, Error> {
     body.insert("model".into(), Value::String(model.to_owned()));
     body.insert("messages".into(), Value::Array(messages));
 
-    let (tools, echo_tools) = tools(obj.get("tools"), &mut dropped)?;
-    let tool_choice = tool_choice(obj.get("tool_choice"), !tools.is_empty(), obj.get("tools"))?;
+    let (tools, echo_tools, web) = tools(obj.get("tools"), caps, &mut dropped)?;
+    let forced_web = caps.web_search && forces_web_search(obj.get("tool_choice"));
+    let tool_choice = if forced_web {
+        None
+    } else {
+        tool_choice(
+            obj.get("tool_choice"),
+            !tools.is_empty() || web.is_some(),
+            obj.get("tools"),
+        )?
+    };
+    if let Some(options) = web.or_else(|| forced_web.then(|| json!({}))) {
+        body.insert("web_search_options".into(), options);
+    }
     if !tools.is_empty() {
         body.insert("tools".into(), Value::Array(tools));
         if let Some(tc) = &tool_choice {
@@ -533,20 +558,45 @@ fn message(item: &Value, at: &str) -> Result<Value, Error> {
     Ok(json!({"role": role, "content": content}))
 }
 
-/// Function tools in chat's nested shape; built-in and unknown tool types are dropped (only
-/// offered: `tool_choice` is checked separately). Returns (chat tools, tools to echo).
+/// Whether `tool_choice` forces a web search tool.
+fn forces_web_search(choice: Option<&Value>) -> bool {
+    choice
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.starts_with("web_search"))
+}
+
+/// The chat tools: function tools in chat's nested shape, plus a `web_search` tool as chat's
+/// `web_search_options` when the upstream can search; other built-in and unknown tool types are
+/// dropped (only offered: `tool_choice` is checked separately). Returns (chat tools, tools to
+/// echo, web search options).
+type Tools = (Vec<Value>, Vec<Value>, Option<Value>);
+
 fn tools(
     tools: Option<&Value>,
+    caps: Capabilities,
     dropped: &mut Vec<String>,
-) -> Result<(Vec<Value>, Vec<Value>), Error> {
+) -> Result<Tools, Error> {
     let list = match tools {
-        None | Some(Value::Null) => return Ok((Vec::new(), Vec::new())),
+        None | Some(Value::Null) => return Ok((Vec::new(), Vec::new(), None)),
         Some(Value::Array(list)) => list,
         Some(_) => return Err(bad("`tools` must be a list", "tools")),
     };
-    let (mut chat, mut echo) = (Vec::new(), Vec::new());
+    let (mut chat, mut echo, mut web) = (Vec::new(), Vec::new(), None);
     for (i, t) in list.iter().enumerate() {
         let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
+        if caps.web_search && kind.starts_with("web_search") {
+            // The same options as chat's `web_search_options`.
+            let mut options = Map::new();
+            for k in ["search_context_size", "user_location"] {
+                if let Some(v) = t.get(k).filter(|v| !v.is_null()) {
+                    options.insert(k.into(), v.clone());
+                }
+            }
+            web = Some(Value::Object(options));
+            echo.push(t.clone());
+            continue;
+        }
         if kind != "function" {
             dropped.push(format!("tools[{i}]:{kind}"));
             continue;
@@ -581,7 +631,7 @@ fn tools(
             "strict": strict.map_or(Value::Null, Value::Bool),
         }));
     }
-    Ok((chat, echo))
+    Ok((chat, echo, web))
 }
 
 /// `tool_choice` in chat's shape. A forced built-in tool, or `required` with no function tool

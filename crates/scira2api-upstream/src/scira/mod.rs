@@ -14,7 +14,7 @@ mod request;
 pub(crate) use answer::{SciraStreamDecoder, collect};
 pub(crate) use errors::map_error;
 pub use models::{SCIRA_DEFAULT_MAPPINGS, SCIRA_OWNED_BY};
-pub(crate) use request::body;
+pub(crate) use request::{WEB_GROUP, body};
 
 /// Which request body shape is sent to Scira.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -91,12 +91,17 @@ struct UiMessage {
     content: Option<String>,
 }
 
-/// Builds the request body: a fresh chat id, the internal model, group, timezone,
+/// The Scira group that searches the web (its default when no group is sent).
+pub(crate) const WEB_GROUP: &str = "web";
+
+/// Builds the request body: a fresh chat id, the internal model, `group` (the configured
+/// `SCIRA_GROUP`, or [`WEB_GROUP`] when the client asked for web search), timezone,
 /// `isTemporaryChat`, and the whole history as UI messages (v5) or v4 messages.
 /// `user_id` is sent with the v4 body when one is configured.
 pub(crate) fn body(
     config: &SciraConfig,
     model: &str,
+    group: &str,
     messages: &[Message],
     user_id: Option<&str>,
 ) -> Result<Vec<u8>, Error> {
@@ -132,7 +137,7 @@ pub(crate) fn body(
     let mut body = serde_json::json!({
         "id": uuid::Uuid::new_v4().to_string(),
         "model": model,
-        "group": config.group,
+        "group": group,
         "timezone": config.timezone,
         "messages": ui,
     });
@@ -178,9 +183,10 @@ mod tests {
             {"role":"tool","tool_call_id":"c1","content":"42"},
             {"role":"user","content":"thanks"}
         ]));
-        let b: Value =
-            serde_json::from_slice(&body(&cfg(SciraBody::V5), "scira-default", &m, None).unwrap())
-                .unwrap();
+        let b: Value = serde_json::from_slice(
+            &body(&cfg(SciraBody::V5), "scira-default", "chat", &m, None).unwrap(),
+        )
+        .unwrap();
         assert_eq!(b["model"], "scira-default");
         assert_eq!(b["group"], "chat");
         assert_eq!(b["timezone"], "UTC");
@@ -207,7 +213,14 @@ mod tests {
     fn v4_body_has_content_and_user_id() {
         let m = msgs(json!([{"role":"user","content":"hi"}]));
         let b: Value = serde_json::from_slice(
-            &body(&cfg(SciraBody::V4), "scira-default", &m, Some("user-1")).unwrap(),
+            &body(
+                &cfg(SciraBody::V4),
+                "scira-default",
+                "chat",
+                &m,
+                Some("user-1"),
+            )
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(b["messages"][0]["content"], "hi");
@@ -222,7 +235,7 @@ mod tests {
     fn needs_a_user_message() {
         let m = msgs(json!([{"role":"system","content":"x"}]));
         assert_eq!(
-            body(&cfg(SciraBody::V5), "m", &m, None)
+            body(&cfg(SciraBody::V5), "m", "chat", &m, None)
                 .unwrap_err()
                 .param(),
             Some("messages")
