@@ -238,7 +238,11 @@ impl Gateway {
             ChatReply::Json(body) => {
                 let completion: Value = serde_json::from_slice(&body)
                     .map_err(|e| Error::Internal(format!("the chat answer was not JSON: {e}")))?;
-                let r = responses::from_completion(&completion, &id, created_at, &plan.echo);
+                let mut r = responses::from_completion(&completion, &id, created_at, &plan.echo);
+                if matches!(outcome.usage, Some((_, UsageSource::Estimated))) {
+                    // Counted by the gateway, as `x-usage-source` says too.
+                    r["usage_source"] = json!("estimated");
+                }
                 let json = Bytes::from(serde_json::to_vec(&r).unwrap_or_default());
                 if let Some(store) = store {
                     store

@@ -154,3 +154,20 @@ fn a_web_search_tool_is_honoured_only_where_the_upstream_searches() {
     assert!(plan.dropped.is_empty(), "{:?}", plan.dropped);
     assert_eq!(plan.echo["tools"][0]["type"], "web_search");
 }
+
+#[test]
+fn an_estimated_usage_is_marked_on_the_final_response() {
+    let echo = to_chat(&json!({"model": "m", "input": "x"}), &[])
+        .unwrap()
+        .echo;
+    let mut w = EventWriter::new("resp_x".into(), 1, echo);
+    w.start();
+    w.chunk(
+        &json!({"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}),
+    );
+    w.chunk(&json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}, "usage_source": "estimated"}));
+    w.finish();
+    let r = w.response();
+    assert_eq!(r["usage"]["input_tokens"], 3);
+    assert_eq!(r["usage_source"], "estimated");
+}

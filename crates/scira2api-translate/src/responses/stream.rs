@@ -47,6 +47,8 @@ pub struct EventWriter {
     open: Option<Open>,
     finish_reason: Option<String>,
     usage: Option<Value>,
+    /// The usage was counted by the gateway (the upstream reported none).
+    estimated: bool,
     finished: bool,
 }
 
@@ -62,6 +64,7 @@ impl EventWriter {
             open: None,
             finish_reason: None,
             usage: None,
+            estimated: false,
             finished: false,
         }
     }
@@ -92,7 +95,7 @@ impl EventWriter {
 
     fn object(&self, status: &str, incomplete: Option<&str>, error: Option<Value>) -> Value {
         let final_ = status != "in_progress";
-        response_object(
+        let mut r = response_object(
             &self.echo,
             Parts {
                 id: &self.id,
@@ -107,7 +110,12 @@ impl EventWriter {
                 },
                 usage: final_.then(|| self.usage.clone().unwrap_or_else(|| usage(None))),
             },
-        )
+        );
+        if final_ && self.estimated {
+            // As a chat stream's usage chunk says it: counted by the gateway.
+            r["usage_source"] = json!("estimated");
+        }
+        r
     }
 
     /// `response.created` and `response.in_progress`: the first events.
@@ -125,6 +133,7 @@ impl EventWriter {
         let mut out = Vec::new();
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(usage(Some(u)));
+            self.estimated = chunk["usage_source"] == "estimated";
         }
         let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
             return out;
