@@ -3,8 +3,9 @@ speaking chat completions), with every response object and stream event validate
 OpenAI's published schemas (tests/fixtures/openai/schemas.json, extracted from the OpenAPI
 document).
 
-Usage: python3 tests/sdk/openai_responses.py http://127.0.0.1:PORT/v1 API_KEY [--no-tools] [--native]
-(--no-tools: skip function tools and structured output, for a Scira upstream; --native: the
+Usage: python3 tests/sdk/openai_responses.py http://127.0.0.1:PORT/v1 API_KEY [--scira] [--native]
+(--scira: a Scira upstream: no function tools or structured output, and web search is honoured
+rather than dropped or refused; --native: the
 gateway passes Responses through to an upstream that speaks them, which keeps its own state, so
 the gateway's store and x-dropped-params are not checked.)
 Needs the `openai`, `pydantic` (an openai dependency) and `jsonschema` packages. Prints
@@ -104,7 +105,8 @@ check([e["sequence_number"] for e in events] == list(range(len(events))), "seque
 for ev in events:
     validate(ev, "ResponseStreamEvent")
 
-tools_ok = "--no-tools" not in sys.argv
+scira = "--scira" in sys.argv
+tools_ok = not scira
 native = "--native" in sys.argv
 
 # 3. A function tool round trip: a call, then its output.
@@ -166,8 +168,12 @@ if not native:
         check(True, "store: false")
 
 # 6. What cannot be honoured is a 400 naming the param; what is only offered is dropped and named.
+forced_search = {"tool_choice": {"type": "web_search"}, "tools": [{"type": "web_search"}]}
+if scira:
+    r = client.responses.create(model="gpt-4o", input="news?", **forced_search)
+    check(r.status == "completed", "a forced web search is honoured on Scira")
 for kwargs, param in [
-    ({"tool_choice": {"type": "web_search"}, "tools": [{"type": "web_search"}]}, "tool_choice"),
+    *([] if scira else [(forced_search, "tool_choice")]),
     ({"background": True}, "background"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]}, "input[0].content[0]"),
 ]:
@@ -182,6 +188,8 @@ check(offered.status_code == 200, f"offered built-in tool: {offered.status_code}
 if native:
     check("x-dropped-params" not in offered.headers, "nothing dropped on the native path")
     check(offered.json()["id"].startswith("resp_mock"), "answered by the native upstream")
+elif scira:
+    check("web_search" not in offered.headers.get("x-dropped-params", ""), f"web search honoured {offered.headers}")
 else:
     check("tools[0]:web_search" in offered.headers.get("x-dropped-params", ""), f"x-dropped-params {offered.headers}")
 

@@ -17,6 +17,7 @@ mod config;
 pub mod config_file;
 mod gateway;
 mod instances;
+mod messages;
 pub mod metrics;
 mod observation;
 mod observed_stream;
@@ -25,6 +26,7 @@ pub mod request_id;
 mod responses;
 mod sections;
 mod settings;
+mod translated_stream;
 
 pub use activity::{Activity, ActivityGuard};
 pub use config::{Config, ConfigError};
@@ -34,12 +36,13 @@ pub use observed_stream::StreamMemory;
 pub use outcome::{
     CacheControl, CacheStatus, ChatContext, ChatOutcome, StreamOutcome, UsageSource,
 };
-pub use responses::{ResponsesOutcome, ResponsesReply, failed_before_first_event};
+pub use responses::{EndpointOutcome, EndpointReply, failed_before_first_event};
 pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
 pub use scira2api_cache::{CacheScope, CacheSettings};
 pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};
 pub use scira2api_limiter::{LimiterSettings, RateLimitScope};
 pub use scira2api_models::ModelEntry;
+pub use scira2api_translate::messages::PING as MESSAGES_PING;
 pub use scira2api_types::{ChatRequest, Error};
 pub use scira2api_upstream::UpstreamSettings;
 pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig};

@@ -7,10 +7,11 @@
 
 use crate::gateway::Gateway;
 use crate::outcome::{CacheStatus, ChatContext, UsageSource};
+use crate::translated_stream::{OnFinish, TranslatedStream};
 use bytes::Bytes;
 use futures_util::Stream;
 use log::debug;
-use scira2api_cache::{ResponseObjects, StoredResponse};
+use scira2api_cache::StoredResponse;
 use scira2api_translate::responses::{self, ChatPlan, EventWriter};
 use scira2api_types::{ChatRequest, Error, RawObject};
 use scira2api_upstream::{ChatReply, FrameStream, Upstream, UpstreamSettings};
@@ -24,19 +25,21 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A Responses answer: one `response` object, or its event stream.
-pub enum ResponsesReply {
-    /// The response object, as JSON.
+/// The answer of an endpoint other than chat completions (Responses, Messages): one JSON
+/// object, or its own event stream.
+pub enum EndpointReply {
+    /// The answer object, as JSON.
     Json(Bytes),
-    /// Complete SSE events (`event: …\ndata: …\n\n`), ending with `response.completed`,
-    /// `response.incomplete` or `response.failed`; never an `Err` item.
+    /// Complete SSE events (`event: …\ndata: …\n\n`) ending with the API's own final event
+    /// (`response.completed`/`.incomplete`/`.failed`, `message_stop` or `error`); never an
+    /// `Err` item.
     Stream(FrameStream),
 }
 
-/// A Responses answer and how it was obtained.
-pub struct ResponsesOutcome {
+/// An endpoint's answer and how it was obtained.
+pub struct EndpointOutcome {
     /// The answer.
-    pub reply: ResponsesReply,
+    pub reply: EndpointReply,
     /// Request fields accepted without effect (`x-dropped-params`).
     pub dropped: Vec<String>,
     /// What the cache did.
@@ -80,7 +83,7 @@ impl Gateway {
         &self,
         body: Bytes,
         ctx: ChatContext<'_>,
-    ) -> Result<ResponsesOutcome, Error> {
+    ) -> Result<EndpointOutcome, Error> {
         if let Some(native) = self.respond_natively(&body, &ctx).await {
             return native;
         }
@@ -123,7 +126,7 @@ impl Gateway {
         &self,
         body: &Bytes,
         ctx: &ChatContext<'_>,
-    ) -> Option<Result<ResponsesOutcome, Error>> {
+    ) -> Option<Result<EndpointOutcome, Error>> {
         let raw = RawObject::parse(body.clone()).ok()?;
         let model: String = raw.get::<String>("model")?.ok()?;
         if !self.native_for(&model) {
@@ -167,8 +170,8 @@ impl Gateway {
             o.answered(CacheStatus::Bypass, &provider, None);
         }
         let reply = match reply {
-            ChatReply::Json(b) => ResponsesReply::Json(b),
-            ChatReply::Stream(frames) => ResponsesReply::Stream(Box::pin(NativeEvents {
+            ChatReply::Json(b) => EndpointReply::Json(b),
+            ChatReply::Stream(frames) => EndpointReply::Stream(Box::pin(NativeEvents {
                 frames,
                 last_seq: None,
                 response: None,
@@ -177,7 +180,7 @@ impl Gateway {
                 ended: false,
             })),
         };
-        Some(Ok(ResponsesOutcome {
+        Some(Ok(EndpointOutcome {
             reply,
             dropped: Vec::new(),
             cache: CacheStatus::Bypass,
@@ -228,7 +231,7 @@ impl Gateway {
         plan: ChatPlan,
         chat: &ChatRequest,
         ctx: ChatContext<'_>,
-    ) -> Result<ResponsesOutcome, Error> {
+    ) -> Result<EndpointOutcome, Error> {
         let outcome = self.chat(chat, ctx).await?;
         let id = responses::new_id("resp_");
         let created_at = now_unix();
@@ -255,23 +258,27 @@ impl Gateway {
                         )
                         .await;
                 }
-                ResponsesReply::Json(json)
+                EndpointReply::Json(json)
             }
             ChatReply::Stream(frames) => {
                 let writer = EventWriter::new(id, created_at, plan.echo);
-                let events = EventStream {
-                    frames,
-                    writer,
-                    queue: VecDeque::new(),
-                    started: false,
-                    ended: false,
-                    cut: Box::pin(self.state().streams_cut()),
-                    store: store.map(|s| (s, input)),
-                };
-                ResponsesReply::Stream(Box::pin(events))
+                // A stored stream is kept when it completes (in the background: the store may
+                // be remote).
+                let keep = store.map(|store| {
+                    Box::new(move |w: &EventWriter| {
+                        let response =
+                            Bytes::from(serde_json::to_vec(&w.response()).unwrap_or_default());
+                        let id = w.id().to_owned();
+                        actix_rt::spawn(async move {
+                            store.put(id, StoredResponse { response, input }).await;
+                        });
+                    }) as OnFinish<EventWriter>
+                });
+                let cut = self.state().streams_cut();
+                EndpointReply::Stream(TranslatedStream::new(frames, writer, cut, keep).boxed())
             }
         };
-        Ok(ResponsesOutcome {
+        Ok(EndpointOutcome {
             reply,
             dropped: plan.dropped,
             cache: outcome.cache,
@@ -344,93 +351,6 @@ pub fn failed_before_first_event(model: &str, e: &Error) -> FrameStream {
     let frames: Vec<Result<Bytes, Error>> =
         w.fail(code, &e.to_string()).into_iter().map(Ok).collect();
     Box::pin(futures_util::stream::iter(frames))
-}
-
-/// Chat chunk frames as Responses events (see [`EventWriter`]); the shutdown grace period's
-/// end and upstream errors become `error` + `response.failed`.
-struct EventStream {
-    frames: FrameStream,
-    writer: EventWriter,
-    queue: VecDeque<Bytes>,
-    started: bool,
-    ended: bool,
-    cut: Pin<Box<dyn Future<Output = ()>>>,
-    store: Option<(Arc<dyn ResponseObjects>, Bytes)>,
-}
-
-impl EventStream {
-    fn push(&mut self, frames: Vec<Bytes>) {
-        self.queue.extend(frames);
-    }
-
-    /// Keeps the finished response (in the background: the store may be remote).
-    fn keep(&mut self) {
-        let Some((store, input)) = self.store.take() else {
-            return;
-        };
-        let response = Bytes::from(serde_json::to_vec(&self.writer.response()).unwrap_or_default());
-        let id = self.writer.id().to_owned();
-        actix_rt::spawn(async move {
-            store.put(id, StoredResponse { response, input }).await;
-        });
-    }
-}
-
-/// The JSON of a `data: {...}` frame.
-fn frame_json(frame: &[u8]) -> Option<Value> {
-    let data = frame.strip_prefix(b"data: ")?;
-    serde_json::from_slice(data.trim_ascii_end()).ok()
-}
-
-impl Stream for EventStream {
-    type Item = Result<Bytes, Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if !this.started {
-            this.started = true;
-            let start = this.writer.start();
-            this.push(start);
-        }
-        loop {
-            if let Some(f) = this.queue.pop_front() {
-                return Poll::Ready(Some(Ok(f)));
-            }
-            if this.ended {
-                return Poll::Ready(None);
-            }
-            if this.cut.as_mut().poll(cx).is_ready() {
-                this.ended = true;
-                let events = this.writer.fail(
-                    "server_shutting_down",
-                    "the gateway is shutting down and its grace period ran out before the answer was complete",
-                );
-                this.push(events);
-                continue;
-            }
-            match this.frames.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(chunk) = frame_json(&frame) {
-                        let events = this.writer.chunk(&chunk);
-                        this.push(events);
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.ended = true;
-                    let code = e.code().unwrap_or("upstream_error").to_owned();
-                    let events = this.writer.fail(&code, &e.to_string());
-                    this.push(events);
-                }
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    let events = this.writer.finish();
-                    this.push(events);
-                    this.keep();
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
 }
 
 /// A native Responses stream, passed on as it is; when it breaks off (or the shutdown grace

@@ -1,6 +1,6 @@
 //! API key check: `Authorization: Bearer <key>` against `APIKEY`, in constant time.
 
-use crate::error::error_response;
+use crate::error::error_for;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -67,15 +67,24 @@ fn is_public(configured: Option<&[String]>, path: &str) -> bool {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-pub(crate) fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
-    let value = headers
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .as_bytes();
-    let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| token.trim_ascii())
+/// The client's key: the token of an `Authorization: Bearer <token>` header (scheme
+/// case-insensitive), else an `x-api-key` header (what the Anthropic SDKs and Claude Code send).
+pub(crate) fn client_key(headers: &actix_web::http::header::HeaderMap) -> Option<&[u8]> {
+    let bearer = headers
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| {
+            let value = v.as_bytes();
+            let (scheme, token) = value.split_at(value.iter().position(|&b| b == b' ')?);
+            scheme
+                .eq_ignore_ascii_case(b"bearer")
+                .then(|| token.trim_ascii())
+        });
+    bearer.or_else(|| {
+        headers
+            .get("x-api-key")
+            .map(|v| v.as_bytes().trim_ascii())
+            .filter(|k| !k.is_empty())
+    })
 }
 
 /// Middleware: lets public paths and preflights through, otherwise demands a valid key.
@@ -99,9 +108,9 @@ pub async fn require_key(
             .await
             .map(ServiceResponse::map_into_left_body);
     }
-    let err = match bearer_token(req.headers()) {
+    let err = match client_key(req.headers()) {
         None => Error::InvalidApiKey(
-            "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+            "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
         ),
         Some(token) if key_matches(&config.auth.api_keys, token) => {
             return next
@@ -111,7 +120,7 @@ pub async fn require_key(
         }
         Some(_) => Error::InvalidApiKey("Incorrect API key provided."),
     };
-    let resp = error_response(&err);
+    let resp = error_for(req.path(), &err);
     Ok(req.into_response(resp).map_into_right_body())
 }
 

@@ -1,4 +1,5 @@
-//! Rendering [`Error`] as an actix response: OpenAI JSON, the right status, retry headers.
+//! Rendering [`Error`] as an actix response: OpenAI JSON (or Anthropic's shape on the Messages
+//! API routes), the right status, retry headers.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -35,6 +36,25 @@ impl ResponseError for ApiError {
 /// `Retry-After` / `retry-after-ms` when the wait is known, and `x-should-retry: false` when
 /// sending the same request again cannot help (the OpenAI SDKs obey it).
 pub fn error_response(e: &Error) -> HttpResponse {
+    respond(e, e.body())
+}
+
+/// The same in Anthropic's shape (`{"type":"error","error":{"type","message"}}`), for the
+/// Messages API routes: the Anthropic SDKs parse that one.
+pub fn anthropic_error_response(e: &Error) -> HttpResponse {
+    respond(e, e.anthropic_body())
+}
+
+/// An error answered in the error shape of the API family `path` belongs to (the route table
+/// says which).
+pub fn error_for(path: &str, e: &Error) -> HttpResponse {
+    match crate::route_table::family(path) {
+        crate::route_table::Family::OpenAi => error_response(e),
+        crate::route_table::Family::Anthropic => anthropic_error_response(e),
+    }
+}
+
+fn respond(e: &Error, body: bytes::Bytes) -> HttpResponse {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut resp = HttpResponse::build(status);
     resp.content_type("application/json");
@@ -46,5 +66,31 @@ pub fn error_response(e: &Error) -> HttpResponse {
     if !e.should_retry() {
         resp.insert_header(("x-should-retry", "false"));
     }
-    resp.body(e.body())
+    resp.body(body)
+}
+
+/// An [`Error`] answered in Anthropic's shape (the Messages API handlers return it).
+#[derive(Debug)]
+pub struct AnthropicError(pub Error);
+
+impl From<Error> for AnthropicError {
+    fn from(e: Error) -> Self {
+        AnthropicError(e)
+    }
+}
+
+impl fmt::Display for AnthropicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for AnthropicError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_GATEWAY)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        anthropic_error_response(&self.0)
+    }
 }

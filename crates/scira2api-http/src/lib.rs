@@ -23,6 +23,7 @@ mod auth;
 mod conn;
 mod error;
 mod limit;
+mod messages;
 mod observe;
 mod responses;
 pub mod route_table;
@@ -31,7 +32,7 @@ mod sse;
 
 pub use auth::key_matches;
 pub use conn::{ConnWatch, on_connect};
-pub use error::{ApiError, error_response};
+pub use error::{AnthropicError, ApiError, anthropic_error_response, error_response};
 pub use sse::{KEEPALIVE, SseBody};
 
 use actix_cors::Cors;

@@ -4,8 +4,8 @@
 //! every limited route's response carries OpenAI's `x-ratelimit-*-requests` headers. `/health`,
 //! `/metrics` and CORS preflights are never limited. Cache hits count like any other request.
 
-use crate::auth::{bearer_token, key_identity, key_matches};
-use crate::error::error_response;
+use crate::auth::{client_key, key_identity, key_matches};
+use crate::error::error_for;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
@@ -45,7 +45,7 @@ fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> String {
     match config.limiter.scope {
         RateLimitScope::Global => String::new(),
         RateLimitScope::Ip => ip(),
-        RateLimitScope::Key => match bearer_token(req.headers())
+        RateLimitScope::Key => match client_key(req.headers())
             .filter(|k| !config.auth.api_keys.is_empty() && key_matches(&config.auth.api_keys, k))
         {
             Some(k) => key_identity(k),
@@ -82,7 +82,7 @@ pub async fn rate_limit(
             ),
             retry_after: Some(wait),
         };
-        let mut resp = error_response(&err);
+        let mut resp = error_for(req.path(), &err);
         add_headers(resp.headers_mut(), &d);
         return Ok(req.into_response(resp).map_into_right_body());
     }

@@ -15,7 +15,8 @@ use scira2api_core::{Gateway, Observation, request_id};
 use std::time::Instant;
 
 /// A 4xx that some layer below answered without a JSON body (actix-cors refusing a preflight,
-/// an extractor) gets OpenAI's error JSON, with its status and other headers kept.
+/// an extractor) gets the route family's error JSON (OpenAI's, or Anthropic's on the Messages
+/// routes), with its status and other headers kept.
 fn as_openai_error<B: MessageBody>(res: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> {
     let status = res.status();
     let json = res
@@ -37,12 +38,15 @@ fn as_openai_error<B: MessageBody>(res: ServiceResponse<B>) -> ServiceResponse<E
             status.canonical_reason().unwrap_or("client error")
         ),
     };
-    let body = scira2api_types::Error::InvalidRequest {
+    let error = scira2api_types::Error::InvalidRequest {
         message,
         param: None,
         code: None,
-    }
-    .body();
+    };
+    let body = match crate::route_table::family(req.path()) {
+        crate::route_table::Family::OpenAi => error.body(),
+        crate::route_table::Family::Anthropic => error.anthropic_body(),
+    };
     let mut new = actix_web::HttpResponse::build(status);
     for (k, v) in old.headers() {
         if k != actix_web::http::header::CONTENT_TYPE
@@ -61,6 +65,7 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
     const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
     let id = request_id::from_client(
         req.headers()
             .get(&X_REQUEST_ID)
@@ -70,6 +75,7 @@ pub async fn observe(
     let gw = req.app_data::<web::Data<Gateway>>().cloned();
     let _working = gw.as_ref().map(|gw| gw.state().activity().enter());
     let route = crate::route_table::label(req.path());
+    let anthropic = crate::route_table::family(req.path()) == crate::route_table::Family::Anthropic;
     // The request's record: handlers and the gateway fill it in, and it writes the metrics
     // and the access line once its last holder lets go (after the response or the stream).
     let observation = gw.as_ref().map(|gw| {
@@ -110,6 +116,10 @@ pub async fn observe(
         );
     }
     if let Ok(v) = HeaderValue::from_str(&id) {
+        if anthropic {
+            // The Anthropic SDKs read the request id from `request-id`.
+            res.headers_mut().insert(REQUEST_ID, v.clone());
+        }
         res.headers_mut().insert(X_REQUEST_ID, v);
     }
     if let Some(o) = &observation {

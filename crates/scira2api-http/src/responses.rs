@@ -13,7 +13,7 @@ use crate::sse::SseBody;
 use actix_web::HttpMessage;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use scira2api_core::{ChatContext, Gateway, Observation, ResponsesOutcome, ResponsesReply};
+use scira2api_core::{ChatContext, EndpointOutcome, EndpointReply, Gateway, Observation};
 use scira2api_types::Error;
 use std::rc::Rc;
 
@@ -57,7 +57,7 @@ pub async fn create(
                 .unwrap_or_default()
         });
     let observation = req.extensions().get::<Rc<Observation>>().cloned();
-    let client_key = crate::auth::bearer_token(req.headers())
+    let client_key = crate::auth::client_key(req.headers())
         .and_then(|k| std::str::from_utf8(k).ok())
         .map(str::to_owned);
     let cache_control = cache_control(&req);
@@ -76,7 +76,7 @@ pub async fn create(
     let mut gone = watch.clone().map(ConnWatch::gone);
     let heartbeat = gw.state().config().server.heartbeat_interval;
     let mut call = Box::pin(call);
-    let outcome: ResponsesOutcome = tokio::select! {
+    let outcome: EndpointOutcome = tokio::select! {
         biased;
         r = &mut call => r?,
         _ = async { match gone.as_mut() { Some(g) => g.await, None => std::future::pending().await } } => {
@@ -89,7 +89,7 @@ pub async fn create(
             let model = early.unwrap_or_default();
             let pending = Box::pin(async move {
                 Ok(match call.await {
-                    Ok(ResponsesOutcome { reply: ResponsesReply::Stream(events), .. }) => events,
+                    Ok(EndpointOutcome { reply: EndpointReply::Stream(events), .. }) => events,
                     Ok(_) => scira2api_core::failed_before_first_event(
                         &model,
                         &Error::Internal("a stream request got a non-stream answer".into()),
@@ -131,13 +131,13 @@ pub async fn create(
         }
     }
     match outcome.reply {
-        ResponsesReply::Json(body) => Ok(resp
+        EndpointReply::Json(body) => Ok(resp
             .insert_header((
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ))
             .body(body)),
-        ResponsesReply::Stream(events) => {
+        EndpointReply::Stream(events) => {
             let body = SseBody::new(events, heartbeat)
                 .own_framing()
                 .ending_when(gone)

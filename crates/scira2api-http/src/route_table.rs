@@ -6,6 +6,15 @@
 use crate::routes;
 use actix_web::{Resource, web};
 
+/// The API family of a route: whose wire format its answers, errors included, use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// OpenAI's (`{"error":{"message","type","param","code"}}`).
+    OpenAi,
+    /// Anthropic's (`{"type":"error","error":{"type","message"}}`, a `request-id` header).
+    Anthropic,
+}
+
 /// One route.
 pub struct RouteSpec {
     /// The actix path pattern (`/v1/models/{id:.+}`).
@@ -20,6 +29,8 @@ pub struct RouteSpec {
     pub public: bool,
     /// Counted against the client's rate limit.
     pub limited: bool,
+    /// Whose wire format it answers in.
+    pub family: Family,
 }
 
 /// The chat route (the hot one, first: the router tries resources in order).
@@ -34,6 +45,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(routes::chat)),
         public: false,
         limited: true,
+        family: Family::OpenAi,
     },
     RouteSpec {
         path: "/v1/responses",
@@ -42,6 +54,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::responses::create)),
         public: false,
         limited: true,
+        family: Family::OpenAi,
     },
     // Before `/v1/responses/{id}`: the first matching entry labels a path.
     RouteSpec {
@@ -51,6 +64,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::responses::input_tokens)),
         public: false,
         limited: true,
+        family: Family::OpenAi,
     },
     RouteSpec {
         path: "/v1/responses/{id}",
@@ -62,6 +76,25 @@ pub const ROUTES: &[RouteSpec] = &[
         },
         public: false,
         limited: true,
+        family: Family::OpenAi,
+    },
+    RouteSpec {
+        path: "/v1/messages",
+        label: "/v1/messages",
+        allow: "POST",
+        route: |r| r.route(web::post().to(crate::messages::create)),
+        public: false,
+        limited: true,
+        family: Family::Anthropic,
+    },
+    RouteSpec {
+        path: "/v1/messages/count_tokens",
+        label: "/v1/messages/count_tokens",
+        allow: "POST",
+        route: |r| r.route(web::post().to(crate::messages::count_tokens)),
+        public: false,
+        limited: true,
+        family: Family::Anthropic,
     },
     RouteSpec {
         path: "/health",
@@ -70,6 +103,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::health)),
         public: true,
         limited: false,
+        family: Family::OpenAi,
     },
     RouteSpec {
         path: "/metrics",
@@ -78,6 +112,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::metrics)),
         public: false,
         limited: false,
+        family: Family::OpenAi,
     },
     RouteSpec {
         path: "/metrics/prometheus",
@@ -86,6 +121,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::prometheus)),
         public: false,
         limited: false,
+        family: Family::OpenAi,
     },
     RouteSpec {
         path: "/v1/models",
@@ -94,6 +130,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::models)),
         public: true,
         limited: true,
+        family: Family::OpenAi,
     },
     RouteSpec {
         path: "/v1/models/{id:.+}",
@@ -102,6 +139,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::model)),
         public: true,
         limited: true,
+        family: Family::OpenAi,
     },
 ];
 
@@ -127,6 +165,11 @@ pub fn find(path: &str) -> Option<&'static RouteSpec> {
 /// The metric label of a path (`unmatched` for any path that is not a route).
 pub fn label(path: &str) -> &'static str {
     find(path).map_or("unmatched", |r| r.label)
+}
+
+/// The API family of a path (OpenAI's for any path that is not a route).
+pub fn family(path: &str) -> Family {
+    find(path).map_or(Family::OpenAi, |r| r.family)
 }
 
 /// The `PUBLIC_PATHS` entries when the setting is unset: each public route, a parameter

@@ -211,7 +211,7 @@ pub async fn chat(
     if let Some(o) = &observation {
         o.chat(&chat.model, chat.stream);
     }
-    let client_key = crate::auth::bearer_token(req.headers())
+    let client_key = crate::auth::client_key(req.headers())
         .and_then(|k| std::str::from_utf8(k).ok())
         .map(str::to_owned);
     let cache_control = cache_control(&req);
@@ -361,10 +361,13 @@ pub fn method_not_allowed(
     allow: &'static str,
 ) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
     move |req: HttpRequest| {
-        let mut resp = error_response(&Error::MethodNotAllowed {
-            method: req.method().to_string(),
-            path: req.path().to_owned(),
-        });
+        let mut resp = crate::error::error_for(
+            req.path(),
+            &Error::MethodNotAllowed {
+                method: req.method().to_string(),
+                path: req.path().to_owned(),
+            },
+        );
         resp.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         std::future::ready(resp)

@@ -49,6 +49,8 @@ pub struct SseBody {
     /// Chat completions framing: errors as an error frame, `data: [DONE]` at the end. Off for
     /// streams that carry their own end and error events (the Responses API).
     chat_framing: bool,
+    /// What is written during silences (an SSE comment; Anthropic's streams send `ping` events).
+    keepalive: &'static [u8],
 }
 
 impl SseBody {
@@ -73,7 +75,14 @@ impl SseBody {
             cut: None,
             working: None,
             chat_framing: true,
+            keepalive: KEEPALIVE,
         }
+    }
+
+    /// Writes `frame` instead of the `: keep-alive` comment during silences.
+    pub fn keepalive(mut self, frame: &'static [u8]) -> Self {
+        self.keepalive = frame;
+        self
     }
 
     /// For a stream whose items are complete events that end it properly themselves, errors
@@ -123,7 +132,7 @@ impl SseBody {
     ) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
         if self.timer.as_mut().poll(cx).is_ready() {
             self.reset_timer();
-            return Poll::Ready(Some(Ok(Bytes::from_static(KEEPALIVE))));
+            return Poll::Ready(Some(Ok(Bytes::from_static(self.keepalive))));
         }
         Poll::Pending
     }
@@ -169,7 +178,7 @@ impl Stream for SseBody {
         if this.keepalive_now {
             this.keepalive_now = false;
             this.reset_timer();
-            return Poll::Ready(Some(Ok(Bytes::from_static(KEEPALIVE))));
+            return Poll::Ready(Some(Ok(Bytes::from_static(this.keepalive))));
         }
         loop {
             match &mut this.phase {

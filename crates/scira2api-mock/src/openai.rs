@@ -85,7 +85,15 @@ fn prompt_tokens(req: &Value) -> u64 {
 /// The tool call the mock makes when the request offers tools and the last message is not a
 /// tool result: the first tool, with fixed arguments.
 fn tool_call(req: &Value) -> Option<(String, String)> {
-    let function = &req["tools"].as_array()?.first()?["function"];
+    // A shell tool when one is offered (what an agent's task would need), else the first.
+    let tools = req["tools"].as_array()?;
+    let shell = |t: &&Value| {
+        matches!(
+            t["function"]["name"].as_str(),
+            Some("Bash" | "bash" | "shell" | "exec_command")
+        )
+    };
+    let function = &tools.iter().find(shell).or(tools.first())?["function"];
     let name = function["name"].as_str()?.to_owned();
     let last_role = req["messages"].as_array()?.last()?["role"].as_str()?;
     if last_role == "tool" {

@@ -33,6 +33,9 @@ fn stable_ids(v: &mut Value, seen: &mut HashMap<String, String>) {
 }
 
 fn translate(name: &str, input: &Value) -> Value {
+    if let Some(name) = name.strip_prefix("messages-") {
+        return translate_messages(name, input);
+    }
     let echo = to_chat(&json!({"model": "gpt-4o", "input": "x"}), &[])
         .unwrap()
         .echo;
@@ -64,6 +67,47 @@ fn translate(name: &str, input: &Value) -> Value {
             })
             .collect();
         Value::Array(events)
+    } else {
+        panic!("unknown golden file kind: {name}")
+    }
+}
+
+/// The SSE frames as (event, data) pairs, each frame checked for its shape.
+fn frames_json(frames: &[bytes::Bytes]) -> Value {
+    Value::Array(
+        frames
+            .iter()
+            .map(|f| {
+                let text = std::str::from_utf8(f).unwrap();
+                let (head, data) = text.split_once("\ndata: ").unwrap();
+                let data: Value = serde_json::from_str(data.trim_end()).unwrap();
+                assert_eq!(
+                    head.strip_prefix("event: "),
+                    data["type"].as_str(),
+                    "{text}"
+                );
+                assert!(text.ends_with("\n\n"));
+                data
+            })
+            .collect(),
+    )
+}
+
+fn translate_messages(name: &str, input: &Value) -> Value {
+    use scira2api_translate::messages;
+    if name.starts_with("request_") {
+        let plan = messages::to_chat(input).unwrap();
+        json!({"chat": plan.body, "dropped": plan.dropped, "model": plan.model, "stream": plan.stream})
+    } else if name.starts_with("completion_") {
+        messages::from_completion(input, "msg_golden", "claude-golden")
+    } else if name.starts_with("chunks_") {
+        let mut w = messages::EventWriter::new("msg_golden".into(), "claude-golden".into());
+        let mut frames = w.start();
+        for c in input.as_array().unwrap() {
+            frames.extend(w.chunk(c));
+        }
+        frames.extend(w.finish());
+        frames_json(&frames)
     } else {
         panic!("unknown golden file kind: {name}")
     }

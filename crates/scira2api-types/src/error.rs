@@ -349,6 +349,37 @@ impl Error {
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
 
+    /// Anthropic's error `type` for this error's status (the Messages API routes answer in
+    /// Anthropic's shape, which the Anthropic SDKs parse).
+    pub fn anthropic_kind(&self) -> &'static str {
+        match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            s if s >= 500 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The Anthropic error JSON body: `{"type":"error","error":{"type","message"}}` (an
+    /// upstream's own error object is reduced to its message).
+    pub fn anthropic_body(&self) -> Bytes {
+        let message = match self {
+            Error::UpstreamApi { body, .. } => {
+                openai_error_message(body).unwrap_or_else(|| self.to_string())
+            }
+            _ => self.to_string(),
+        };
+        let v = serde_json::json!({
+            "type": "error",
+            "error": {"type": self.anthropic_kind(), "message": message},
+        });
+        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    }
+
     /// The error as one SSE event, `data: {"error":{...}}\n\n`, for failures after the first byte.
     pub fn sse_event(&self) -> Bytes {
         crate::response::sse_frame(&self.body())
