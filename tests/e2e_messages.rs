@@ -297,3 +297,43 @@ async fn count_tokens_counts_without_calling_the_upstream() {
     assert!(a > 0 && b > a + 10, "{a} {b}");
     assert!(mock.requests().is_empty());
 }
+
+#[actix_rt::test]
+async fn a_slow_upstream_gets_pings_then_the_events_or_an_error_event() {
+    let opts = MockOptions {
+        latency: Duration::from_millis(400),
+        ..MockOptions::default()
+    };
+    let mock = MockServer::start_on("127.0.0.1:0", opts, 1).unwrap();
+    let gw = Gateway::openai(&mock, &[("HEARTBEAT_INTERVAL", "100ms")]);
+    let body = r#"{"model":"m","max_tokens":20,"stream":true,"messages":[{"role":"user","content":"slow"}]}"#;
+    let r = post(&gw, "/v1/messages", body).await;
+    assert_eq!(r.status, 200);
+    let ev = events(&r.body);
+    let kinds: Vec<&str> = ev.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        &kinds[..2],
+        ["ping", "ping"],
+        "pings before the first event: {kinds:?}"
+    );
+    assert!(kinds.contains(&"message_start"));
+    assert_eq!(kinds.last(), Some(&"message_stop"));
+
+    let bad = scira2api_mock::bad::BadUpstream::start().unwrap();
+    bad.push(vec![
+        scira2api_mock::bad::Step::Sleep(Duration::from_millis(400)),
+        scira2api_mock::bad::Step::Reset,
+    ]);
+    let gw = Gateway::start(&[
+        ("BASE_URL", &bad.url()),
+        ("HEARTBEAT_INTERVAL", "100ms"),
+        ("RETRY", "1"),
+    ]);
+    let r = post(&gw, "/v1/messages", body).await;
+    assert_eq!(r.status, 200);
+    let ev = events(&r.body);
+    let kinds: Vec<&str> = ev.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"ping"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"error"), "{kinds:?}");
+    assert!(!kinds.contains(&"message_stop"));
+}

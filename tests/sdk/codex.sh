@@ -8,7 +8,7 @@
 # Usage: tests/sdk/codex.sh CODEX_BIN http://127.0.0.1:PORT/v1 API_KEY
 # Prints '<N> passed, 0 failed' and exits 0 when every check holds.
 set -euo pipefail
-codex=$1 base=$2 key=$3
+codex=$(readlink -f "$1") base=$2 key=$3
 home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 mkdir -p "$home/.codex" "$home/work"

@@ -31,6 +31,7 @@ mod translated_stream;
 pub use activity::{Activity, ActivityGuard};
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayState, MODELS_CREATED};
+pub use messages::message_failed_before_first_event;
 pub use observation::{Observation, access_log_enabled};
 pub use observed_stream::StreamMemory;
 pub use outcome::{

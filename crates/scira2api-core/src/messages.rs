@@ -89,3 +89,10 @@ impl Gateway {
         Ok(json!({"input_tokens": tokens}))
     }
 }
+
+/// The events of a Messages stream that failed before its first event, after the HTTP head was
+/// committed (`ping`s went out while the upstream was silent): one `error` event.
+pub fn message_failed_before_first_event(e: &Error) -> scira2api_upstream::FrameStream {
+    let frame = messages::error_event(e.status(), &e.to_string());
+    Box::pin(futures_util::stream::iter([Ok(frame)]))
+}

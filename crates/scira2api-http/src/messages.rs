@@ -14,6 +14,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use scira2api_core::{
     ChatContext, EndpointOutcome, EndpointReply, Gateway, MESSAGES_PING, Observation,
+    message_failed_before_first_event,
 };
 use scira2api_types::Error;
 use std::rc::Rc;
@@ -48,6 +49,10 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, AnthropicError> {
     let body = body(&gw, &req, payload).await?;
+    // Only a stream can commit its head early (pings while the upstream is silent).
+    let early = scira2api_types::RawObject::parse(body.clone())
+        .ok()
+        .is_some_and(|r| matches!(r.get::<bool>("stream"), Some(Ok(true))));
     let observation = req.extensions().get::<Rc<Observation>>().cloned();
     let client_key = crate::auth::client_key(req.headers())
         .and_then(|k| std::str::from_utf8(k).ok())
@@ -65,13 +70,40 @@ pub async fn create(
         }
     };
     let watch = crate::conn::watch(&req);
-    let mut gone = watch.map(ConnWatch::gone);
+    let mut gone = watch.clone().map(ConnWatch::gone);
+    let heartbeat = gw.state().config().server.heartbeat_interval;
+    let mut call = Box::pin(call);
     let outcome: EndpointOutcome = tokio::select! {
         biased;
-        r = call => r?,
+        r = &mut call => r?,
         _ = async { match gone.as_mut() { Some(g) => g.await, None => std::future::pending().await } } => {
             log::info!("client closed the connection before the answer: upstream call dropped");
             return Ok(client_gone_response());
+        }
+        _ = actix_rt::time::sleep(heartbeat), if early => {
+            // Commit the 200 head and send pings until the first event; a failure from here on
+            // is the stream's own `error` event.
+            let pending = Box::pin(async move {
+                Ok(match call.await {
+                    Ok(EndpointOutcome { reply: EndpointReply::Stream(events), .. }) => events,
+                    Ok(_) => message_failed_before_first_event(&Error::Internal(
+                        "a stream request got a non-stream answer".into(),
+                    )),
+                    Err(e) => {
+                        if let Some(o) = &observation {
+                            o.stream_failed(e.code().unwrap_or("upstream_error"));
+                        }
+                        log::warn!("stream failed before its first event, after the response started: {e}");
+                        message_failed_before_first_event(&e)
+                    }
+                })
+            });
+            let body = SseBody::pending(pending, heartbeat)
+                .own_framing()
+                .keepalive(MESSAGES_PING)
+                .ending_when(watch.map(ConnWatch::gone))
+                .counted(gw.state().activity().enter());
+            return Ok(stream_headers(&mut HttpResponse::Ok()).streaming(body));
         }
     };
     let mut resp = HttpResponse::Ok();
@@ -102,7 +134,6 @@ pub async fn create(
             ))
             .body(body)),
         EndpointReply::Stream(events) => {
-            let heartbeat = gw.state().config().server.heartbeat_interval;
             let body = SseBody::new(events, heartbeat)
                 .own_framing()
                 .keepalive(MESSAGES_PING)
