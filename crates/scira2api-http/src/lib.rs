@@ -21,6 +21,7 @@
 
 mod auth;
 mod conn;
+mod endpoint;
 mod error;
 mod limit;
 mod messages;

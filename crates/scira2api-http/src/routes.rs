@@ -194,18 +194,8 @@ pub async fn chat(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    check_content_type(&req)?;
     let config = gw.state().config();
-    let body = read_body(
-        &req,
-        payload,
-        config.server.max_body_bytes,
-        config.server.body_read_timeout,
-    )
-    .await?;
-    if config.server.log_bodies {
-        log::debug!("request body: {}", String::from_utf8_lossy(&body));
-    }
+    let body = crate::endpoint::json_body(&gw, &req, payload).await?;
     let chat = ChatRequest::parse(body)?;
     let observation = req.extensions().get::<Rc<Observation>>().cloned();
     if let Some(o) = &observation {

@@ -1,0 +1,156 @@
+//! What the translated endpoints (Responses, Messages) share on the HTTP side: reading the
+//! body, the call's context, waiting for the head while watching the client and the heartbeat,
+//! the answer's headers, and the event stream's writer. Each endpoint supplies its call, the
+//! events of a failure after an early head, and its keep-alive frame.
+
+use crate::conn::ConnWatch;
+use crate::routes::{
+    X_CACHE, X_OVERHEAD, X_PROVIDER, X_USAGE_SOURCE, cache_control, check_content_type,
+    client_gone_response, read_body, stream_headers,
+};
+use crate::sse::SseBody;
+use actix_web::HttpMessage;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use scira2api_core::{
+    CacheControl, EndpointOutcome, EndpointReply, FrameStream, Gateway, Observation,
+};
+use scira2api_types::Error;
+use std::future::Future;
+use std::rc::Rc;
+
+/// Request fields accepted but without effect on the chosen upstream, comma-separated.
+const X_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-dropped-params");
+
+/// The request body (JSON content type, `MAX_BODY_BYTES`, `BODY_READ_TIMEOUT`), logged at
+/// debug level with `LOG_BODIES`.
+pub(crate) async fn json_body(
+    gw: &Gateway,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<bytes::Bytes, Error> {
+    check_content_type(req)?;
+    let config = gw.state().config();
+    let body = read_body(
+        req,
+        payload,
+        config.server.max_body_bytes,
+        config.server.body_read_timeout,
+    )
+    .await?;
+    if config.server.log_bodies {
+        log::debug!("request body: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(body)
+}
+
+/// What a call needs from the request beyond its body.
+pub(crate) struct CallContext {
+    pub(crate) observation: Option<Rc<Observation>>,
+    pub(crate) client_key: Option<String>,
+    pub(crate) cache_control: CacheControl,
+}
+
+impl CallContext {
+    pub(crate) fn of(req: &HttpRequest) -> CallContext {
+        CallContext {
+            observation: req.extensions().get::<Rc<Observation>>().cloned(),
+            client_key: crate::auth::client_key(req.headers())
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .map(str::to_owned),
+            cache_control: cache_control(req),
+        }
+    }
+}
+
+/// How an endpoint's stream is framed.
+pub(crate) struct Framing {
+    /// Whether the request asked for a stream (only a stream commits its head early).
+    pub(crate) stream: bool,
+    /// The events of a failure after the head went out early.
+    pub(crate) failed: Box<dyn FnOnce(&Error) -> FrameStream>,
+    /// What is written during silences.
+    pub(crate) keepalive: &'static [u8],
+}
+
+/// Waits for `call`'s answer head, watching the client (gone: the call is dropped, 499) and, for
+/// a stream, the heartbeat (silent that long: the 200 head goes out with keep-alives and the call
+/// goes on inside the body); then answers with the outcome's headers and body.
+pub(crate) async fn answer(
+    gw: &web::Data<Gateway>,
+    req: &HttpRequest,
+    observation: Option<Rc<Observation>>,
+    call: impl Future<Output = Result<EndpointOutcome, Error>> + 'static,
+    framing: Framing,
+) -> Result<HttpResponse, Error> {
+    let watch = crate::conn::watch(req);
+    let mut gone = watch.clone().map(ConnWatch::gone);
+    let heartbeat = gw.state().config().server.heartbeat_interval;
+    let mut call = Box::pin(call);
+    let outcome: EndpointOutcome = tokio::select! {
+        biased;
+        r = &mut call => r?,
+        _ = async { match gone.as_mut() { Some(g) => g.await, None => std::future::pending().await } } => {
+            log::info!("client closed the connection before the answer: upstream call dropped");
+            return Ok(client_gone_response());
+        }
+        _ = actix_rt::time::sleep(heartbeat), if framing.stream => {
+            let failed = framing.failed;
+            let pending = Box::pin(async move {
+                Ok(match call.await {
+                    Ok(EndpointOutcome { reply: EndpointReply::Stream(events), .. }) => events,
+                    Ok(_) => failed(&Error::Internal("a stream request got a non-stream answer".into())),
+                    Err(e) => {
+                        if let Some(o) = &observation {
+                            o.stream_failed(e.code().unwrap_or("upstream_error"));
+                        }
+                        log::warn!("stream failed before its first event, after the response started: {e}");
+                        failed(&e)
+                    }
+                })
+            });
+            let body = SseBody::pending(pending, heartbeat)
+                .own_framing()
+                .keepalive(framing.keepalive)
+                .ending_when(watch.map(ConnWatch::gone))
+                .counted(gw.state().activity().enter());
+            return Ok(stream_headers(&mut HttpResponse::Ok()).streaming(body));
+        }
+    };
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header((X_CACHE, HeaderValue::from_static(outcome.cache.as_str())));
+    if let Ok(v) = HeaderValue::from_str(&outcome.provider) {
+        resp.insert_header((X_PROVIDER, v));
+    }
+    if !outcome.dropped.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&outcome.dropped.join(", ")) {
+            resp.insert_header((X_DROPPED_PARAMS, v));
+        }
+    }
+    if let Some(source) = outcome.usage_source {
+        resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
+    }
+    if let Some(o) = &observation {
+        let overhead = o.start().elapsed().saturating_sub(outcome.upstream_time);
+        let us = overhead.as_micros();
+        if let Ok(v) = HeaderValue::try_from(format!("{}.{:03}", us / 1000, us % 1000)) {
+            resp.insert_header((X_OVERHEAD, v));
+        }
+    }
+    Ok(match outcome.reply {
+        EndpointReply::Json(body) => resp
+            .insert_header((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ))
+            .body(body),
+        EndpointReply::Stream(events) => {
+            let body = SseBody::new(events, heartbeat)
+                .own_framing()
+                .keepalive(framing.keepalive)
+                .ending_when(gone)
+                .counted(gw.state().activity().enter());
+            stream_headers(&mut resp).streaming(body)
+        }
+    })
+}
