@@ -13,7 +13,7 @@ use actix_web::HttpMessage;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use scira2api_core::{
-    CacheControl, EndpointOutcome, EndpointReply, FrameStream, Gateway, Observation,
+    CacheControl, ChatContext, EndpointOutcome, EndpointReply, FrameStream, Gateway, Observation,
 };
 use scira2api_types::Error;
 use std::future::Future;
@@ -52,6 +52,15 @@ pub(crate) struct CallContext {
 }
 
 impl CallContext {
+    /// The core's view of it.
+    pub(crate) fn chat(&self) -> ChatContext<'_> {
+        ChatContext {
+            observation: self.observation.clone(),
+            client_key: self.client_key.as_deref(),
+            cache_control: self.cache_control,
+        }
+    }
+
     pub(crate) fn of(req: &HttpRequest) -> CallContext {
         CallContext {
             observation: req.extensions().get::<Rc<Observation>>().cloned(),

@@ -5,7 +5,7 @@
 use crate::endpoint::{CallContext, Framing, answer, json_body};
 use crate::error::AnthropicError;
 use actix_web::{HttpRequest, HttpResponse, web};
-use scira2api_core::{ChatContext, Gateway, MESSAGES_PING, message_failed_before_first_event};
+use scira2api_core::{Gateway, MESSAGES_PING, message_failed_before_first_event};
 
 /// `POST /v1/messages`.
 pub async fn create(
@@ -21,14 +21,7 @@ pub async fn create(
     let observation = cx.observation.clone();
     let call = {
         let gw = gw.clone();
-        async move {
-            let ctx = ChatContext {
-                observation: cx.observation,
-                client_key: cx.client_key.as_deref(),
-                cache_control: cx.cache_control,
-            };
-            gw.messages(&body, ctx).await
-        }
+        async move { gw.messages(&body, cx.chat()).await }
     };
     let framing = Framing {
         stream,

@@ -6,7 +6,7 @@
 use crate::endpoint::{CallContext, Framing, answer, json_body};
 use crate::error::ApiError;
 use actix_web::{HttpRequest, HttpResponse, web};
-use scira2api_core::{ChatContext, Gateway};
+use scira2api_core::Gateway;
 
 /// `POST /v1/responses`.
 pub async fn create(
@@ -26,14 +26,7 @@ pub async fn create(
     let observation = cx.observation.clone();
     let call = {
         let gw = gw.clone();
-        async move {
-            let ctx = ChatContext {
-                observation: cx.observation,
-                client_key: cx.client_key.as_deref(),
-                cache_control: cx.cache_control,
-            };
-            gw.respond(body, ctx).await
-        }
+        async move { gw.respond(body, cx.chat()).await }
     };
     let framing = Framing {
         stream,

@@ -18,6 +18,15 @@ use bytes::Bytes;
 use scira2api_types::Error;
 use serde_json::Value;
 
+/// The reasoning text of a chat message or delta (`reasoning_content`, or `reasoning` as some
+/// backends name it), when there is some.
+pub(crate) fn reasoning_text(v: &Value) -> Option<&str> {
+    v.get("reasoning_content")
+        .or_else(|| v.get("reasoning"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
 /// Chat completion chunks in, another API's stream events out (complete SSE frames).
 pub trait StreamTranslator {
     /// The first events, before any chunk.

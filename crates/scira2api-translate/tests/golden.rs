@@ -51,22 +51,7 @@ fn translate(name: &str, input: &Value) -> Value {
             frames.extend(w.chunk(c));
         }
         frames.extend(w.finish());
-        let events: Vec<Value> = frames
-            .iter()
-            .map(|f| {
-                let text = std::str::from_utf8(f).unwrap();
-                let (head, data) = text.split_once("\ndata: ").unwrap();
-                let data: Value = serde_json::from_str(data.trim_end()).unwrap();
-                assert_eq!(
-                    head.strip_prefix("event: "),
-                    data["type"].as_str(),
-                    "{text}"
-                );
-                assert!(text.ends_with("\n\n"));
-                data
-            })
-            .collect();
-        Value::Array(events)
+        frames_json(&frames)
     } else {
         panic!("unknown golden file kind: {name}")
     }

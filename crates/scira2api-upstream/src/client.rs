@@ -13,7 +13,7 @@ use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
 use crate::responses::ResponsesStreamDecoder;
 use crate::retry::{RetryPolicy, retryable_status};
 use crate::scira::{self, SciraStreamDecoder};
-use crate::stream::DecodedStream;
+use crate::stream::{DecodedStream, LineDecoder};
 use awc::http::Uri;
 use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use bytes::Bytes;
@@ -254,21 +254,10 @@ impl Upstream {
             }
             http
         };
-        let s = self.settings();
         let accept = async |resp: awc::ClientResponse| {
-            if req.stream {
-                let decoder = OpenAiStreamDecoder::new(rewrite.clone());
-                let stream =
-                    DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes)
-                        .redacting(self.config.secrets.clone())
-                        .primed()
-                        .await?;
-                Ok(ChatReply::Stream(stream.boxed()))
-            } else {
-                let body = self.read_body(resp).await?;
-                check_json_object(&body, self.config.host())?;
-                Ok(ChatReply::Json(rewrite.apply(body)))
-            }
+            let decoder = || OpenAiStreamDecoder::new(rewrite.clone());
+            self.accept_openai(resp, req.stream.then_some(decoder), &rewrite)
+                .await
         };
         self.send(
             policy,
@@ -405,21 +394,10 @@ impl Upstream {
             }
             http
         };
-        let s = self.settings();
         let accept = async |resp: awc::ClientResponse| {
-            if stream {
-                let decoder = ResponsesStreamDecoder::new(client_model, internal_model);
-                let stream =
-                    DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes)
-                        .redacting(self.config.secrets.clone())
-                        .primed()
-                        .await?;
-                Ok(ChatReply::Stream(stream.boxed()))
-            } else {
-                let body = self.read_body(resp).await?;
-                check_json_object(&body, self.config.host())?;
-                Ok(ChatReply::Json(rewrite.apply(body)))
-            }
+            let decoder = || ResponsesStreamDecoder::new(client_model, internal_model);
+            self.accept_openai(resp, stream.then_some(decoder), &rewrite)
+                .await
         };
         self.send(
             policy,
@@ -468,6 +446,37 @@ impl Upstream {
             accept,
         )
         .await
+    }
+
+    /// A 2xx answer of an OpenAI-protocol endpoint: a stream decoded by the decoder `stream`
+    /// makes (primed: its first event read), or a whole body that must be one JSON object; the
+    /// model set back to the client's name either way.
+    async fn accept_openai<D: LineDecoder + Unpin + 'static>(
+        &self,
+        resp: awc::ClientResponse,
+        stream: Option<impl FnOnce() -> D>,
+        rewrite: &ModelRewrite,
+    ) -> Result<ChatReply, Error> {
+        let s = self.settings();
+        match stream {
+            Some(decoder) => {
+                let stream = DecodedStream::new(
+                    Box::pin(resp),
+                    decoder(),
+                    s.client_timeout,
+                    s.max_body_bytes,
+                )
+                .redacting(self.config.secrets.clone())
+                .primed()
+                .await?;
+                Ok(ChatReply::Stream(stream.boxed()))
+            }
+            None => {
+                let body = self.read_body(resp).await?;
+                check_json_object(&body, self.config.host())?;
+                Ok(ChatReply::Json(rewrite.apply(body)))
+            }
+        }
     }
 
     /// Reads a whole body within `CLIENT_TIMEOUT` and `MAX_BODY_BYTES`.

@@ -58,11 +58,7 @@ pub fn from_completion(completion: &Value, id: &str, model: &str) -> Value {
     let choice = &completion["choices"][0];
     let msg = &choice["message"];
     let mut content = Vec::new();
-    let reasoning = msg
-        .get("reasoning_content")
-        .or_else(|| msg.get("reasoning"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
+    let reasoning = crate::reasoning_text(msg);
     if let Some(r) = reasoning {
         content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
     }

@@ -122,11 +122,7 @@ impl EventWriter {
             return out;
         };
         let d = &choice["delta"];
-        let thinking = d
-            .get("reasoning_content")
-            .or_else(|| d.get("reasoning"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
+        let thinking = crate::reasoning_text(d);
         if let Some(t) = thinking {
             if !matches!(self.open, Some(Open::Thinking)) {
                 self.open(

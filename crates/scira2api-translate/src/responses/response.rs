@@ -141,11 +141,7 @@ pub fn from_completion(
     let choice = &completion["choices"][0];
     let msg = &choice["message"];
     let mut output = Vec::new();
-    let reasoning = msg
-        .get("reasoning_content")
-        .or_else(|| msg.get("reasoning"))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
+    let reasoning = crate::reasoning_text(msg);
     if let Some(r) = reasoning {
         output.push(reasoning_item(&new_id("rs_"), Some(r)));
     }

@@ -139,11 +139,7 @@ impl EventWriter {
             return out;
         };
         let delta = &choice["delta"];
-        let reasoning = delta
-            .get("reasoning_content")
-            .or_else(|| delta.get("reasoning"))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
+        let reasoning = crate::reasoning_text(delta);
         if let Some(r) = reasoning {
             self.reasoning_delta(&mut out, r);
         }
