@@ -6,11 +6,13 @@
 //!   stream events ([`responses::EventWriter`]).
 //! * [`messages`] — Anthropic's Messages API onto chat completions and back, the same three
 //!   pieces.
+//! * [`anthropic`] — the reverse: chat completions on an Anthropic Messages upstream.
 //!
 //! Both stream writers implement [`StreamTranslator`], so one adapter drives either.
 
 #![deny(missing_docs)]
 
+pub mod anthropic;
 pub mod messages;
 pub mod responses;
 

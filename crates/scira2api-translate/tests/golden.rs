@@ -36,6 +36,9 @@ fn translate(name: &str, input: &Value) -> Value {
     if let Some(name) = name.strip_prefix("messages-") {
         return translate_messages(name, input);
     }
+    if let Some(name) = name.strip_prefix("anthropic-") {
+        return translate_anthropic(name, input);
+    }
     let echo = to_chat(&json!({"model": "gpt-4o", "input": "x"}), &[])
         .unwrap()
         .echo;
@@ -93,6 +96,41 @@ fn translate_messages(name: &str, input: &Value) -> Value {
         }
         frames.extend(w.finish());
         frames_json(&frames)
+    } else {
+        panic!("unknown golden file kind: {name}")
+    }
+}
+
+/// Chat onto an Anthropic upstream: `request_` a chat request as a Messages request,
+/// `message_` a `message` as a chat completion, `events_` Messages events as chat chunks (the
+/// chunks' random id and time replaced).
+fn translate_anthropic(name: &str, input: &Value) -> Value {
+    use scira2api_translate::anthropic;
+    if name.starts_with("request_") {
+        let plan = anthropic::to_messages(input, "claude-internal").unwrap();
+        json!({"messages": plan.body, "dropped": plan.dropped})
+    } else if name.starts_with("message_") {
+        anthropic::to_completion(input, "chatcmpl-golden", 1_700_000_000, "claude-client")
+    } else if name.starts_with("events_") {
+        let mut w = anthropic::ChunkWriter::new("claude-client");
+        let mut chunks = Vec::new();
+        for e in input.as_array().unwrap() {
+            for f in w.event(e).unwrap() {
+                let text = std::str::from_utf8(&f).unwrap();
+                let data = text
+                    .strip_prefix("data: ")
+                    .unwrap()
+                    .strip_suffix("\n\n")
+                    .unwrap();
+                let mut v: Value = serde_json::from_str(data).unwrap();
+                assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+                v["id"] = json!("chatcmpl-golden");
+                v["created"] = json!(0);
+                chunks.push(v);
+            }
+        }
+        assert!(w.done(), "the events end with message_stop");
+        Value::Array(chunks)
     } else {
         panic!("unknown golden file kind: {name}")
     }

@@ -74,6 +74,27 @@ struct Delta<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+/// One tool call's piece of a delta: the first names it (`id`, `type`, `function.name`), the
+/// later ones carry `function.arguments` text.
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
 }
 
 #[derive(Serialize)]
@@ -156,6 +177,7 @@ impl ChunkEncoder {
                 role: Some("assistant"),
                 content: Some(""),
                 reasoning_content: None,
+                tool_calls: None,
             },
             None,
         )
@@ -168,6 +190,7 @@ impl ChunkEncoder {
                 role: None,
                 content: Some(text),
                 reasoning_content: None,
+                tool_calls: None,
             },
             None,
         )
@@ -180,6 +203,50 @@ impl ChunkEncoder {
                 role: None,
                 content: None,
                 reasoning_content: Some(text),
+                tool_calls: None,
+            },
+            None,
+        )
+    }
+
+    /// The first delta of tool call `index`: its `id`, `type: function`, `function.name` and
+    /// `arguments` (often empty, the rest following in [`ChunkEncoder::tool_arguments`]).
+    pub fn tool_call(&self, index: u32, id: &str, name: &str, arguments: &str) -> Bytes {
+        self.delta(
+            Delta {
+                role: None,
+                content: None,
+                reasoning_content: None,
+                tool_calls: Some([ToolCallDelta {
+                    index,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: FunctionDelta {
+                        name: Some(name),
+                        arguments,
+                    },
+                }]),
+            },
+            None,
+        )
+    }
+
+    /// More `arguments` text of tool call `index`.
+    pub fn tool_arguments(&self, index: u32, arguments: &str) -> Bytes {
+        self.delta(
+            Delta {
+                role: None,
+                content: None,
+                reasoning_content: None,
+                tool_calls: Some([ToolCallDelta {
+                    index,
+                    id: None,
+                    kind: None,
+                    function: FunctionDelta {
+                        name: None,
+                        arguments,
+                    },
+                }]),
             },
             None,
         )
@@ -192,6 +259,7 @@ impl ChunkEncoder {
                 role: None,
                 content: None,
                 reasoning_content: None,
+                tool_calls: None,
             },
             Some(reason),
         )
@@ -209,6 +277,30 @@ impl ChunkEncoder {
             usage: Some(Some(usage)),
         };
         sse_json_frame(&chunk)
+    }
+}
+
+impl ChunkEncoder {
+    /// The usage chunk with a usage object of the caller's shape (for example with
+    /// `prompt_tokens_details`), as a translating provider reports it.
+    pub fn usage_object(&self, usage: &impl Serialize) -> Bytes {
+        #[derive(Serialize)]
+        struct UsageChunk<'a, U> {
+            id: &'a str,
+            object: &'static str,
+            created: u64,
+            model: &'a str,
+            choices: [(); 0],
+            usage: &'a U,
+        }
+        sse_json_frame(&UsageChunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [],
+            usage,
+        })
     }
 }
 
