@@ -392,6 +392,7 @@ impl Gateway {
                     retries: 0,
                     usage,
                     provider,
+                    dropped: Vec::new(),
                 });
             }
             status = CacheStatus::Miss;
@@ -414,6 +415,7 @@ impl Gateway {
         let (instance, served_model, deployment) = served;
         let internal = served_model.as_str();
         let provider = state.instance_names[instance].clone();
+        let dropped = self.upstreams[instance].dropped_params(req);
         let upstream_time = started.elapsed();
         if let Some(o) = &ctx.observation {
             o.called(retries.get() + 1, upstream_time);
@@ -473,6 +475,7 @@ impl Gateway {
             retries: retries.get(),
             usage,
             provider,
+            dropped,
         })
     }
 

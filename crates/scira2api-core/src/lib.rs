@@ -46,7 +46,9 @@ pub use scira2api_models::ModelEntry;
 pub use scira2api_translate::messages::PING as MESSAGES_PING;
 pub use scira2api_types::{ChatRequest, Error};
 pub use scira2api_upstream::UpstreamSettings;
-pub use scira2api_upstream::{ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig};
+pub use scira2api_upstream::{
+    AnthropicHeaders, ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig,
+};
 pub use sections::{AuthSettings, ServerSettings};
 pub use settings::{mask_url, parse_duration};
 

@@ -1,18 +1,25 @@
-//! Anthropic's Messages API (`/v1/messages`) on the chat path: a request is translated onto
-//! chat completions (`scira2api-translate`), answered by [`Gateway::chat`] (routing, retries,
-//! fallbacks, cache and usage as chat has them), and translated back into a `message` or the
-//! Messages event stream.
+//! Anthropic's Messages API (`/v1/messages`). When every instance the model routes to speaks
+//! it (the `anthropic` provider kind) the request goes through as it is: only `model`
+//! rewritten, the client's `anthropic-*` headers forwarded, the stream passed on event by
+//! event. Otherwise it is translated onto chat completions (`scira2api-translate`), answered by
+//! [`Gateway::chat`] (routing, retries, fallbacks, cache and usage as chat has them), and
+//! translated back into a `message` or the Messages event stream.
 
 use crate::gateway::Gateway;
-use crate::outcome::ChatContext;
+use crate::outcome::{CacheStatus, ChatContext};
 use crate::responses::{EndpointOutcome, EndpointReply};
 use crate::translated_stream::TranslatedStream;
 use bytes::Bytes;
-use log::debug;
 use scira2api_translate::messages::{self, EventWriter, MessagesPlan};
-use scira2api_types::{ChatRequest, Error};
-use scira2api_upstream::ChatReply;
+use futures_util::Stream;
+use scira2api_types::{ChatRequest, Error, RawObject};
+use scira2api_upstream::{ChatReply, FrameStream, Upstream};
 use serde_json::{Value, json};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 fn parse(body: &[u8]) -> Result<Value, Error> {
     serde_json::from_slice(body).map_err(|e| {
@@ -38,15 +45,12 @@ impl Gateway {
         body: &[u8],
         ctx: ChatContext<'_>,
     ) -> Result<EndpointOutcome, Error> {
+        if let Some(native) = self.messages_natively(body, &ctx).await {
+            return native;
+        }
         let (plan, chat) = plan_of(&parse(body)?)?;
         if let Some(o) = &ctx.observation {
             o.chat(&plan.model, plan.stream);
-        }
-        if !plan.dropped.is_empty() {
-            debug!(
-                "messages: accepted without effect: {}",
-                plan.dropped.join(", ")
-            );
         }
         let outcome = self.chat(&chat, ctx).await?;
         let id = messages::new_id("msg_");
@@ -63,14 +67,99 @@ impl Gateway {
                 EndpointReply::Stream(TranslatedStream::new(frames, writer, cut, None).boxed())
             }
         };
+        let mut dropped = plan.dropped;
+        dropped.extend(outcome.dropped);
         Ok(EndpointOutcome {
             reply,
-            dropped: plan.dropped,
+            dropped,
             cache: outcome.cache,
             provider: outcome.provider,
             upstream_time: outcome.upstream_time,
             usage_source: outcome.usage.map(|(_, s)| s),
         })
+    }
+
+    /// The pass-through to Anthropic upstreams; `None` when the model's instances do not all
+    /// speak Messages (the request is then translated).
+    async fn messages_natively(
+        &self,
+        body: &[u8],
+        ctx: &ChatContext<'_>,
+    ) -> Option<Result<EndpointOutcome, Error>> {
+        let raw = RawObject::parse(bytes::Bytes::copy_from_slice(body)).ok()?;
+        let model: String = raw.get::<String>("model")?.ok()?;
+        if !self.all_instances(&model, |s| s.provider.speaks_messages()) {
+            return None;
+        }
+        // What Anthropic itself would refuse is refused here, without a call.
+        if raw.get::<u64>("max_tokens").is_none_or(|m| m.is_err()) {
+            return Some(Err(Error::invalid(
+                "max_tokens: Field required (a whole number of at least 1)",
+                Some("max_tokens"),
+            )));
+        }
+        let stream = matches!(raw.get::<bool>("stream"), Some(Ok(true)));
+        if let Some(o) = &ctx.observation {
+            o.chat(&model, stream);
+        }
+        let state = self.state();
+        let retries = Cell::new(0);
+        let started = Instant::now();
+        let headers = &ctx.anthropic;
+        let (result, served) = match state.router.group(&model) {
+            None => {
+                let internal = state.catalog.map().to_internal(&model).to_owned();
+                let up = &self.upstreams[state.default_instance];
+                let r = up
+                    .messages_native(&raw, &model, &internal, stream, headers, &retries, None)
+                    .await;
+                (r, state.default_instance)
+            }
+            Some(_) => {
+                let send = async |up: &Upstream, internal: &str, attempts: u32| {
+                    up.messages_native(
+                        &raw,
+                        &model,
+                        internal,
+                        stream,
+                        headers,
+                        &retries,
+                        Some(attempts),
+                    )
+                    .await
+                };
+                let (r, served) = self.route(&model, &retries, send).await;
+                (r, served.0)
+            }
+        };
+        let upstream_time = started.elapsed();
+        if let Some(o) = &ctx.observation {
+            o.called(retries.get() + 1, upstream_time);
+        }
+        let provider = state.instance_names[served].clone();
+        let reply = match result {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some(o) = &ctx.observation {
+            o.answered(CacheStatus::Bypass, &provider, None);
+        }
+        let reply = match reply {
+            ChatReply::Json(b) => EndpointReply::Json(b),
+            ChatReply::Stream(frames) => EndpointReply::Stream(Box::pin(NativeMessages {
+                frames,
+                cut: Box::pin(state.streams_cut()),
+                ended: false,
+            })),
+        };
+        Some(Ok(EndpointOutcome {
+            reply,
+            dropped: Vec::new(),
+            cache: CacheStatus::Bypass,
+            provider,
+            upstream_time,
+            usage_source: None,
+        }))
     }
 
     /// `POST /v1/messages/count_tokens`: the input tokens of a Messages request (system,
@@ -95,4 +184,43 @@ impl Gateway {
 pub fn message_failed_before_first_event(e: &Error) -> scira2api_upstream::FrameStream {
     let frame = messages::error_event(e.status(), &e.to_string());
     Box::pin(futures_util::stream::iter([Ok(frame)]))
+}
+
+/// A native Messages stream, passed on as it is; when it breaks off (or the shutdown grace
+/// period ends) it ends as Anthropic's own streams do on a failure: one `error` event, never a
+/// `message_stop`.
+struct NativeMessages {
+    frames: FrameStream,
+    cut: Pin<Box<dyn Future<Output = ()>>>,
+    ended: bool,
+}
+
+impl Stream for NativeMessages {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.cut.as_mut().poll(cx).is_ready() {
+            this.ended = true;
+            let frame = messages::error_event(
+                503,
+                "the gateway is shutting down and its grace period ran out before the answer was complete",
+            );
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match this.frames.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.ended = true;
+                Poll::Ready(Some(Ok(messages::error_event(e.status(), &e.to_string()))))
+            }
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
 }

@@ -80,6 +80,8 @@ pub struct ChatContext<'a> {
     pub client_key: Option<&'a str>,
     /// The client's `Cache-Control`.
     pub cache_control: CacheControl,
+    /// A Messages client's `anthropic-*` headers, forwarded to an Anthropic upstream.
+    pub anthropic: scira2api_upstream::AnthropicHeaders,
 }
 
 /// A chat answer and how it was obtained.
@@ -96,4 +98,6 @@ pub struct ChatOutcome {
     pub usage: Option<(Usage, UsageSource)>,
     /// The provider instance that answered (`cache` for a cache hit).
     pub provider: Arc<str>,
+    /// Request fields the answering provider accepted without effect (`x-dropped-params`).
+    pub dropped: Vec<String>,
 }

@@ -10,7 +10,6 @@ use crate::outcome::{CacheStatus, ChatContext, UsageSource};
 use crate::translated_stream::{OnFinish, TranslatedStream};
 use bytes::Bytes;
 use futures_util::Stream;
-use log::debug;
 use scira2api_cache::StoredResponse;
 use scira2api_translate::responses::{self, ChatPlan, EventWriter};
 use scira2api_types::{ChatRequest, Error, RawObject};
@@ -91,18 +90,12 @@ impl Gateway {
         if let Some(o) = &ctx.observation {
             o.chat(&chat.model, chat.stream);
         }
-        if !plan.dropped.is_empty() {
-            debug!(
-                "responses: accepted without effect: {}",
-                plan.dropped.join(", ")
-            );
-        }
         self.responses(plan, &chat, ctx).await
     }
 
     /// Whether every instance `model` can be routed to (its group's deployments and its
     /// fallbacks', or the default instance for a name in no group) has `what`.
-    fn all_instances(&self, model: &str, what: impl Fn(&UpstreamSettings) -> bool) -> bool {
+    pub(crate) fn all_instances(&self, model: &str, what: impl Fn(&UpstreamSettings) -> bool) -> bool {
         let state = self.state();
         let has = |i: usize| what(state.upstreams[i].settings());
         let Some(g) = state.router.group(model) else {
@@ -278,9 +271,11 @@ impl Gateway {
                 EndpointReply::Stream(TranslatedStream::new(frames, writer, cut, keep).boxed())
             }
         };
+        let mut dropped = plan.dropped;
+        dropped.extend(outcome.dropped);
         Ok(EndpointOutcome {
             reply,
-            dropped: plan.dropped,
+            dropped,
             cache: outcome.cache,
             provider: outcome.provider,
             upstream_time: outcome.upstream_time,

@@ -10,17 +10,15 @@ use crate::routes::{
 };
 use crate::sse::SseBody;
 use actix_web::HttpMessage;
-use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use scira2api_core::{
-    CacheControl, ChatContext, EndpointOutcome, EndpointReply, FrameStream, Gateway, Observation,
+    AnthropicHeaders, CacheControl, ChatContext, EndpointOutcome, EndpointReply, FrameStream, Gateway, Observation,
 };
 use scira2api_types::Error;
 use std::future::Future;
 use std::rc::Rc;
 
-/// Request fields accepted but without effect on the chosen upstream, comma-separated.
-const X_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-dropped-params");
 
 /// The request body (JSON content type, `MAX_BODY_BYTES`, `BODY_READ_TIMEOUT`), logged at
 /// debug level with `LOG_BODIES`.
@@ -49,6 +47,7 @@ pub(crate) struct CallContext {
     pub(crate) observation: Option<Rc<Observation>>,
     pub(crate) client_key: Option<String>,
     pub(crate) cache_control: CacheControl,
+    pub(crate) anthropic: AnthropicHeaders,
 }
 
 impl CallContext {
@@ -58,6 +57,7 @@ impl CallContext {
             observation: self.observation.clone(),
             client_key: self.client_key.as_deref(),
             cache_control: self.cache_control,
+            anthropic: self.anthropic.clone(),
         }
     }
 
@@ -68,7 +68,23 @@ impl CallContext {
                 .and_then(|k| std::str::from_utf8(k).ok())
                 .map(str::to_owned),
             cache_control: cache_control(req),
+            anthropic: anthropic_headers(req),
         }
+    }
+}
+
+/// The client's `anthropic-version` and `anthropic-beta` headers (forwarded to an Anthropic
+/// upstream).
+fn anthropic_headers(req: &HttpRequest) -> AnthropicHeaders {
+    let get = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    AnthropicHeaders {
+        version: get("anthropic-version"),
+        beta: get("anthropic-beta"),
     }
 }
 
@@ -131,11 +147,7 @@ pub(crate) async fn answer(
     if let Ok(v) = HeaderValue::from_str(&outcome.provider) {
         resp.insert_header((X_PROVIDER, v));
     }
-    if !outcome.dropped.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&outcome.dropped.join(", ")) {
-            resp.insert_header((X_DROPPED_PARAMS, v));
-        }
-    }
+    crate::routes::dropped_params_header(&mut resp, &outcome.dropped);
     if let Some(source) = outcome.usage_source {
         resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
     }

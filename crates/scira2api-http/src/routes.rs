@@ -173,6 +173,20 @@ pub(crate) const X_USAGE_SOURCE: HeaderName = HeaderName::from_static("x-usage-s
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 /// The provider instance that served a chat answer (`cache` for a cache hit).
 pub(crate) const X_PROVIDER: HeaderName = HeaderName::from_static("x-gateway-provider");
+/// Request fields accepted but without effect on the chosen upstream, comma-separated.
+const X_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-dropped-params");
+
+/// Names the request fields the upstream ignored in `x-dropped-params` (and the debug log).
+pub(crate) fn dropped_params_header(resp: &mut actix_web::HttpResponseBuilder, dropped: &[String]) {
+    if dropped.is_empty() {
+        return;
+    }
+    let list = dropped.join(", ");
+    log::debug!("accepted without effect: {}", scira2api_types::log_safe(&list));
+    if let Ok(v) = HeaderValue::from_str(&list) {
+        resp.insert_header((X_DROPPED_PARAMS, v));
+    }
+}
 
 /// What came first while a request was being answered.
 enum First {
@@ -213,6 +227,7 @@ pub async fn chat(
                 observation,
                 client_key: client_key.as_deref(),
                 cache_control,
+                anthropic: Default::default(),
             };
             gw.chat(&chat, ctx).await
         })
@@ -286,6 +301,7 @@ pub async fn chat(
     if let Some((_, source)) = outcome.usage {
         resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
     }
+    dropped_params_header(&mut resp, &outcome.dropped);
     match outcome.reply {
         ChatReply::Json(body) => Ok(resp
             .insert_header((

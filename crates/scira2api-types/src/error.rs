@@ -180,6 +180,15 @@ impl Error {
         self
     }
 
+    /// The same upstream error with OpenAI error `type` `kind` (for a provider that knows the
+    /// upstream's category, such as `invalid_request_error` for a request it refused).
+    pub fn with_kind(mut self, new: &'static str) -> Self {
+        if let Error::Upstream { kind, .. } = &mut self {
+            *kind = new;
+        }
+        self
+    }
+
     /// A 502 `upstream_error` with a message for the operator.
     pub fn upstream(message: impl Into<String>) -> Self {
         Error::upstream_status(502, "upstream_error", message).retryable(true)

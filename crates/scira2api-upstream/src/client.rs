@@ -2,6 +2,9 @@
 //! providers' request paths.
 
 use crate::ChatReply;
+use crate::anthropic::{
+    ANTHROPIC_VERSION, AnthropicHeaders, ChatFromMessagesDecoder, MessagesStreamDecoder,
+};
 use crate::config::{ProviderKind, UpstreamConfig, UpstreamSettings};
 use crate::connect::UpstreamConnector;
 use crate::errors::{
@@ -73,6 +76,7 @@ impl Upstream {
         let chat_url = match s.provider {
             ProviderKind::OpenAi => config.v1_url("chat/completions"),
             ProviderKind::Scira => format!("{}{}", config.base_url, s.scira.path),
+            ProviderKind::Anthropic => config.v1_url("messages"),
         };
         let chat_uri = Uri::try_from(chat_url.as_str()).ok();
         Upstream {
@@ -222,7 +226,171 @@ impl Upstream {
         match self.settings().provider {
             ProviderKind::OpenAi => self.chat_openai(req, internal_model, retries, policy).await,
             ProviderKind::Scira => self.chat_scira(req, internal_model, retries, policy).await,
+            ProviderKind::Anthropic => {
+                self.chat_anthropic(req, internal_model, retries, policy)
+                    .await
+            }
         }
+    }
+
+    /// The request fields this instance's provider accepts without effect (for
+    /// `x-dropped-params`): none for an OpenAI-compatible backend, which gets them all.
+    pub fn dropped_params(&self, req: &ChatRequest) -> Vec<String> {
+        match self.settings().provider {
+            ProviderKind::OpenAi | ProviderKind::Scira => Vec::new(),
+            ProviderKind::Anthropic => {
+                let obj = req.object();
+                scira2api_translate::anthropic::dropped_params(
+                    obj.keys().filter(|k| obj.raw(k).is_some_and(|v| v != "null")),
+                )
+            }
+        }
+    }
+
+    /// The request's credential, as the provider kind takes it: `Authorization: Bearer`, or
+    /// for Anthropic `x-api-key` with `anthropic-version` (the default, replaced by the
+    /// instance's extra headers, replaced in turn by a Messages client's own `anthropic-*`
+    /// headers). The credential goes on last, so that no header can replace it.
+    fn authorized(
+        &self,
+        req: awc::ClientRequest,
+        key: Option<&str>,
+        anthropic: Option<&AnthropicHeaders>,
+    ) -> awc::ClientRequest {
+        if !self.settings().provider.speaks_messages() {
+            let http = self.with_headers(req);
+            return match key {
+                Some(k) => http.bearer_auth(k),
+                None => http,
+            };
+        }
+        let mut http = self.with_headers(req.insert_header(("anthropic-version", ANTHROPIC_VERSION)));
+        if let Some(h) = anthropic {
+            if let Some(v) = h.version.as_deref() {
+                http = http.insert_header(("anthropic-version", v));
+            }
+            if let Some(b) = h.beta.as_deref() {
+                http = http.insert_header(("anthropic-beta", b));
+            }
+        }
+        match key {
+            Some(k) => http.insert_header(("x-api-key", k)),
+            None => http,
+        }
+    }
+
+    /// A chat request on an Anthropic Messages upstream: translated (`scira2api-translate`'s
+    /// `anthropic` module), and the answer translated back to a chat completion or its chunks.
+    async fn chat_anthropic(
+        &self,
+        req: &ChatRequest,
+        internal_model: &str,
+        retries: &Cell<u32>,
+        policy: RetryPolicy,
+    ) -> Result<ChatReply, Error> {
+        let parsed: serde_json::Value = serde_json::from_slice(req.object().bytes())
+            .map_err(|e| Error::invalid(format!("The request body is not valid JSON: {e}"), None))?;
+        let plan = scira2api_translate::anthropic::to_messages(&parsed, internal_model)?;
+        let body = Bytes::from(serde_json::to_vec(&plan.body).unwrap_or_default());
+        let build = |key: Option<&str>| {
+            let mut http = self
+                .authorized(self.post_chat(), key, None)
+                .insert_header((CONTENT_TYPE, JSON));
+            if req.stream {
+                http = http.insert_header((ACCEPT, HeaderValue::from_static("text/event-stream")));
+            }
+            http
+        };
+        let accept = async |resp: awc::ClientResponse| {
+            let s = self.settings();
+            if req.stream {
+                let decoder = ChatFromMessagesDecoder::new(&req.model);
+                let stream =
+                    DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes)
+                        .redacting(self.config.secrets.clone())
+                        .primed()
+                        .await?;
+                return Ok(ChatReply::Stream(stream.boxed()));
+            }
+            let body = self.read_body(resp).await?;
+            check_json_object(&body, self.config.host())?;
+            let message: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| Error::upstream(format!("the Anthropic answer is not JSON: {e}")))?;
+            if message["type"] != "message" {
+                return Err(Error::upstream(format!(
+                    "{} answered 200 with a JSON object that is not a Messages `message`",
+                    self.config.host()
+                )));
+            }
+            let completion = scira2api_translate::anthropic::to_completion(
+                &message,
+                &scira2api_types::new_completion_id(),
+                scira2api_types::unix_now(),
+                &req.model,
+            );
+            Ok(ChatReply::Json(Bytes::from(
+                serde_json::to_vec(&completion).unwrap_or_default(),
+            )))
+        };
+        self.send(
+            policy,
+            &self.config.keys,
+            retries,
+            build,
+            &body,
+            crate::anthropic::map_error,
+            accept,
+        )
+        .await
+    }
+
+    /// Sends an Anthropic Messages request to an instance that speaks it
+    /// ([`ProviderKind::speaks_messages`]): the client's body with only `model` replaced and its
+    /// `anthropic-*` headers; the answer with `model` set back to `client_model` — one
+    /// `message`, or the event stream passed through event by event. At most `attempts`
+    /// attempts (the instance's `RETRY` when `None`).
+    #[allow(clippy::too_many_arguments)] // the Responses pass-through's recipe plus the headers
+    pub async fn messages_native(
+        &self,
+        req: &RawObject,
+        client_model: &str,
+        internal_model: &str,
+        stream: bool,
+        headers: &AnthropicHeaders,
+        retries: &Cell<u32>,
+        attempts: Option<u32>,
+    ) -> Result<ChatReply, Error> {
+        let mut policy = self.settings().retry;
+        if let Some(n) = attempts {
+            policy.attempts = n.max(1);
+        }
+        let literal = json_string(internal_model);
+        let body = req.with_replaced(&[("model", literal.as_str())]);
+        let rewrite = ModelRewrite::new(client_model, internal_model);
+        let build = |key: Option<&str>| {
+            let mut http = self
+                .authorized(self.post_chat(), key, Some(headers))
+                .insert_header((CONTENT_TYPE, JSON));
+            if stream {
+                http = http.insert_header((ACCEPT, HeaderValue::from_static("text/event-stream")));
+            }
+            http
+        };
+        let accept = async |resp: awc::ClientResponse| {
+            let decoder = || MessagesStreamDecoder::new(client_model, internal_model);
+            self.accept_openai(resp, stream.then_some(decoder), &rewrite)
+                .await
+        };
+        self.send(
+            policy,
+            &self.config.keys,
+            retries,
+            build,
+            &body,
+            crate::anthropic::map_error,
+            accept,
+        )
+        .await
     }
 
     /// Adds the instance's extra headers.
@@ -244,11 +412,8 @@ impl Upstream {
         let body = req.upstream_body(internal_model);
         let build = |key: Option<&str>| {
             let mut http = self
-                .with_headers(self.post_chat())
+                .authorized(self.post_chat(), key, None)
                 .insert_header((CONTENT_TYPE, JSON));
-            if let Some(k) = key {
-                http = http.bearer_auth(k);
-            }
             if req.stream {
                 http = http.insert_header((ACCEPT, HeaderValue::from_static("text/event-stream")));
             }
@@ -384,11 +549,8 @@ impl Upstream {
         let rewrite = ModelRewrite::new(client_model, internal_model);
         let build = |key: Option<&str>| {
             let mut http = self
-                .with_headers(self.request(self.client.post(&url)))
+                .authorized(self.request(self.client.post(&url)), key, None)
                 .insert_header((CONTENT_TYPE, JSON));
-            if let Some(k) = key {
-                http = http.bearer_auth(k);
-            }
             if stream {
                 http = http.insert_header((ACCEPT, HeaderValue::from_static("text/event-stream")));
             }
@@ -421,11 +583,7 @@ impl Upstream {
             } else {
                 self.client.get(&url)
             };
-            let req = self.with_headers(self.request(req));
-            match key {
-                Some(k) => req.bearer_auth(k),
-                None => req,
-            }
+            self.authorized(self.request(req), key, None)
         };
         let accept = async |resp: awc::ClientResponse| {
             let body = self.read_body(resp).await?;
@@ -496,11 +654,7 @@ impl Upstream {
         }
         let url = self.config.v1_url("models");
         let build = |key: Option<&str>| {
-            let req = self.with_headers(self.request(self.client.get(&url)));
-            match key {
-                Some(k) => req.bearer_auth(k),
-                None => req,
-            }
+            self.authorized(self.request(self.client.get(&url)), key, None)
         };
         let accept = async |resp: awc::ClientResponse| {
             let body = self.read_body(resp).await?;

@@ -18,19 +18,26 @@ pub enum ProviderKind {
     OpenAi,
     /// The Scira AI service (`/api/search`).
     Scira,
+    /// Anthropic's Messages API (`/v1/messages`, the key as `x-api-key`).
+    Anthropic,
 }
 
 /// Everything that differs between provider kinds is answered here, so that the crates above
 /// never match on the kind themselves.
 impl ProviderKind {
     /// Every kind, in the order settings list them.
-    pub const ALL: [ProviderKind; 2] = [ProviderKind::OpenAi, ProviderKind::Scira];
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::OpenAi,
+        ProviderKind::Scira,
+        ProviderKind::Anthropic,
+    ];
 
     /// The name used in settings and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Scira => "scira",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 
@@ -39,13 +46,16 @@ impl ProviderKind {
         ProviderKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
-    /// What settings accept, for error messages: "`openai` or `scira`".
+    /// What settings accept, for error messages: "`openai`, `scira` or `anthropic`".
     pub fn accepted() -> String {
         let names: Vec<String> = ProviderKind::ALL
             .iter()
             .map(|k| format!("`{}`", k.as_str()))
             .collect();
-        names.join(" or ")
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        }
     }
 
     /// The kind for a LiteLLM `litellm_params.model` prefix (`openai/…`, `hosted_vllm/…`).
@@ -53,6 +63,7 @@ impl ProviderKind {
         match prefix {
             "openai" | "hosted_vllm" | "openai_like" => Some(ProviderKind::OpenAi),
             "scira" => Some(ProviderKind::Scira),
+            "anthropic" => Some(ProviderKind::Anthropic),
             _ => None,
         }
     }
@@ -62,6 +73,7 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "https://api.openai.com",
             ProviderKind::Scira => "https://scira.ai",
+            ProviderKind::Anthropic => "https://api.anthropic.com",
         }
     }
 
@@ -69,7 +81,7 @@ impl ProviderKind {
     /// backends (ids pass through), familiar names for Scira's ids.
     pub fn default_mappings(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            ProviderKind::OpenAi => &[],
+            ProviderKind::OpenAi | ProviderKind::Anthropic => &[],
             ProviderKind::Scira => crate::scira::SCIRA_DEFAULT_MAPPINGS,
         }
     }
@@ -79,12 +91,19 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "scira2api",
             ProviderKind::Scira => crate::scira::SCIRA_OWNED_BY,
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 
     /// Whether the upstream has its own model list (`GET /v1/models`) to merge.
     pub fn has_model_list(self) -> bool {
-        self == ProviderKind::OpenAi
+        matches!(self, ProviderKind::OpenAi | ProviderKind::Anthropic)
+    }
+
+    /// Whether the upstream speaks Anthropic's Messages API: a Messages request goes to it as
+    /// it is, a chat request is translated onto it.
+    pub fn speaks_messages(self) -> bool {
+        self == ProviderKind::Anthropic
     }
 
     /// Whether this kind's credentials are browser cookies (Scira's web endpoint) rather than

@@ -3,12 +3,15 @@
 //!
 //! * `openai` — any OpenAI-compatible backend: the body is forwarded with only `model` changed.
 //! * `scira` — the Scira AI service: the request is translated and its streams decoded.
+//! * `anthropic` — Anthropic's Messages API: Messages requests pass through, chat requests are
+//!   translated onto it.
 //!
 //! awc is `!Send`, so an [`Upstream`] is built inside each actix worker from a shared
 //! [`UpstreamConfig`]; everything that must be shared across workers lives behind an `Arc`.
 
 #![deny(missing_docs)]
 
+mod anthropic;
 mod client;
 mod config;
 mod connect;
@@ -23,6 +26,7 @@ mod retry;
 mod scira;
 mod stream;
 
+pub use anthropic::{ANTHROPIC_VERSION, AnthropicHeaders};
 pub use client::Upstream;
 pub use config::{
     PoolConfig, ProviderKind, UpstreamConfig, UpstreamSettings, UpstreamStats, load_ca_file,
