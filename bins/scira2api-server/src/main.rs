@@ -59,7 +59,11 @@ fn main() -> ExitCode {
                     ),
                     ("PORT", "8080"),
                 ],
-                &[("BASE_URL", url.as_str()), ("UPSTREAM_API_KEY", "")],
+                &[
+                    ("BASE_URL", url.as_str()),
+                    // Never a real key to the mock; a placeholder, as an Anthropic upstream needs one.
+                    ("UPSTREAM_API_KEY", "mock-upstream-key"),
+                ],
             )
         }
         None => Config::from_env(),

@@ -95,7 +95,11 @@ impl Gateway {
 
     /// Whether every instance `model` can be routed to (its group's deployments and its
     /// fallbacks', or the default instance for a name in no group) has `what`.
-    pub(crate) fn all_instances(&self, model: &str, what: impl Fn(&UpstreamSettings) -> bool) -> bool {
+    pub(crate) fn all_instances(
+        &self,
+        model: &str,
+        what: impl Fn(&UpstreamSettings) -> bool,
+    ) -> bool {
         let state = self.state();
         let has = |i: usize| what(state.upstreams[i].settings());
         let Some(g) = state.router.group(model) else {

@@ -13,12 +13,12 @@ use actix_web::HttpMessage;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use scira2api_core::{
-    AnthropicHeaders, CacheControl, ChatContext, EndpointOutcome, EndpointReply, FrameStream, Gateway, Observation,
+    AnthropicHeaders, CacheControl, ChatContext, EndpointOutcome, EndpointReply, FrameStream,
+    Gateway, Observation,
 };
 use scira2api_types::Error;
 use std::future::Future;
 use std::rc::Rc;
-
 
 /// The request body (JSON content type, `MAX_BODY_BYTES`, `BODY_READ_TIMEOUT`), logged at
 /// debug level with `LOG_BODIES`.

@@ -182,7 +182,10 @@ pub(crate) fn dropped_params_header(resp: &mut actix_web::HttpResponseBuilder, d
         return;
     }
     let list = dropped.join(", ");
-    log::debug!("accepted without effect: {}", scira2api_types::log_safe(&list));
+    log::debug!(
+        "accepted without effect: {}",
+        scira2api_types::log_safe(&list)
+    );
     if let Ok(v) = HeaderValue::from_str(&list) {
         resp.insert_header((X_DROPPED_PARAMS, v));
     }

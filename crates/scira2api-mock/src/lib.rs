@@ -1,7 +1,8 @@
 //! A mock upstream on 127.0.0.1 for tests, the offline demo and benchmarks.
 //!
 //! It speaks the real protocols over real HTTP: OpenAI's `/v1/chat/completions` (JSON and SSE,
-//! tool-call deltas, the usage chunk), `/v1/models`, and Scira's `/api/search` (AI SDK 4 data
+//! tool-call deltas, the usage chunk), `/v1/responses`, `/v1/models`, Anthropic's
+//! `/v1/messages` (JSON and its event stream), and Scira's `/api/search` (AI SDK 4 data
 //! stream or AI SDK 5/6 SSE, scripted or replayed from a fixture). Faults can be queued (status
 //! codes with any body, hangs, resets, cut streams), and every request is recorded so tests can
 //! check exactly what the gateway sent.
@@ -13,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod bad;
+mod messages;
 mod openai;
 mod pace;
 mod responses;

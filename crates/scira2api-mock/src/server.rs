@@ -55,6 +55,10 @@ pub enum Fault {
     CutAfter(usize),
     /// Break the connection before any byte of the response (a reset).
     Reset,
+    /// Send the head and this many stream events, then an API error event and a clean end
+    /// (the Messages endpoint: `event: error` with `overloaded_error`, as Anthropic ends a
+    /// stream it cannot finish).
+    ErrorAfter(usize),
 }
 
 /// One request the mock received.
@@ -196,6 +200,7 @@ impl MockServer {
                             .route("/v1/chat/completions", web::post().to(chat))
                             .route("/chat/completions", web::post().to(chat))
                             .route("/v1/responses", web::post().to(responses))
+                            .route("/v1/messages", web::post().to(messages))
                             .route("/v1/models", web::get().to(crate::openai::models))
                             .route("/api/search", web::post().to(search))
                             .default_service(web::to(not_found))
@@ -325,7 +330,25 @@ pub(crate) fn status_response(
 /// Applies the next queued fault: a response to send instead (`Err`), or how many events to
 /// send before cutting the stream (`Ok(Some(n))`), after any hang.
 pub(crate) async fn apply_fault(state: &Arc<MockState>) -> Result<Option<usize>, HttpResponse> {
-    match state.next_fault() {
+    apply_fault_with_error(state).await.map(|(cut, _)| cut)
+}
+
+/// [`apply_fault`], and for endpoints that can end a stream with an error event, after how
+/// many events to send it ([`Fault::ErrorAfter`]).
+pub(crate) async fn apply_fault_with_error(
+    state: &Arc<MockState>,
+) -> Result<(Option<usize>, Option<usize>), HttpResponse> {
+    Ok(match state.next_fault() {
+        Some(Fault::ErrorAfter(n)) => (None, Some(n)),
+        other => (apply(state, other).await?, None),
+    })
+}
+
+async fn apply(
+    state: &Arc<MockState>,
+    fault: Option<Fault>,
+) -> Result<Option<usize>, HttpResponse> {
+    match fault {
         Some(Fault::Status {
             status,
             headers,
@@ -337,7 +360,7 @@ pub(crate) async fn apply_fault(state: &Arc<MockState>) -> Result<Option<usize>,
         }
         Some(Fault::CutAfter(n)) => Ok(Some(n)),
         Some(Fault::Reset) => Err(reset(state.clone())),
-        None => Ok(None),
+        Some(Fault::ErrorAfter(_)) | None => Ok(None),
     }
 }
 
@@ -359,6 +382,11 @@ async fn chat(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> Htt
 async fn responses(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
     state.record(&req, &body);
     crate::responses::responses(state.into_inner(), body).await
+}
+
+async fn messages(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+    state.record(&req, &body);
+    crate::messages::messages(state.into_inner(), &req, body).await
 }
 
 async fn search(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {

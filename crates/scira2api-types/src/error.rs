@@ -9,10 +9,10 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// Whether an upstream HTTP status may turn out differently on a second try: 408, 429, 500,
-/// 502, 503, 504. The one definition of the rule; retries, fallbacks and the error flags all
+/// 502, 503, 504, and Anthropic's 529 (overloaded). The one definition of the rule; retries, fallbacks and the error flags all
 /// read it. (Quota errors are 429s that are not retried: see [`Error::upstream_api`].)
 pub fn retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529)
 }
 
 /// A failure that ends a request, with everything needed to answer the client in OpenAI form.

@@ -62,7 +62,10 @@ fn parse_error(body: &[u8]) -> Option<(String, String)> {
     let e = v.get("error")?;
     Some((
         e.get("type")?.as_str()?.to_owned(),
-        e.get("message").and_then(Value::as_str).unwrap_or("").to_owned(),
+        e.get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
     ))
 }
 
@@ -75,7 +78,7 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
             "the Anthropic upstream answered HTTP {status} with {}",
             describe_body(body)
         ))
-        .retryable(scira2api_types::retryable_status(status) || status == 529)
+        .retryable(scira2api_types::retryable_status(status))
         .with_retry_after(retry);
     };
     if status == 401 {
@@ -87,8 +90,7 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
             ),
         );
     }
-    let retryable = matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529)
-        && kind != "billing_error";
+    let retryable = scira2api_types::retryable_status(status) && kind != "billing_error";
     Error::upstream_status(
         status,
         code_of(&kind),
@@ -101,8 +103,14 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
 
 /// The error of an `error` event that arrived as a stream's first event.
 fn first_event_error(v: &Value) -> Error {
-    let kind = v.pointer("/error/type").and_then(Value::as_str).unwrap_or("api_error");
-    let message = v.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
+    let kind = v
+        .pointer("/error/type")
+        .and_then(Value::as_str)
+        .unwrap_or("api_error");
+    let message = v
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let status = if kind == "overloaded_error" { 529 } else { 502 };
     Error::upstream_status(
         status,
@@ -253,7 +261,11 @@ impl LineDecoder for ChatFromMessagesDecoder {
                 return Ok(());
             }
         }
-        if self.writer.done() { Ok(()) } else { Err(cut()) }
+        if self.writer.done() {
+            Ok(())
+        } else {
+            Err(cut())
+        }
     }
 }
 
@@ -282,12 +294,18 @@ mod tests {
 
     #[test]
     fn passes_messages_events_through_with_the_model_rewritten() {
-        let (frames, end) = run(&mut MessagesStreamDecoder::new("client", "internal"), STREAM);
+        let (frames, end) = run(
+            &mut MessagesStreamDecoder::new("client", "internal"),
+            STREAM,
+        );
         assert!(end.is_ok());
         assert_eq!(frames.len(), 7);
         assert!(frames[0].starts_with("event: message_start\ndata: {"));
         assert!(frames[0].contains("\"model\":\"client\"") && !frames[0].contains("internal"));
-        assert_eq!(frames[3], "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n");
+        assert_eq!(
+            frames[3],
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n"
+        );
         assert!(frames[6].starts_with("event: message_stop\n"));
     }
 
@@ -324,22 +342,38 @@ mod tests {
         let (_, end) = run(&mut ChatFromMessagesDecoder::new("c"), &later);
         assert!(end.is_err());
         let (frames, end) = run(&mut MessagesStreamDecoder::new("c", "i"), &later);
-        assert!(end.is_ok(), "a native client gets Anthropic's own error event");
+        assert!(
+            end.is_ok(),
+            "a native client gets Anthropic's own error event"
+        );
         assert!(frames.last().unwrap().starts_with("event: error\n"));
     }
 
     #[test]
     fn maps_anthropic_errors() {
-        let body = |t: &str| Bytes::from(format!("{{\"type\":\"error\",\"error\":{{\"type\":\"{t}\",\"message\":\"m\"}}}}"));
+        let body = |t: &str| {
+            Bytes::from(format!(
+                "{{\"type\":\"error\",\"error\":{{\"type\":\"{t}\",\"message\":\"m\"}}}}"
+            ))
+        };
         let e = map_error(529, None, &body("overloaded_error"));
-        assert_eq!((e.status(), e.should_retry(), e.anthropic_kind()), (529, true, "overloaded_error"));
+        assert_eq!(
+            (e.status(), e.should_retry(), e.anthropic_kind()),
+            (529, true, "overloaded_error")
+        );
         let e = map_error(400, None, &body("invalid_request_error"));
-        assert_eq!((e.status(), e.should_retry(), e.kind()), (400, false, "invalid_request_error"));
+        assert_eq!(
+            (e.status(), e.should_retry(), e.kind()),
+            (400, false, "invalid_request_error")
+        );
         let e = map_error(401, None, &body("authentication_error"));
         assert_eq!(e.status(), 403);
         assert!(e.to_string().contains("UPSTREAM_API_KEY"));
         let e = map_error(429, Some(Duration::from_secs(3)), &body("rate_limit_error"));
-        assert_eq!((e.status(), e.should_retry(), e.retry_after()), (429, true, Some(Duration::from_secs(3))));
+        assert_eq!(
+            (e.status(), e.should_retry(), e.retry_after()),
+            (429, true, Some(Duration::from_secs(3)))
+        );
         let e = map_error(502, None, &Bytes::from_static(b"<html>bad gateway</html>"));
         assert_eq!((e.status(), e.should_retry()), (502, true));
     }

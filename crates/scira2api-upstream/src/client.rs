@@ -241,7 +241,8 @@ impl Upstream {
             ProviderKind::Anthropic => {
                 let obj = req.object();
                 scira2api_translate::anthropic::dropped_params(
-                    obj.keys().filter(|k| obj.raw(k).is_some_and(|v| v != "null")),
+                    obj.keys()
+                        .filter(|k| obj.raw(k).is_some_and(|v| v != "null")),
                 )
             }
         }
@@ -264,7 +265,8 @@ impl Upstream {
                 None => http,
             };
         }
-        let mut http = self.with_headers(req.insert_header(("anthropic-version", ANTHROPIC_VERSION)));
+        let mut http =
+            self.with_headers(req.insert_header(("anthropic-version", ANTHROPIC_VERSION)));
         if let Some(h) = anthropic {
             if let Some(v) = h.version.as_deref() {
                 http = http.insert_header(("anthropic-version", v));
@@ -288,8 +290,10 @@ impl Upstream {
         retries: &Cell<u32>,
         policy: RetryPolicy,
     ) -> Result<ChatReply, Error> {
-        let parsed: serde_json::Value = serde_json::from_slice(req.object().bytes())
-            .map_err(|e| Error::invalid(format!("The request body is not valid JSON: {e}"), None))?;
+        let parsed: serde_json::Value =
+            serde_json::from_slice(req.object().bytes()).map_err(|e| {
+                Error::invalid(format!("The request body is not valid JSON: {e}"), None)
+            })?;
         let plan = scira2api_translate::anthropic::to_messages(&parsed, internal_model)?;
         let body = Bytes::from(serde_json::to_vec(&plan.body).unwrap_or_default());
         let build = |key: Option<&str>| {
@@ -653,9 +657,8 @@ impl Upstream {
             return Ok(Vec::new());
         }
         let url = self.config.v1_url("models");
-        let build = |key: Option<&str>| {
-            self.authorized(self.request(self.client.get(&url)), key, None)
-        };
+        let build =
+            |key: Option<&str>| self.authorized(self.request(self.client.get(&url)), key, None);
         let accept = async |resp: awc::ClientResponse| {
             let body = self.read_body(resp).await?;
             parse_model_list(&body)

@@ -1,7 +1,7 @@
 //! When to try an upstream request again, and how long to wait first.
 //!
 //! Only failures a second try can fix are retried: connection errors, timeouts before the
-//! response head, and 408/429/500/502/503/504 — never 400/401/403/404/422 or a quota error, never
+//! response head, and 408/429/500/502/503/504/529 — never 400/401/403/404/422 or a quota error, never
 //! once the answer has started (the caller stops retrying as soon as it has a response), and
 //! never after the client has gone (the request future is dropped with the client).
 //! Waits use exponential backoff with full jitter, or the upstream's own `Retry-After`, capped.
