@@ -1,7 +1,8 @@
 """The official Anthropic Python SDK against a running scira2api whose upstream speaks chat
-completions (the mock): the Messages API translated both ways.
+completions (the mock): the Messages API translated both ways; with `--native`, against an
+Anthropic upstream (the mock's Messages API), passed through.
 
-Usage: python3 tests/sdk/anthropic_python.py http://127.0.0.1:PORT API_KEY
+Usage: python3 tests/sdk/anthropic_python.py http://127.0.0.1:PORT API_KEY [--native]
 Prints '<N> passed, 0 failed' and exits 0 when every check holds.
 """
 import json
@@ -30,6 +31,9 @@ check(m.model == "claude-sonnet-4-5", f"model {m.model}")
 check(m.content[0].type == "text" and "hello claude" in m.content[0].text, f"content {m.content}")
 check(m.stop_reason == "end_turn", f"stop_reason {m.stop_reason}")
 check(m.usage.input_tokens > 0 and m.usage.output_tokens > 0, f"usage {m.usage}")
+# The mock's own Messages ids start msg_mock; the gateway's translation makes its own.
+native = "--native" in sys.argv
+check(m.id.startswith("msg_mock") == native, f"{'native' if native else 'translated'} answer: {m.id}")
 
 # Streamed, with the SDK's helper.
 kinds, text = [], ""

@@ -3,12 +3,13 @@
 # upstream speaks chat completions (the mock): `ANTHROPIC_BASE_URL` at the gateway, the gateway
 # key in `ANTHROPIC_API_KEY`, non-essential traffic off. The mock calls Claude Code's Bash tool
 # with `echo scira2api-mock`; Claude Code runs it, sends the tool_result back, and prints the
-# answer.
+# answer. With `--native` the gateway's upstream is Anthropic (the mock's Messages API) and the
+# answers must be the upstream's own messages, passed through (their ids start msg_mock).
 #
-# Usage: tests/sdk/claude_code.sh CLAUDE_BIN http://127.0.0.1:PORT API_KEY
+# Usage: tests/sdk/claude_code.sh CLAUDE_BIN http://127.0.0.1:PORT API_KEY [--native]
 # Prints '<N> passed, 0 failed' and exits 0 when every check holds.
 set -euo pipefail
-claude=$(readlink -f "$1") base=$2 key=$3
+claude=$(readlink -f "$1") base=$2 key=$3 native=${4:-}
 home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 mkdir -p "$home/work"
@@ -28,4 +29,9 @@ check "the tool ran and printed" '"type":"tool_result","content":"scira2api-mock
 check "an answer after the tool result" '"type":"result","subtype":"success"'
 if [ "$(grep -c '"type":"tool_result"' <<<"$out")" != 1 ]; then echo "FAILED: not exactly one tool run"; exit 1; fi
 passed=$((passed + 1))
+if [ "$native" = --native ]; then
+  check "the upstream's own messages, passed through" '"id":"msg_mock'
+elif grep -q '"id":"msg_mock' <<<"$out"; then
+  echo "FAILED: a translated run got the mock's native messages"; exit 1
+fi
 echo "$passed passed, 0 failed"

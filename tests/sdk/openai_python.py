@@ -1,7 +1,8 @@
 """The official OpenAI Python SDK against a running scira2api (as a new user would try it).
 
 Usage: python3 tests/sdk/openai_python.py http://127.0.0.1:PORT/v1 [API_KEY]
-Exercises: list models, chat, stream (with usage), tools (streamed and not), and error mapping.
+Exercises: list models, chat, stream (with usage), tools (streamed and not, and a tool result
+round trip), and error mapping.
 Prints '<N> passed, 0 failed' and exits 0 when every check holds.
 """
 import json
@@ -58,6 +59,13 @@ if "--tools" in sys.argv:
                 name = tc.function.name or name
                 args += tc.function.arguments or ""
     check(name == "get_weather" and json.loads(args)["city"] == "Paris", "streamed tool call")
+    # The tool's result goes back; the model answers in text.
+    r = client.chat.completions.create(model="gpt-4o", tools=tools, messages=[
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"},
+    ])
+    check(r.choices[0].finish_reason == "stop" and r.choices[0].message.content, "answer after the tool result")
 
 try:
     client.chat.completions.create(model="gpt-4o", messages=[])
