@@ -584,7 +584,7 @@ fn litellm(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, C
                 &format!("{pkey}.model"),
                 &model,
                 &format!(
-                    "`openai/<model>` or `scira/<model>` (provider `{kind}` is not supported yet)"
+                    "`openai/<model>`, `anthropic/<model>` or `scira/<model>` (provider `{kind}` is not supported yet)"
                 ),
             ));
         };
@@ -797,6 +797,28 @@ mod tests {
                 "model_list[2].litellm_params.drop_params",
                 "router_settings.redis_host"
             ]
+        );
+    }
+
+    #[test]
+    fn reads_anthropic_deployments_in_both_formats() {
+        let v = json!({"model_list": [
+            {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-sonnet-4-5", "api_key": "os.environ/KEY_A"}}
+        ]});
+        let c = parse("f.yaml", &v, &env).unwrap();
+        assert_eq!(c.providers[0].kind, ProviderKind::Anthropic);
+        assert_eq!(c.providers[0].api_keys, ["sk-a"]);
+        assert_eq!(
+            c.providers[0].base_url, None,
+            "Anthropic's own URL by default"
+        );
+        assert_eq!(c.groups[0].deployments[0].model, "claude-sonnet-4-5");
+        let v = json!({"providers": [{"name": "claude", "kind": "anthropic", "api_keys": ["k"]}]});
+        let c = parse("f.yaml", &v, &env).unwrap();
+        assert_eq!(c.providers[0].kind, ProviderKind::Anthropic);
+        assert_eq!(
+            ProviderKind::Anthropic.default_base_url(),
+            "https://api.anthropic.com"
         );
     }
 
