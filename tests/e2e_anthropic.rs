@@ -149,6 +149,35 @@ async fn a_messages_stream_passes_through_event_by_event() {
     assert_eq!(tool.1["content_block"]["name"], "get_weather");
     let delta = ev.iter().find(|(k, _)| k == "message_delta").unwrap();
     assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
+    let output = delta.1["usage"]["output_tokens"].as_u64().unwrap();
+
+    // Passed through, and counted as chat's answers are: the upstream's usage, the stream's end.
+    let m = send(
+        client()
+            .get(format!("{}/metrics", gw.url))
+            .insert_header(("authorization", "Bearer sk-client")),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(
+        m["tokens"]["by_model"]["claude-client"]["completion"], output,
+        "{m}"
+    );
+    assert!(
+        m["tokens"]["by_model"]["claude-client"]["prompt"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(m["tokens"]["usage_source"]["upstream"], 1);
+    assert_eq!(m["streams"]["completed"], 1);
+    assert_eq!(m["streams"]["active"], 0);
+    assert!(
+        gw.log().contains(&format!("+{output} (upstream)")),
+        "the access line has the tokens: {}",
+        gw.log()
+    );
 }
 
 #[actix_rt::test]

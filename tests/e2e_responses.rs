@@ -393,6 +393,25 @@ async fn a_native_upstream_gets_the_request_as_it_is_and_chat_still_works() {
             .unwrap()
             .starts_with("resp_mock")
     );
+    // Both answers' usage counted as chat's is, from the upstream's own response objects.
+    let output = ev.last().unwrap().1["response"]["usage"]["output_tokens"]
+        .as_u64()
+        .unwrap();
+    let m = get(&gw, "/metrics").await.json();
+    assert_eq!(m["tokens"]["usage_source"]["upstream"], 2, "{m}");
+    assert!(
+        m["tokens"]["by_model"]["gpt-4o"]["completion"]
+            .as_u64()
+            .unwrap()
+            > output
+    );
+    assert_eq!(
+        (
+            m["streams"]["completed"].as_u64(),
+            m["streams"]["active"].as_i64()
+        ),
+        (Some(1), Some(0))
+    );
 
     // GET and DELETE of an id the gateway does not hold go to the native upstream.
     let got = get(&gw, "/v1/responses/resp_upstream_1").await;

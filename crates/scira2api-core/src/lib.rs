@@ -19,6 +19,7 @@ mod gateway;
 mod instances;
 mod messages;
 pub mod metrics;
+mod native_usage;
 mod observation;
 mod observed_stream;
 mod outcome;

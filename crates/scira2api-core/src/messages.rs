@@ -6,7 +6,8 @@
 //! translated back into a `message` or the Messages event stream.
 
 use crate::gateway::Gateway;
-use crate::outcome::{CacheStatus, ChatContext};
+use crate::native_usage::{self, NativeStreamTally};
+use crate::outcome::{CacheStatus, ChatContext, StreamOutcome, UsageSource};
 use crate::responses::{EndpointOutcome, EndpointReply};
 use crate::translated_stream::TranslatedStream;
 use bytes::Bytes;
@@ -106,14 +107,14 @@ impl Gateway {
         let retries = Cell::new(0);
         let started = Instant::now();
         let headers = &ctx.anthropic;
-        let (result, served) = match state.router.group(&model) {
+        let (result, (served, _, deployment)) = match state.router.group(&model) {
             None => {
                 let internal = state.catalog.map().to_internal(&model).to_owned();
                 let up = &self.upstreams[state.default_instance];
                 let r = up
                     .messages_native(&raw, &model, &internal, stream, headers, &retries, None)
                     .await;
-                (r, state.default_instance)
+                (r, (state.default_instance, internal, None))
             }
             Some(_) => {
                 let send = async |up: &Upstream, internal: &str, attempts: u32| {
@@ -128,8 +129,7 @@ impl Gateway {
                     )
                     .await
                 };
-                let (r, served) = self.route(&model, &retries, send).await;
-                (r, served.0)
+                self.route(&model, &retries, send).await
             }
         };
         let upstream_time = started.elapsed();
@@ -141,24 +141,43 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
-        if let Some(o) = &ctx.observation {
-            o.answered(CacheStatus::Bypass, &provider, None);
-        }
-        let reply = match reply {
-            ChatReply::Json(b) => EndpointReply::Json(b),
-            ChatReply::Stream(frames) => EndpointReply::Stream(Box::pin(NativeMessages {
-                frames,
-                cut: Box::pin(state.streams_cut()),
-                ended: false,
-            })),
+        let (reply, usage) = match reply {
+            ChatReply::Json(b) => {
+                let usage = serde_json::from_slice::<Value>(&b)
+                    .ok()
+                    .and_then(|m| native_usage::usage_of(&m["usage"]));
+                if let Some(u) = &usage {
+                    native_usage::record(state, &model, deployment.as_ref(), u);
+                }
+                (EndpointReply::Json(b), usage)
+            }
+            ChatReply::Stream(frames) => {
+                let tally = NativeStreamTally::new(
+                    state.clone(),
+                    &model,
+                    deployment,
+                    ctx.observation.clone(),
+                );
+                let events = NativeMessages {
+                    frames,
+                    cut: Box::pin(state.streams_cut()),
+                    tally,
+                    ended: false,
+                };
+                (EndpointReply::Stream(Box::pin(events)), None)
+            }
         };
+        let usage = usage.map(|u| (u, UsageSource::Upstream));
+        if let Some(o) = &ctx.observation {
+            o.answered(CacheStatus::Bypass, &provider, usage);
+        }
         Some(Ok(EndpointOutcome {
             reply,
             dropped: Vec::new(),
             cache: CacheStatus::Bypass,
             provider,
             upstream_time,
-            usage_source: None,
+            usage_source: usage.map(|(_, s)| s),
         }))
     }
 
@@ -186,13 +205,40 @@ pub fn message_failed_before_first_event(e: &Error) -> scira2api_upstream::Frame
     Box::pin(futures_util::stream::iter([Ok(frame)]))
 }
 
-/// A native Messages stream, passed on as it is; when it breaks off (or the shutdown grace
-/// period ends) it ends as Anthropic's own streams do on a failure: one `error` event, never a
-/// `message_stop`.
+/// A native Messages stream, passed on as it is (its usage tallied from `message_start` and
+/// `message_delta`); when it breaks off (or the shutdown grace period ends) it ends as
+/// Anthropic's own streams do on a failure: one `error` event, never a `message_stop`.
 struct NativeMessages {
     frames: FrameStream,
     cut: Pin<Box<dyn Future<Output = ()>>>,
+    tally: NativeStreamTally,
     ended: bool,
+}
+
+impl NativeMessages {
+    fn observe(&mut self, frame: &[u8]) {
+        if frame.starts_with(b"event: message_start\n") {
+            if let Some(v) = native_usage::event_data(frame) {
+                self.tally.saw(&v["message"]["usage"]);
+            }
+        } else if frame.starts_with(b"event: message_delta\n") {
+            if let Some(v) = native_usage::event_data(frame) {
+                self.tally.saw(&v["usage"]);
+            }
+        } else if frame.starts_with(b"event: message_stop\n") {
+            self.tally.finish(StreamOutcome::Completed);
+        } else if frame.starts_with(b"event: error\n") {
+            // The upstream's own error event, passed on: the stream ends here.
+            self.tally
+                .finish(StreamOutcome::Failed("upstream_error".to_owned()));
+        }
+    }
+
+    fn fail(&mut self, code: &str, status: u16, message: &str) -> Bytes {
+        self.ended = true;
+        self.tally.finish(StreamOutcome::Failed(code.to_owned()));
+        messages::error_event(status, message)
+    }
 }
 
 impl Stream for NativeMessages {
@@ -204,23 +250,28 @@ impl Stream for NativeMessages {
             return Poll::Ready(None);
         }
         if this.cut.as_mut().poll(cx).is_ready() {
-            this.ended = true;
-            let frame = messages::error_event(
+            let frame = this.fail(
+                "server_shutting_down",
                 503,
                 "the gateway is shutting down and its grace period ran out before the answer was complete",
             );
             return Poll::Ready(Some(Ok(frame)));
         }
         match this.frames.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.observe(&frame);
+                Poll::Ready(Some(Ok(frame)))
+            }
             Poll::Ready(Some(Err(e))) => {
-                this.ended = true;
-                Poll::Ready(Some(Ok(messages::error_event(e.status(), &e.to_string()))))
+                let code = e.code().unwrap_or("upstream_error").to_owned();
+                let frame = this.fail(&code, e.status(), &e.to_string());
+                Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
                 this.ended = true;
                 Poll::Ready(None)
             }
-            other => other,
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! `previous_response_id`.
 
 use crate::gateway::Gateway;
-use crate::outcome::{CacheStatus, ChatContext, UsageSource};
+use crate::native_usage::{self, NativeStreamTally};
+use crate::outcome::{CacheStatus, ChatContext, StreamOutcome, UsageSource};
 use crate::translated_stream::{OnFinish, TranslatedStream};
 use bytes::Bytes;
 use futures_util::Stream;
@@ -136,22 +137,21 @@ impl Gateway {
         let state = self.state();
         let retries = Cell::new(0);
         let started = Instant::now();
-        let (result, served) = match state.router.group(&model) {
+        let (result, (served, _, deployment)) = match state.router.group(&model) {
             None => {
                 let internal = state.catalog.map().to_internal(&model).to_owned();
                 let up = &self.upstreams[state.default_instance];
                 let r = up
                     .responses_native(&raw, &model, &internal, stream, &retries, None)
                     .await;
-                (r, state.default_instance)
+                (r, (state.default_instance, internal, None))
             }
             Some(_) => {
                 let send = async |up: &Upstream, internal: &str, attempts: u32| {
                     up.responses_native(&raw, &model, internal, stream, &retries, Some(attempts))
                         .await
                 };
-                let (r, served) = self.route(&model, &retries, send).await;
-                (r, served.0)
+                self.route(&model, &retries, send).await
             }
         };
         let upstream_time = started.elapsed();
@@ -163,27 +163,46 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => return Some(Err(e)),
         };
-        if let Some(o) = &ctx.observation {
-            o.answered(CacheStatus::Bypass, &provider, None);
-        }
-        let reply = match reply {
-            ChatReply::Json(b) => EndpointReply::Json(b),
-            ChatReply::Stream(frames) => EndpointReply::Stream(Box::pin(NativeEvents {
-                frames,
-                last_seq: None,
-                response: None,
-                cut: Box::pin(state.streams_cut()),
-                tail: VecDeque::new(),
-                ended: false,
-            })),
+        let (reply, usage) = match reply {
+            ChatReply::Json(b) => {
+                let usage = serde_json::from_slice::<Value>(&b)
+                    .ok()
+                    .and_then(|r| native_usage::usage_of(&r["usage"]));
+                if let Some(u) = &usage {
+                    native_usage::record(state, &model, deployment.as_ref(), u);
+                }
+                (EndpointReply::Json(b), usage)
+            }
+            ChatReply::Stream(frames) => {
+                let tally = NativeStreamTally::new(
+                    state.clone(),
+                    &model,
+                    deployment,
+                    ctx.observation.clone(),
+                );
+                let events = NativeEvents {
+                    frames,
+                    last_seq: None,
+                    response: None,
+                    cut: Box::pin(state.streams_cut()),
+                    tail: VecDeque::new(),
+                    tally,
+                    ended: false,
+                };
+                (EndpointReply::Stream(Box::pin(events)), None)
+            }
         };
+        let usage = usage.map(|u| (u, UsageSource::Upstream));
+        if let Some(o) = &ctx.observation {
+            o.answered(CacheStatus::Bypass, &provider, usage);
+        }
         Some(Ok(EndpointOutcome {
             reply,
             dropped: Vec::new(),
             cache: CacheStatus::Bypass,
             provider,
             upstream_time,
-            usage_source: None,
+            usage_source: usage.map(|(_, s)| s),
         }))
     }
 
@@ -362,6 +381,8 @@ struct NativeEvents {
     response: Option<Value>,
     cut: Pin<Box<dyn Future<Output = ()>>>,
     tail: VecDeque<Bytes>,
+    /// The stream's accounting (usage from the final response object).
+    tally: NativeStreamTally,
     ended: bool,
 }
 
@@ -383,22 +404,31 @@ impl NativeEvents {
         if let Some(n) = sequence_number(frame) {
             self.last_seq = Some(n);
         }
-        if frame.starts_with(b"event: response.created\n")
-            || frame.starts_with(b"event: response.in_progress\n")
-        {
-            let data = frame
-                .splitn(2, |&b| b == b'\n')
-                .nth(1)
-                .and_then(|d| d.strip_prefix(b"data: "));
-            if let Some(v) = data.and_then(|d| serde_json::from_slice::<Value>(d.trim_ascii()).ok())
-            {
-                self.response = v.get("response").cloned();
-            }
+        let created = frame.starts_with(b"event: response.created\n")
+            || frame.starts_with(b"event: response.in_progress\n");
+        let done = frame.starts_with(b"event: response.completed\n")
+            || frame.starts_with(b"event: response.incomplete\n");
+        let failed = frame.starts_with(b"event: response.failed\n");
+        if !(created || done || failed) {
+            return;
+        }
+        let response = native_usage::event_data(frame)
+            .and_then(|mut v| v.get_mut("response").map(Value::take));
+        if created {
+            self.response = response;
+        } else if let Some(r) = response {
+            self.tally.saw(&r["usage"]);
+            self.tally.finish(if failed {
+                StreamOutcome::Failed("upstream_error".to_owned())
+            } else {
+                StreamOutcome::Completed
+            });
         }
     }
 
     fn fail(&mut self, code: &str, message: &str) {
         self.ended = true;
+        self.tally.finish(StreamOutcome::Failed(code.to_owned()));
         let mut seq = self.last_seq.map_or(0, |n| n + 1);
         let mut event = |kind: &str, mut body: Value| {
             body["type"] = json!(kind);
