@@ -338,14 +338,43 @@ async fn scira_errors_before_the_stream_become_openai_errors() {
         .assert_error(502, Some("upstream_blocked"));
     assert!(e["message"].as_str().unwrap().contains("HTML"), "{e}");
 
-    mock.push_fault(Fault::Status {
-        status: 500,
-        headers: vec![],
-        body: Bytes::new(),
-    });
-    post(&gw, "/v1/chat/completions", CHAT)
+    // A bare 500 (Scira's answer to its own limits and failures): said what it most likely
+    // is, and retried once at most although RETRY allows three attempts.
+    let gw = scira(&mock, &[("RETRY", "3"), ("RETRY_BASE_DELAY", "10ms")]);
+    for _ in 0..2 {
+        mock.push_fault(Fault::Status {
+            status: 500,
+            headers: vec![],
+            body: Bytes::new(),
+        });
+    }
+    let before = mock.requests().len();
+    let e = post(&gw, "/v1/chat/completions", CHAT)
         .await
-        .assert_error(502, Some("upstream_error"));
+        .assert_error(502, Some("scira_server_error"));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("100 messages a day"),
+        "{e}"
+    );
+    assert_eq!(mock.requests().len(), before + 2, "one retry, no more");
+
+    // The hosting platform's challenge: never retried, told apart from Scira's own 429.
+    mock.push_fault(Fault::Status {
+        status: 429,
+        headers: vec![("x-vercel-mitigated".into(), "challenge".into())],
+        body: Bytes::from_static(
+            b"<!DOCTYPE html><html><title>Vercel Security Checkpoint</title></html>",
+        ),
+    });
+    let before = mock.requests().len();
+    let e = post(&gw, "/v1/chat/completions", CHAT)
+        .await
+        .assert_error(502, Some("upstream_blocked"));
+    assert!(e["message"].as_str().unwrap().contains("challenge"), "{e}");
+    assert_eq!(mock.requests().len(), before + 1, "never retried");
 }
 
 #[actix_rt::test]
@@ -410,7 +439,13 @@ async fn silent_upstream_gets_keep_alive_comments() {
 #[actix_rt::test]
 async fn models_list_the_scira_table_and_extra_ids() {
     let mock = MockServer::start().unwrap();
-    let gw = scira(&mock, &[("SCIRA_MODELS", "scira-grok-4,scira-custom")]);
+    let gw = scira(
+        &mock,
+        &[
+            ("SCIRA_MODELS", "scira-grok-4,scira-custom"),
+            ("SCIRA_COOKIE", "session=signed-in"),
+        ],
+    );
     let v = get(&gw, "/v1/models").await.json();
     let ids = model_ids(&v);
     assert_eq!(ids[0], "gpt-4o");
@@ -472,4 +507,184 @@ async fn a_web_search_request_selects_the_web_group() {
     )
     .await;
     assert_eq!(group(&mock), "chat");
+}
+
+/// Scira's sources as OpenAI `url_citation` annotations: on the message, on the stream's
+/// finish chunk, on the Responses API's `output_text`; from a generated web search and from
+/// the recorded `tool_step` fixture (a `web_search` result list and a `source-url` part).
+#[actix_rt::test]
+async fn sources_become_url_citation_annotations() {
+    let mock = MockServer::start().unwrap();
+    let gw = scira(&mock, &[]);
+    let body = r#"{"model":"gpt-4o","web_search_options":{},"messages":[{"role":"user","content":"what is scira?"}]}"#;
+    let c = post(&gw, "/v1/chat/completions", body).await.json();
+    let msg = &c["choices"][0]["message"];
+    let anns = msg["annotations"].as_array().expect("annotations");
+    assert_eq!(anns.len(), 2, "{msg}");
+    assert_eq!(anns[0]["type"], "url_citation");
+    let first = &anns[0]["url_citation"];
+    assert_eq!(
+        (first["url"].as_str(), first["title"].as_str()),
+        (Some("https://scira.ai/"), Some("Scira AI"))
+    );
+    let text: Vec<char> = msg["content"].as_str().unwrap().chars().collect();
+    let (s, e) = (
+        first["start_index"].as_u64().unwrap() as usize,
+        first["end_index"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(
+        text[s..e].iter().collect::<String>(),
+        "[scira.ai](https://scira.ai/)"
+    );
+    assert_eq!(
+        anns[1]["url_citation"]["end_index"],
+        text.len(),
+        "unmarked: the whole text"
+    );
+
+    // Streamed: on the finish chunk.
+    let stream = r#"{"model":"gpt-4o","stream":true,"web_search_options":{},"messages":[{"role":"user","content":"what is scira?"}]}"#;
+    let chunks = sse_json(&post(&gw, "/v1/chat/completions", stream).await.body);
+    let finish = chunks
+        .iter()
+        .find(|c| c["choices"][0]["finish_reason"] == "stop")
+        .unwrap();
+    assert_eq!(
+        finish["choices"][0]["delta"]["annotations"],
+        msg["annotations"]
+    );
+
+    // The Responses API: on output_text, in its own shape.
+    for stream in [false, true] {
+        let body = json!({"model": "gpt-4o", "input": "what is scira?", "tools": [{"type": "web_search"}], "stream": stream});
+        let r = post(&gw, "/v1/responses", &body.to_string()).await;
+        let response = if stream {
+            let text = r.text();
+            let done = text
+                .split("\n\n")
+                .find(|e| e.starts_with("event: response.completed"))
+                .unwrap()
+                .split_once("data: ")
+                .unwrap()
+                .1
+                .to_owned();
+            serde_json::from_str::<Value>(&done).unwrap()["response"].clone()
+        } else {
+            r.json()
+        };
+        let part = &response["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"] == "message")
+            .unwrap()["content"][0];
+        assert_eq!(part["type"], "output_text");
+        let a = &part["annotations"][0];
+        assert_eq!(
+            (a["type"].as_str(), a["url"].as_str()),
+            (Some("url_citation"), Some("https://scira.ai/")),
+            "stream={stream}: {part}"
+        );
+        assert_eq!(a["start_index"], first["start_index"]);
+    }
+
+    // The recorded fixture: three distinct sources, the linked one spanning its link.
+    let fixture = std::fs::read(fixtures_dir().join("v6/tool_step.stream")).unwrap();
+    let replay = MockServer::start().unwrap();
+    replay.options(|o| o.scira_body = Some(fixture.into()));
+    let gw = scira(&replay, &[]);
+    let c = post(&gw, "/v1/chat/completions", CHAT).await.json();
+    let urls: Vec<&str> = c["choices"][0]["message"]["annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["url_citation"]["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://scira.ai/",
+            "https://github.com/zaidmukaddam/scira",
+            "https://scira.ai/about"
+        ]
+    );
+
+    // Turned off.
+    let gw = scira(&replay, &[("SCIRA_CITATIONS", "false")]);
+    let c = post(&gw, "/v1/chat/completions", CHAT).await.json();
+    assert!(
+        c["choices"][0]["message"].get("annotations").is_none(),
+        "{c}"
+    );
+}
+
+/// What a client requires and Scira cannot do is a 400 naming the param and the provider,
+/// before anything is sent; what it only hints is dropped and named in `x-dropped-params`.
+#[actix_rt::test]
+async fn scira_refuses_requirements_and_names_what_it_drops() {
+    let mock = MockServer::start().unwrap();
+    let gw = scira(&mock, &[]);
+    let tools = r#""tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]"#;
+    for (extra, param) in [
+        (format!(r#",{tools},"tool_choice":"required""#), "tool_choice"),
+        (format!(r#",{tools},"tool_choice":{{"type":"function","function":{{"name":"get_weather"}}}}"#), "tool_choice"),
+        (r#","response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object"}}}"#.to_owned(), "response_format"),
+        (r#","response_format":{"type":"json_object"}"#.to_owned(), "response_format"),
+    ] {
+        let body = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
+        let e = post(&gw, "/v1/chat/completions", &body)
+            .await
+            .assert_error(400, Some("unsupported_parameter"));
+        assert_eq!(e["param"], param, "{e}");
+        assert!(e["message"].as_str().unwrap().contains("provider `scira`"), "{e}");
+    }
+    assert!(mock.requests().is_empty(), "nothing reached Scira");
+    let body = format!(
+        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"x"}}],"temperature":0.3,{tools},"tool_choice":"auto","max_tokens":50}}"#
+    );
+    let r = post(&gw, "/v1/chat/completions", &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-dropped-params").as_deref(),
+        Some("temperature, tools, tool_choice, max_tokens")
+    );
+    assert!(
+        gw.log()
+            .contains("accepted without effect: temperature, tools, tool_choice, max_tokens")
+    );
+    // Streams name them too.
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"x"}],"top_p":0.5}"#;
+    let r = post(&gw, "/v1/chat/completions", body).await;
+    assert_eq!(r.header("x-dropped-params").as_deref(), Some("top_p"));
+}
+
+/// Scira counts every anonymous request against the IP's quota, even those it then rejects:
+/// without a session, a model or group that needs one is refused before anything is sent.
+#[actix_rt::test]
+async fn anonymous_requests_are_checked_before_anything_is_sent() {
+    let mock = MockServer::start().unwrap();
+    let gw = scira(&mock, &[]);
+    let body = r#"{"model":"grok-4","messages":[{"role":"user","content":"x"}]}"#;
+    let e = post(&gw, "/v1/chat/completions", body)
+        .await
+        .assert_error(403, Some("scira_sign_in_required"));
+    assert!(
+        e["message"].as_str().unwrap().contains("SCIRA_COOKIE"),
+        "{e}"
+    );
+    assert!(mock.requests().is_empty());
+    let gw = scira(&mock, &[("SCIRA_COOKIE", "session=1")]);
+    assert_eq!(post(&gw, "/v1/chat/completions", body).await.status, 200);
+    assert_eq!(mock.last_request().unwrap().json()["model"], "scira-grok-4");
+    // An unknown group is refused at startup: it would get Scira's 200 with an error inside.
+    let base = mock.url();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scira2api-server"))
+        .env_clear()
+        .env("PROVIDER", "scira")
+        .env("BASE_URL", &base)
+        .env("SCIRA_GROUP", "websearch")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SCIRA_GROUP"));
 }

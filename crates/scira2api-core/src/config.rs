@@ -252,15 +252,27 @@ fn read_scira(raw: &Raw) -> Result<SciraConfig, ConfigError> {
             "a path starting with `/`",
         ));
     }
+    let group = raw.str("SCIRA_GROUP").unwrap_or(d.group);
+    if !scira2api_upstream::SCIRA_GROUPS.contains(&group.as_str()) {
+        return Err(ConfigError::new(
+            "SCIRA_GROUP",
+            &group,
+            &format!(
+                "one of Scira's groups: {}",
+                scira2api_upstream::SCIRA_GROUPS.join(", ")
+            ),
+        ));
+    }
     Ok(SciraConfig {
         path,
-        group: raw.str("SCIRA_GROUP").unwrap_or(d.group),
+        group,
         timezone: raw.str("SCIRA_TIMEZONE").unwrap_or(d.timezone),
         body,
         user_agent: raw.str("SCIRA_USER_AGENT").unwrap_or(d.user_agent),
         cookies: raw.list_sep("SCIRA_COOKIE", '|'),
         user_ids: raw.list("SCIRA_USER_IDS"),
         extra_models: raw.list("SCIRA_MODELS"),
+        citations: raw.bool("SCIRA_CITATIONS", d.citations)?,
     })
 }
 

@@ -62,13 +62,32 @@ fn split_events(body: &Bytes) -> Vec<Bytes> {
     out
 }
 
-fn generate(format: SciraFormat, model: &str, text: &str, chunks: usize) -> Vec<Bytes> {
-    let pieces = split_text(text, chunks);
+/// The results of the mock's `web_search` tool (as Scira's own tool reports them), and the
+/// markdown link the answer then cites the first one with.
+fn search_output() -> Value {
+    json!({"searches": [{"query": "scira", "results": [
+        {"url": "https://scira.ai/", "title": "Scira AI", "content": "A minimalistic AI-powered search engine."},
+        {"url": "https://github.com/zaidmukaddam/scira", "title": "zaidmukaddam/scira", "content": "Scira's source code."}
+    ], "images": []}]})
+}
+const CITING_LINK: &str = " ([scira.ai](https://scira.ai/))";
+
+fn generate(format: SciraFormat, model: &str, text: &str, chunks: usize, web: bool) -> Vec<Bytes> {
+    let text = if web {
+        format!("{text}{CITING_LINK}")
+    } else {
+        text.to_owned()
+    };
+    let pieces = split_text(&text, chunks);
     let (prompt, completion) = (42u64, pieces.len() as u64);
     let mut out = Vec::new();
     match format {
         SciraFormat::V4 => {
             out.push(Bytes::from("f:{\"messageId\":\"msg-mock\"}\n"));
+            if web {
+                let call = json!({"toolCallId": "call_mock_search", "result": search_output()});
+                out.push(Bytes::from(format!("a:{call}\n")));
+            }
             for p in &pieces {
                 out.push(Bytes::from(format!("0:{}\n", Value::from(p.as_str()))));
             }
@@ -86,6 +105,12 @@ fn generate(format: SciraFormat, model: &str, text: &str, chunks: usize) -> Vec<
             let ev = |v: Value| Bytes::from(format!("data: {v}\n\n"));
             out.push(ev(json!({"type":"start","messageId":"msg-mock"})));
             out.push(ev(json!({"type":"start-step"})));
+            if web {
+                out.push(ev(json!({"type":"tool-input-available","toolCallId":"call_mock_search","toolName":"web_search","input":{"queries":["scira"]}})));
+                out.push(ev(json!({"type":"tool-output-available","toolCallId":"call_mock_search","output":search_output()})));
+                out.push(ev(json!({"type":"finish-step"})));
+                out.push(ev(json!({"type":"start-step"})));
+            }
             out.push(ev(json!({"type":"text-start","id":"txt-0"})));
             for p in &pieces {
                 out.push(ev(json!({"type":"text-delta","id":"txt-0","delta":p})));
@@ -148,11 +173,13 @@ pub(crate) async fn search(state: Arc<MockState>, body: Bytes) -> HttpResponse {
                         .join(" ")
                 })
                 .unwrap_or_default();
+            // The web group searches: the answer cites what the search found.
             generate(
                 opts.scira_format,
                 model,
                 &format!("Scira mock ({model}) answering: {last}"),
                 opts.chunks,
+                req["group"] == "web",
             )
         }
     };
@@ -177,7 +204,7 @@ mod tests {
     #[test]
     fn generated_streams_have_finish() {
         for f in [SciraFormat::V4, SciraFormat::V5, SciraFormat::V6] {
-            let ev = generate(f, "m", "hello world", 3);
+            let ev = generate(f, "m", "hello world", 3, f == SciraFormat::V6);
             let all = ev.concat();
             let s = String::from_utf8(all).unwrap();
             assert!(

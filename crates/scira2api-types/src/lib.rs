@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 mod answer;
+mod citation;
 mod error;
 mod logsafe;
 mod message;
@@ -15,6 +16,7 @@ mod response;
 mod scan;
 
 pub use answer::{Answer, AnswerBuilder, AnswerChoice, ToolCall};
+pub use citation::{Citation, MAX_CITATIONS, cite};
 pub use error::{Error, ErrorObject, openai_error_message, retryable_status};
 pub use logsafe::{LOG_VALUE_MAX, log_safe};
 pub use message::{Content, ContentPart, ImageUrl, Message};

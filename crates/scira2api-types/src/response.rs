@@ -5,6 +5,7 @@
 //! `data: <json>\n\n` frames, the role in the first delta, `finish_reason` null until the last
 //! choice chunk, the usage chunk with `choices: []`, and `data: [DONE]\n\n`.
 
+use crate::Citation;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -76,6 +77,8 @@ struct Delta<'a> {
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a [Citation]>,
 }
 
 /// One tool call's piece of a delta: the first names it (`id`, `type`, `function.name`), the
@@ -178,6 +181,7 @@ impl ChunkEncoder {
                 content: Some(""),
                 reasoning_content: None,
                 tool_calls: None,
+                annotations: None,
             },
             None,
         )
@@ -191,6 +195,7 @@ impl ChunkEncoder {
                 content: Some(text),
                 reasoning_content: None,
                 tool_calls: None,
+                annotations: None,
             },
             None,
         )
@@ -204,6 +209,7 @@ impl ChunkEncoder {
                 content: None,
                 reasoning_content: Some(text),
                 tool_calls: None,
+                annotations: None,
             },
             None,
         )
@@ -226,6 +232,7 @@ impl ChunkEncoder {
                         arguments,
                     },
                 }]),
+                annotations: None,
             },
             None,
         )
@@ -247,6 +254,7 @@ impl ChunkEncoder {
                         arguments,
                     },
                 }]),
+                annotations: None,
             },
             None,
         )
@@ -254,12 +262,19 @@ impl ChunkEncoder {
 
     /// The last choice chunk: empty delta and the finish reason.
     pub fn finish(&self, reason: &str) -> Bytes {
+        self.finish_citing(reason, &[])
+    }
+
+    /// The last choice chunk, carrying the answer's citations (`delta.annotations`) when it
+    /// has any: only a finished answer knows them all.
+    pub fn finish_citing(&self, reason: &str, citations: &[Citation]) -> Bytes {
         self.delta(
             Delta {
                 role: None,
                 content: None,
                 reasoning_content: None,
                 tool_calls: None,
+                annotations: (!citations.is_empty()).then_some(citations),
             },
             Some(reason),
         )
@@ -311,6 +326,8 @@ struct CompletionMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
     refusal: Option<()>,
+    #[serde(skip_serializing_if = "<[Citation]>::is_empty")]
+    annotations: &'a [Citation],
 }
 
 #[derive(Serialize)]
@@ -342,6 +359,8 @@ pub struct Completion {
     pub finish_reason: String,
     /// Token usage, when the upstream reported it.
     pub usage: Option<Usage>,
+    /// The web sources the answer cites (`message.annotations`).
+    pub annotations: Vec<Citation>,
 }
 
 impl Completion {
@@ -360,6 +379,7 @@ impl Completion {
                     content: &self.content,
                     reasoning_content: self.reasoning_content.as_deref(),
                     refusal: None,
+                    annotations: &self.annotations,
                 },
                 logprobs: None,
                 finish_reason: &self.finish_reason,
@@ -438,8 +458,10 @@ mod tests {
             reasoning_content: Some("r".into()),
             finish_reason: "stop".into(),
             usage: Some(Usage::new(1, 2)),
+            annotations: Vec::new(),
         };
         let v: Value = serde_json::from_slice(&c.to_json("m")).unwrap();
+        assert!(v["choices"][0]["message"].get("annotations").is_none());
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["model"], "m");
         assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));

@@ -18,7 +18,7 @@ use crate::retry::{RetryPolicy, retryable_status};
 use crate::scira::{self, SciraStreamDecoder};
 use crate::stream::{DecodedStream, LineDecoder};
 use awc::http::Uri;
-use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use bytes::Bytes;
 use log::debug;
 use scira2api_models::ModelEntry;
@@ -31,8 +31,12 @@ use std::time::{Duration, Instant};
 /// `Content-Type` of every request body sent upstream.
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// Maps a non-2xx upstream answer (status, `Retry-After`, body) to an [`Error`].
-type ErrorMapper = fn(u16, Option<Duration>, &Bytes) -> Error;
+/// Maps a non-2xx upstream answer to an [`Error`]: the instance, the status, its
+/// `Retry-After`, its headers (a platform's challenge marks itself there) and its body.
+type ErrorMapper = fn(&UpstreamConfig, u16, Option<Duration>, &HeaderMap, &Bytes) -> Error;
+
+/// The mapper of an OpenAI-compatible upstream.
+const OPENAI_ERRORS: ErrorMapper = |_, status, wait, _, body| map_openai_error(status, wait, body);
 
 /// What an upstream status says about the credential used.
 fn key_outcome(status: u16, retry: Option<Duration>) -> KeyOutcome {
@@ -160,9 +164,13 @@ impl Upstream {
                             let err = redirect_error(status, location, self.config.host());
                             (secrets.error(err), None, false)
                         } else {
+                            let headers = resp.headers().clone();
                             let body = resp.body().limit(1 << 20).await.unwrap_or_default();
-                            let err = secrets.error(map_error(status, wait, &body));
-                            let retryable = retryable_status(status) && err.should_retry();
+                            let err = map_error(&self.config, status, wait, &headers, &body);
+                            let err = secrets.error(err);
+                            let retryable = retryable_status(status)
+                                && err.should_retry()
+                                && !(failed >= 1 && crate::retry::retried_once_at_most(&err));
                             (err, wait, retryable)
                         }
                     }
@@ -237,7 +245,8 @@ impl Upstream {
     /// `x-dropped-params`): none for an OpenAI-compatible backend, which gets them all.
     pub fn dropped_params(&self, req: &ChatRequest) -> Vec<String> {
         match self.settings().provider {
-            ProviderKind::OpenAi | ProviderKind::Scira => Vec::new(),
+            ProviderKind::OpenAi => Vec::new(),
+            ProviderKind::Scira => scira::dropped_params(req),
             ProviderKind::Anthropic => {
                 let obj = req.object();
                 scira2api_translate::anthropic::dropped_params(
@@ -342,7 +351,7 @@ impl Upstream {
             retries,
             build,
             &body,
-            crate::anthropic::map_error,
+            |_, status, wait, _, body| crate::anthropic::map_error(status, wait, body),
             accept,
         )
         .await
@@ -391,7 +400,7 @@ impl Upstream {
             retries,
             build,
             &body,
-            crate::anthropic::map_error,
+            |_, status, wait, _, body| crate::anthropic::map_error(status, wait, body),
             accept,
         )
         .await
@@ -434,7 +443,7 @@ impl Upstream {
             retries,
             build,
             &body,
-            map_openai_error,
+            OPENAI_ERRORS,
             accept,
         )
         .await
@@ -448,6 +457,7 @@ impl Upstream {
         policy: RetryPolicy,
     ) -> Result<ChatReply, Error> {
         let s = self.settings();
+        scira::refuse(req, &s.name)?;
         let messages = req.messages()?;
         let user_id = self.config.user_ids.pick();
         // OpenAI chat's own ask for web search selects Scira's web group.
@@ -460,6 +470,7 @@ impl Upstream {
         } else {
             s.scira.group.as_str()
         };
+        scira::check_session(internal_model, group, !self.config.cookies.is_empty())?;
         let body = Bytes::from(scira::body(
             &s.scira,
             internal_model,
@@ -486,10 +497,10 @@ impl Upstream {
         // failure while reading the answer is not retried.
         if req.stream {
             let accept = async |resp: awc::ClientResponse| {
-                let decoder = SciraStreamDecoder::new(ChunkEncoder::new(
-                    req.model.clone(),
-                    req.include_usage,
-                ));
+                let decoder = SciraStreamDecoder::new(
+                    ChunkEncoder::new(req.model.clone(), req.include_usage),
+                    s.scira.citations,
+                );
                 DecodedStream::new(Box::pin(resp), decoder, s.client_timeout, s.max_body_bytes)
                     .redacting(self.config.secrets.clone())
                     .primed()
@@ -523,7 +534,8 @@ impl Upstream {
                     accept,
                 )
                 .await?;
-            let completion = scira::collect(&body).map_err(|e| self.config.secrets.error(e))?;
+            let completion = scira::collect(&body, s.scira.citations)
+                .map_err(|e| self.config.secrets.error(e))?;
             Ok(ChatReply::Json(completion.to_json(&req.model)))
         }
     }
@@ -571,7 +583,7 @@ impl Upstream {
             retries,
             build,
             &body,
-            map_openai_error,
+            OPENAI_ERRORS,
             accept,
         )
         .await
@@ -604,7 +616,7 @@ impl Upstream {
             &Cell::new(0),
             build,
             &Bytes::new(),
-            map_openai_error,
+            OPENAI_ERRORS,
             accept,
         )
         .await
@@ -675,7 +687,7 @@ impl Upstream {
             &Cell::new(0),
             build,
             &Bytes::new(),
-            map_openai_error,
+            OPENAI_ERRORS,
             accept,
         )
         .await

@@ -34,7 +34,9 @@ pub use config::{
 pub use connect::{ConnStats, ProxyConfig, ProxyKind};
 pub use retry::RetryPolicy;
 pub use rustls::pki_types::CertificateDer;
-pub use scira::{DEFAULT_SCIRA_USER_AGENT, SciraBody, SciraConfig};
+pub use scira::{
+    DEFAULT_SCIRA_USER_AGENT, SCIRA_ANONYMOUS_MODELS, SCIRA_GROUPS, SciraBody, SciraConfig,
+};
 pub use stream::FrameStream;
 
 use bytes::Bytes;
@@ -48,9 +50,10 @@ pub enum ChatReply {
 }
 
 /// Decodes a whole Scira answer body (any of its three formats) into one completion, as the
-/// Scira provider does for a non-stream request. Errors inside the body become an [`Error`].
+/// Scira provider does for a non-stream request (its sources as citations). Errors inside the
+/// body become an [`Error`].
 pub fn decode_scira_body(
     body: &[u8],
 ) -> Result<scira2api_types::Completion, scira2api_types::Error> {
-    scira::collect(body)
+    scira::collect(body, true)
 }

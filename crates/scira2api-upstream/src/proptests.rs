@@ -85,7 +85,7 @@ fn normalised(frames: &[Bytes]) -> Vec<Value> {
 }
 
 fn scira_decoder() -> SciraStreamDecoder {
-    SciraStreamDecoder::new(ChunkEncoder::new("m".to_owned(), true))
+    SciraStreamDecoder::new(ChunkEncoder::new("m".to_owned(), true), true)
 }
 
 fn fixtures() -> Vec<Vec<u8>> {

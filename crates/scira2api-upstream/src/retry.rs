@@ -31,6 +31,16 @@ impl Default for RetryPolicy {
 
 pub use scira2api_types::retryable_status;
 
+/// Error codes that are retried once at most, whatever `RETRY` says: failures that a second
+/// try can fix but that usually repeat, on upstreams that spend the user's quota on every try
+/// (Scira's bare 500).
+const RETRIED_ONCE_AT_MOST: &[&str] = &["scira_server_error"];
+
+/// Whether `e` may only be retried once.
+pub(crate) fn retried_once_at_most(e: &scira2api_types::Error) -> bool {
+    e.code().is_some_and(|c| RETRIED_ONCE_AT_MOST.contains(&c))
+}
+
 impl RetryPolicy {
     /// The wait after `failed` failed attempts (1 for the first retry). With the upstream's own
     /// wait, that (capped); otherwise full jitter: uniform in `[0, min(max, base * 2^(failed-1))]`,

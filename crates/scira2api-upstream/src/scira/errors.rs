@@ -1,10 +1,15 @@
 //! Scira's errors before the stream starts, as OpenAI errors.
 //!
 //! Scira answers a rejected request with `{"code":"<type>:<surface>","message","cause"}` and a
-//! status per type. An HTML or empty body means the request never reached Scira's code (a
-//! platform firewall or bot check) or Scira itself failed.
+//! status per type. A bare 500 (empty or not JSON) is what Scira sends for its own failures and
+//! for several limits (the signed-in 100/day, chat ownership, its database): a 502 that says
+//! so, retried once at most. The hosting platform's challenge (`x-vercel-mitigated: challenge`,
+//! `cf-mitigated: challenge`, or an HTML 403/429) is a 502 `upstream_blocked` that is never
+//! retried.
 
+use crate::config::UpstreamConfig;
 use crate::errors::describe_body;
+use awc::http::header::HeaderMap;
 use bytes::Bytes;
 use scira2api_types::{Error, openai_error_message};
 use serde::Deserialize;
@@ -22,8 +27,40 @@ struct SciraError {
 /// A Scira 429 is worth retrying only when Scira says the wait is short.
 const SHORT_WAIT: Duration = Duration::from_secs(60);
 
-/// Maps a non-2xx Scira answer to an [`Error`].
-pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> Error {
+/// Whether the hosting platform answered with its bot challenge.
+fn challenged(headers: &HeaderMap) -> bool {
+    ["x-vercel-mitigated", "cf-mitigated"].iter().any(|h| {
+        headers
+            .get(*h)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("challenge"))
+    })
+}
+
+/// Maps a non-2xx answer of Scira's web endpoint to an [`Error`].
+pub(crate) fn map_error(
+    _config: &UpstreamConfig,
+    status: u16,
+    retry: Option<Duration>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Error {
+    if challenged(headers) {
+        return Error::Upstream {
+            status: 502,
+            kind: "upstream_error",
+            code: "upstream_blocked",
+            message: format!(
+                "Scira's hosting platform answered HTTP {status} with its bot challenge (it refuses this server's traffic for now); not retried: check SCIRA_USER_AGENT, SCIRA_COOKIE and whether this IP is allowed"
+            ),
+            retry_after: None,
+            retryable: false,
+        };
+    }
+    map_body(status, retry, body)
+}
+
+fn map_body(status: u16, retry: Option<Duration>, body: &Bytes) -> Error {
     if let Ok(e) = serde_json::from_slice::<SciraError>(body) {
         let text = match (&e.message, &e.cause) {
             (Some(m), Some(c)) => format!("{m} ({c})"),
@@ -101,6 +138,19 @@ pub(crate) fn map_error(status: u16, retry: Option<Duration>, body: &Bytes) -> E
     if let Some(message) = openai_error_message(body) {
         return Error::upstream_api(status, body.clone(), message, retry);
     }
+    if status == 500 {
+        return Error::Upstream {
+            status: 502,
+            kind: "upstream_error",
+            code: "scira_server_error",
+            message: format!(
+                "Scira failed with HTTP 500 and {}: most likely a limit of the signed-in account (100 messages a day on a free plan), a chat id that belongs to another user, or a failure inside Scira; retried once at most",
+                describe_body(body)
+            ),
+            retry_after: retry,
+            retryable: true,
+        };
+    }
     let blocked = matches!(status, 401 | 403 | 429);
     Error::Upstream {
         status: 502,
@@ -143,19 +193,19 @@ mod tests {
     #[test]
     fn scira_fixtures_map_to_openai_errors() {
         let (s, b) = fixture("rate_limit_429");
-        let e = map_error(s, None, &b);
+        let e = map_body(s, None, &b);
         assert_eq!((e.status(), e.code()), (429, Some("rate_limit_exceeded")));
         assert!(e.to_string().contains("25 searches"), "{e}");
         assert!(
             !e.should_retry(),
             "a days-long window is not worth retrying"
         );
-        let e = map_error(s, Some(Duration::from_secs(5)), &b);
+        let e = map_body(s, Some(Duration::from_secs(5)), &b);
         assert!(e.should_retry());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
 
         let (s, b) = fixture("upgrade_required_402");
-        let e = map_error(s, None, &b);
+        let e = map_body(s, None, &b);
         assert_eq!(
             (e.status(), e.code(), e.kind()),
             (402, Some("upgrade_required"), "insufficient_quota")
@@ -163,24 +213,43 @@ mod tests {
         assert!(!e.should_retry());
 
         let (s, b) = fixture("bad_request_400");
-        let e = map_error(s, None, &b);
+        let e = map_body(s, None, &b);
         assert_eq!((e.status(), e.code()), (400, Some("bad_request")));
         assert!(e.to_string().contains("Messages array is required"), "{e}");
     }
 
     #[test]
     fn html_and_empty_bodies_tell_the_operator_what_to_check() {
-        let e = map_error(
+        let e = map_body(
             403,
             None,
             &Bytes::from_static(b"<!DOCTYPE html><html>Forbidden</html>"),
         );
         assert_eq!((e.status(), e.code()), (502, Some("upstream_blocked")));
         assert!(e.to_string().contains("SCIRA_COOKIE"), "{e}");
-        let e = map_error(500, None, &Bytes::new());
-        assert_eq!((e.status(), e.code()), (502, Some("upstream_error")));
+        let e = map_body(500, None, &Bytes::new());
+        assert_eq!((e.status(), e.code()), (502, Some("scira_server_error")));
         assert!(e.to_string().contains("empty body"), "{e}");
+        assert!(e.to_string().contains("100 messages a day"), "{e}");
+        assert!(e.should_retry() && crate::retry::retried_once_at_most(&e));
+        let mut challenge = HeaderMap::new();
+        challenge.insert(
+            awc::http::header::HeaderName::from_static("x-vercel-mitigated"),
+            awc::http::header::HeaderValue::from_static("challenge"),
+        );
+        let config = crate::config::tests::cfg("https://scira.ai");
         let e = map_error(
+            &config,
+            429,
+            None,
+            &challenge,
+            &Bytes::from_static(b"<html>Vercel Security Checkpoint</html>"),
+        );
+        assert_eq!(
+            (e.status(), e.code(), e.should_retry()),
+            (502, Some("upstream_blocked"), false)
+        );
+        let e = map_body(
             503,
             None,
             &Bytes::from_static(br#"{"code":"offline:chat","message":"down"}"#),

@@ -25,6 +25,13 @@ pub(crate) enum SciraEvent {
     },
     /// `data: [DONE]` (v5/v6).
     Done,
+    /// Web sources: a `source-url` part, or the results of a search tool's output (URL and
+    /// title each).
+    Sources(Vec<(String, Option<String>)>),
+    /// A new step begins (`start-step`).
+    StepStart,
+    /// `reset-step` (`ai` 7): the current step's parts are void.
+    ResetStep,
     /// Anything that carries nothing for the answer (metadata, steps, tools, data parts).
     Skip,
 }
@@ -43,6 +50,8 @@ pub(crate) enum Format {
 pub(crate) struct SciraParser {
     format: Option<Format>,
     sse: SseEvents,
+    /// Events of a type this adapter does not know (a newer `ai` release), skipped.
+    pub(crate) unknown: u32,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +66,68 @@ struct UiChunk<'a> {
     finish_reason: Option<String>,
     #[serde(default, rename = "messageMetadata")]
     metadata: Option<UiMetadata>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    /// A tool's output, left unparsed unless it holds search results (it can be 150 KB).
+    #[serde(default, borrow)]
+    output: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The part of a search tool's output that names its sources:
+/// `{"searches":[{"results":[{"url","title"}]}]}` (Scira's `web_search`, and the others that
+/// share its shape).
+#[derive(Deserialize)]
+struct SearchOutput {
+    #[serde(default)]
+    searches: Vec<Search>,
+}
+
+#[derive(Deserialize)]
+struct Search {
+    #[serde(default)]
+    results: Vec<SearchResult>,
+}
+
+#[derive(Deserialize)]
+struct SearchResult {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// The sources in a tool output, when it is a search result list.
+fn search_sources(output: &str) -> Option<Vec<(String, Option<String>)>> {
+    if !output.contains("\"searches\"") {
+        return None;
+    }
+    let out: SearchOutput = serde_json::from_str(output).ok()?;
+    let sources: Vec<_> = out
+        .searches
+        .into_iter()
+        .flat_map(|s| s.results)
+        .filter_map(|r| Some((r.url?, r.title)))
+        .take(scira2api_types::MAX_CITATIONS)
+        .collect();
+    (!sources.is_empty()).then_some(sources)
+}
+
+/// An AI SDK 4 `h:` source part.
+#[derive(Deserialize)]
+struct V4Source {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+/// An AI SDK 4 `a:` tool result.
+#[derive(Deserialize)]
+struct V4ToolResult<'a> {
+    #[serde(default, borrow)]
+    result: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -104,14 +175,19 @@ impl SciraParser {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     return Ok(SciraEvent::Skip);
                 }
-                let f = detect(&line)?;
+                // An SSE comment line can open the UI message stream.
+                let f = if line.starts_with(b":") {
+                    Format::UiMessageSse
+                } else {
+                    detect(&line)?
+                };
                 self.format = Some(f);
                 f
             }
         };
         match format {
             Format::UiMessageSse => match self.sse.line(line) {
-                Some(data) => ui_event(&data),
+                Some(data) => self.ui_event(&data),
                 None => Ok(SciraEvent::Skip),
             },
             Format::DataStream => v4_line(&line),
@@ -121,11 +197,50 @@ impl SciraParser {
     /// The body ended: an SSE event without its closing blank line still counts.
     pub(crate) fn end(&mut self) -> Result<SciraEvent, Error> {
         match (self.format, self.sse.take()) {
-            (Some(Format::UiMessageSse), Some(data)) => ui_event(&data),
+            (Some(Format::UiMessageSse), Some(data)) => self.ui_event(&data),
             _ => Ok(SciraEvent::Skip),
         }
     }
+
+    fn ui_event(&mut self, data: &[u8]) -> Result<SciraEvent, Error> {
+        let ev = ui_event(data)?;
+        if let UiKind::Unknown = ev.1 {
+            self.unknown += 1;
+        }
+        Ok(ev.0)
+    }
 }
+
+/// Whether an event's type was one this adapter knows.
+enum UiKind {
+    Known,
+    Unknown,
+}
+
+/// The UI message stream's chunk types that carry nothing for the answer but are known (AI SDK
+/// 5, 6 and 7), so only truly new ones are counted as unknown.
+const KNOWN_SILENT: &[&str] = &[
+    "start",
+    "finish-step",
+    "text-start",
+    "text-end",
+    "reasoning-start",
+    "reasoning-end",
+    "tool-input-start",
+    "tool-input-delta",
+    "tool-input-available",
+    "tool-input-error",
+    "tool-output-error",
+    "tool-output-denied",
+    "tool-approval-request",
+    "tool-approval-response",
+    "source-document",
+    "file",
+    "reasoning-file",
+    "message-metadata",
+    "custom",
+    "steering-message",
+];
 
 fn detect(line: &[u8]) -> Result<Format, Error> {
     if line.starts_with(b"data:") {
@@ -151,19 +266,20 @@ fn detect(line: &[u8]) -> Result<Format, Error> {
     })
 }
 
-fn ui_event(data: &[u8]) -> Result<SciraEvent, Error> {
+fn ui_event(data: &[u8]) -> Result<(SciraEvent, UiKind), Error> {
     let trimmed = data.trim_ascii();
     if trimmed == b"[DONE]" {
-        return Ok(SciraEvent::Done);
+        return Ok((SciraEvent::Done, UiKind::Known));
     }
     if trimmed.is_empty() {
-        return Ok(SciraEvent::Skip);
+        return Ok((SciraEvent::Skip, UiKind::Known));
     }
     let chunk: UiChunk =
         serde_json::from_slice(trimmed).map_err(|e| bad_payload("stream event", e, trimmed))?;
-    Ok(match chunk.kind.as_ref() {
+    let ev = match chunk.kind.as_ref() {
         "text-delta" => SciraEvent::Text(chunk.delta.unwrap_or_default()),
         "reasoning-delta" => SciraEvent::Reasoning(chunk.delta.unwrap_or_default()),
+        // The text is shown as it is; its meaning is never parsed out of it.
         "error" => SciraEvent::Error(
             chunk
                 .error_text
@@ -181,8 +297,20 @@ fn ui_event(data: &[u8]) -> Result<SciraEvent, Error> {
                 _ => None,
             }),
         },
-        _ => SciraEvent::Skip,
-    })
+        "source-url" => match chunk.url {
+            Some(url) => SciraEvent::Sources(vec![(url, chunk.title)]),
+            None => SciraEvent::Skip,
+        },
+        "tool-output-available" => chunk
+            .output
+            .and_then(|o| search_sources(o.get()))
+            .map_or(SciraEvent::Skip, SciraEvent::Sources),
+        "start-step" => SciraEvent::StepStart,
+        "reset-step" => SciraEvent::ResetStep,
+        k if k.starts_with("data-") || KNOWN_SILENT.contains(&k) => SciraEvent::Skip,
+        _ => return Ok((SciraEvent::Skip, UiKind::Unknown)),
+    };
+    Ok((ev, UiKind::Known))
 }
 
 fn v4_line(line: &[u8]) -> Result<SciraEvent, Error> {
@@ -202,6 +330,19 @@ fn v4_line(line: &[u8]) -> Result<SciraEvent, Error> {
         b'0' => SciraEvent::Text(text("text line")?),
         b'g' => SciraEvent::Reasoning(text("reasoning line")?),
         b'3' => SciraEvent::Error(text("error line")?),
+        b'h' => match serde_json::from_slice::<V4Source>(payload) {
+            Ok(V4Source {
+                url: Some(url),
+                title,
+            }) => SciraEvent::Sources(vec![(url, title)]),
+            _ => SciraEvent::Skip,
+        },
+        b'a' => serde_json::from_slice::<V4ToolResult>(payload)
+            .ok()
+            .and_then(|r| r.result)
+            .and_then(|r| search_sources(r.get()))
+            .map_or(SciraEvent::Skip, SciraEvent::Sources),
+        b'f' => SciraEvent::StepStart,
         b'd' => {
             let f: V4Finish = serde_json::from_slice(payload)
                 .map_err(|e| bad_payload("finish line", e, payload))?;
@@ -241,6 +382,7 @@ mod tests {
         assert_eq!(
             ev,
             [
+                SciraEvent::StepStart,
                 SciraEvent::Reasoning("think \"x\"".into()),
                 SciraEvent::Text("a\nb\u{1}".into()),
                 SciraEvent::Error("bad".into()),

@@ -4,14 +4,18 @@
 //! * `events` — Scira's stream, in any of its three formats, becomes [`events::SciraEvent`]s;
 //! * `answer` — those events become OpenAI chunks or one completion;
 //! * `errors` — Scira's JSON errors before the stream become OpenAI errors.
+//! * `capabilities` — what a chat request may ask of Scira: refused requirements, dropped hints.
 
 mod answer;
+mod capabilities;
 mod errors;
 mod events;
 mod models;
 mod request;
 
 pub(crate) use answer::{SciraStreamDecoder, collect};
+pub use capabilities::{SCIRA_ANONYMOUS_MODELS, SCIRA_GROUPS};
+pub(crate) use capabilities::{check_session, dropped as dropped_params, refuse};
 pub(crate) use errors::map_error;
 pub use models::{SCIRA_DEFAULT_MAPPINGS, SCIRA_OWNED_BY};
 pub(crate) use request::{WEB_GROUP, body};
@@ -48,6 +52,9 @@ pub struct SciraConfig {
     pub user_ids: Vec<String>,
     /// Raw Scira model ids added to `/v1/models`.
     pub extra_models: Vec<String>,
+    /// Whether the answer's web sources become `url_citation` annotations
+    /// (`SCIRA_CITATIONS`).
+    pub citations: bool,
 }
 
 impl Default for SciraConfig {
@@ -61,6 +68,7 @@ impl Default for SciraConfig {
             cookies: Vec::new(),
             user_ids: Vec::new(),
             extra_models: Vec::new(),
+            citations: true,
         }
     }
 }
