@@ -2,7 +2,8 @@
 
 Usage: python3 tests/sdk/openai_python.py http://127.0.0.1:PORT/v1 [API_KEY]
 Exercises: list models, chat, stream (with usage), tools (streamed and not, and a tool result
-round trip), and error mapping.
+round trip; --tools), citations as url_citation annotations (--citations; a Scira upstream),
+and error mapping.
 Prints '<N> passed, 0 failed' and exits 0 when every check holds.
 """
 import json
@@ -66,6 +67,23 @@ if "--tools" in sys.argv:
         {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"},
     ])
     check(r.choices[0].finish_reason == "stop" and r.choices[0].message.content, "answer after the tool result")
+
+if "--citations" in sys.argv:
+    # A Scira upstream cites its web sources: url_citation annotations the SDK parses.
+    r = client.chat.completions.create(model="gpt-4o", web_search_options={},
+                                       messages=[{"role": "user", "content": "what is scira?"}])
+    msg = r.choices[0].message
+    anns = msg.annotations or []
+    check(len(anns) > 0 and anns[0].type == "url_citation", f"annotations: {anns}")
+    cite = anns[0].url_citation
+    check(cite.url.startswith("https://") and cite.title, f"citation: {cite}")
+    check(0 <= cite.start_index < cite.end_index <= len(msg.content), f"span: {cite}")
+    streamed = []
+    for chunk in client.chat.completions.create(model="gpt-4o", stream=True, web_search_options={},
+                                                messages=[{"role": "user", "content": "what is scira?"}]):
+        for c in chunk.choices:
+            streamed.extend((c.delta.model_extra or {}).get("annotations") or [])
+    check(len(streamed) > 0 and streamed[0]["url_citation"]["url"].startswith("https://"), f"streamed annotations: {streamed}")
 
 try:
     client.chat.completions.create(model="gpt-4o", messages=[])

@@ -172,6 +172,14 @@ forced_search = {"tool_choice": {"type": "web_search"}, "tools": [{"type": "web_
 if scira:
     r = client.responses.create(model="gpt-4o", input="news?", **forced_search)
     check(r.status == "completed", "a forced web search is honoured on Scira")
+    # Scira cites its sources: url_citation annotations on output_text, in the schema's shape.
+    for item in r.output:
+        if item.type == "message":
+            validate(item.model_dump(mode="json", exclude_none=True), "OutputMessage")
+    texts = [c for item in r.output if item.type == "message" for c in item.content if c.type == "output_text"]
+    anns = [a for t in texts for a in t.annotations]
+    check(anns and anns[0].type == "url_citation" and anns[0].url.startswith("https://"), f"citations {anns}")
+    check(0 <= anns[0].start_index < anns[0].end_index <= len(texts[0].text), f"citation span {anns[0]}")
 for kwargs, param in [
     *([] if scira else [(forced_search, "tool_choice")]),
     ({"background": True}, "background"),

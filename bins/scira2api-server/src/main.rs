@@ -51,20 +51,23 @@ fn main() -> ExitCode {
     let config = match &mock {
         Some(m) => {
             let url = m.url();
-            Config::from_env_layered(
-                &[
-                    (
-                        "MODEL_MAPPINGS",
-                        "gpt-4o:mock-gpt,gpt-4o-mini:mock-gpt-mini",
-                    ),
-                    ("PORT", "8080"),
-                ],
-                &[
-                    ("BASE_URL", url.as_str()),
-                    // Never a real key to the mock; a placeholder, as an Anthropic upstream needs one.
-                    ("UPSTREAM_API_KEY", "mock-upstream-key"),
-                ],
-            )
+            let overrides = [
+                ("BASE_URL", url.as_str()),
+                // Never a real key to the mock; a placeholder, as a keyed upstream needs one.
+                ("UPSTREAM_API_KEY", "mock-upstream-key"),
+            ];
+            // The familiar names, mapped to models the chosen provider has.
+            let demo = |provider| {
+                let mappings = scira2api_core::demo_model_mappings(provider);
+                Config::from_env_layered(
+                    &[("MODEL_MAPPINGS", mappings), ("PORT", "8080")],
+                    &overrides,
+                )
+            };
+            demo(scira2api_core::ProviderKind::OpenAi).and_then(|c| match c.upstream.provider {
+                scira2api_core::ProviderKind::OpenAi => Ok(c),
+                other => demo(other),
+            })
         }
         None => Config::from_env(),
     };

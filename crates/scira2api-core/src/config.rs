@@ -180,11 +180,14 @@ fn read_upstream(
     };
     let responses_native = match raw.str("UPSTREAM_RESPONSES_API").as_deref() {
         None | Some("translate") => d.responses_native,
-        Some("native") if provider.uses_cookies() => {
+        Some("native") if !provider.may_speak_responses() => {
             return Err(ConfigError::new(
                 "UPSTREAM_RESPONSES_API",
                 "native",
-                "`translate` for PROVIDER=scira (Scira does not speak the Responses API)",
+                &format!(
+                    "`translate` for PROVIDER={} (it does not speak the Responses API)",
+                    provider.as_str()
+                ),
             ));
         }
         Some("native") => true,
@@ -446,6 +449,18 @@ impl fmt::Display for Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Config({self})")
+    }
+}
+
+/// The `--demo` model table for a provider kind: `gpt-4o` and `gpt-4o-mini` mapped to models
+/// the mock serves as that kind would (Scira's anonymous models, the official API's search).
+pub fn demo_model_mappings(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Scira => "gpt-4o:scira-default,gpt-4o-mini:scira-qwen-4b",
+        ProviderKind::SciraApi => "gpt-4o:scira-search,gpt-4o-mini:scira-search",
+        ProviderKind::OpenAi | ProviderKind::Anthropic => {
+            "gpt-4o:mock-gpt,gpt-4o-mini:mock-gpt-mini"
+        }
     }
 }
 

@@ -48,8 +48,8 @@ fn file_settings(base: &UpstreamSettings, p: &ProviderSpec) -> UpstreamSettings 
         s.extra_roots = p.extra_roots.clone();
     }
     // Like the base URL and the keys, this describes the instance itself (not inherited from
-    // the environment's); Scira does not speak the Responses API.
-    s.responses_native = !p.kind.uses_cookies() && p.responses_native.unwrap_or(false);
+    // the environment's); only an OpenAI-compatible upstream may speak the Responses API.
+    s.responses_native = p.kind.may_speak_responses() && p.responses_native.unwrap_or(false);
     s.headers = p.headers.clone();
     s
 }

@@ -30,7 +30,7 @@ mod settings;
 mod translated_stream;
 
 pub use activity::{Activity, ActivityGuard};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, demo_model_mappings};
 pub use gateway::{Gateway, GatewayState, MODELS_CREATED};
 pub use messages::message_failed_before_first_event;
 pub use observation::{Observation, access_log_enabled};

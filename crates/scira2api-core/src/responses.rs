@@ -228,10 +228,10 @@ impl Gateway {
                 }
             }
         }
-        // Scira searches the web when asked: a `web_search` tool is honoured there.
+        // Scira searches the web: a `web_search` tool is honoured there.
         let model = req.get("model").and_then(Value::as_str).unwrap_or_default();
         let caps = responses::Capabilities {
-            web_search: self.all_instances(model, |s| s.provider.uses_cookies()),
+            web_search: self.all_instances(model, |s| s.provider.searches_web()),
         };
         let plan = responses::to_chat_for(&req, &history, caps)?;
         let chat_body = serde_json::to_vec(&plan.body)

@@ -2,7 +2,8 @@
 //!
 //! It speaks the real protocols over real HTTP: OpenAI's `/v1/chat/completions` (JSON and SSE,
 //! tool-call deltas, the usage chunk), `/v1/responses`, `/v1/models`, Anthropic's
-//! `/v1/messages` (JSON and its event stream), and Scira's `/api/search` (AI SDK 4 data
+//! `/v1/messages` (JSON and its event stream), Scira's official API (`/api/search` with a key,
+//! `/api/xsearch`, `/api/reddit`, `/api/people`), and Scira's web `/api/search` (AI SDK 4 data
 //! stream or AI SDK 5/6 SSE, scripted or replayed from a fixture). Faults can be queued (status
 //! codes with any body, hangs, resets, cut streams), and every request is recorded so tests can
 //! check exactly what the gateway sent.
@@ -19,6 +20,7 @@ mod openai;
 mod pace;
 mod responses;
 mod scira;
+mod scira_api;
 mod server;
 
 pub use openai::MOCK_MODELS;

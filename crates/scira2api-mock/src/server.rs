@@ -203,6 +203,9 @@ impl MockServer {
                             .route("/v1/messages", web::post().to(messages))
                             .route("/v1/models", web::get().to(crate::openai::models))
                             .route("/api/search", web::post().to(search))
+                            .route("/api/xsearch", web::post().to(scira_api_x))
+                            .route("/api/reddit", web::post().to(scira_api_reddit))
+                            .route("/api/people", web::post().to(scira_api_people))
                             .default_service(web::to(not_found))
                     })
                     .workers(workers.max(1))
@@ -391,7 +394,34 @@ async fn messages(req: HttpRequest, state: web::Data<MockState>, body: Bytes) ->
 
 async fn search(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
     state.record(&req, &body);
+    // The official API authenticates with a key; the web endpoint never sends one.
+    if req.headers().contains_key("x-api-key") {
+        return crate::scira_api::answer(state.into_inner(), &req, "search", body).await;
+    }
     crate::scira::search(state.into_inner(), body).await
+}
+
+async fn scira_api_x(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+    state.record(&req, &body);
+    crate::scira_api::answer(state.into_inner(), &req, "xsearch", body).await
+}
+
+async fn scira_api_reddit(
+    req: HttpRequest,
+    state: web::Data<MockState>,
+    body: Bytes,
+) -> HttpResponse {
+    state.record(&req, &body);
+    crate::scira_api::answer(state.into_inner(), &req, "reddit", body).await
+}
+
+async fn scira_api_people(
+    req: HttpRequest,
+    state: web::Data<MockState>,
+    body: Bytes,
+) -> HttpResponse {
+    state.record(&req, &body);
+    crate::scira_api::answer(state.into_inner(), &req, "people", body).await
 }
 
 async fn not_found(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {

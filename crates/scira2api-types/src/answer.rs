@@ -4,8 +4,8 @@
 //! The response cache stores answers in this form, so a streamed answer can serve a non-stream
 //! request and the other way round; token accounting reads the answer's text from it.
 
-use crate::Usage;
 use crate::response::{DONE_FRAME, new_completion_id, unix_now};
+use crate::{Citation, Usage};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,6 +34,9 @@ pub struct AnswerChoice {
     pub tool_calls: Vec<ToolCall>,
     /// The finish reason; `None` when the answer never finished.
     pub finish_reason: Option<String>,
+    /// The web sources the text cites (`url_citation` annotations), kept so that a replay
+    /// cites them too.
+    pub annotations: Vec<Citation>,
 }
 
 /// A whole answer.
@@ -75,6 +78,38 @@ struct MessageIn {
     reasoning_content: Option<String>,
     #[serde(default)]
     tool_calls: Option<Vec<ToolCallIn>>,
+    #[serde(default)]
+    annotations: Option<Vec<AnnotationIn>>,
+}
+
+/// An annotation as read back: only `url_citation`s are kept.
+#[derive(Deserialize)]
+struct AnnotationIn {
+    #[serde(default)]
+    url_citation: Option<UrlCitationIn>,
+}
+
+#[derive(Deserialize)]
+struct UrlCitationIn {
+    url: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    start_index: usize,
+    #[serde(default)]
+    end_index: usize,
+}
+
+fn citations_in(a: Option<Vec<AnnotationIn>>) -> impl Iterator<Item = Citation> {
+    a.unwrap_or_default()
+        .into_iter()
+        .filter_map(|a| a.url_citation)
+        .map(|u| Citation {
+            title: u.title.filter(|t| *t != u.url),
+            url: u.url,
+            start_index: u.start_index,
+            end_index: u.end_index,
+        })
 }
 
 #[derive(Deserialize)]
@@ -125,6 +160,8 @@ struct MessageOut<'a> {
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "<[Citation]>::is_empty")]
+    annotations: &'a [Citation],
 }
 
 #[derive(Serialize)]
@@ -165,6 +202,8 @@ struct DeltaOut<'a> {
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "<[Citation]>::is_empty")]
+    annotations: &'a [Citation],
 }
 
 #[derive(Serialize)]
@@ -239,6 +278,7 @@ impl Answer {
                 reasoning_content: m.reasoning_content,
                 tool_calls,
                 finish_reason: c.finish_reason,
+                annotations: citations_in(m.annotations).collect(),
             });
         }
         answer.choices.sort_by_key(|c| c.index);
@@ -283,6 +323,10 @@ impl Answer {
                         .iter()
                         .map(|t| 48 + t.id.len() + t.name.len() + t.arguments.len())
                         .sum::<usize>()
+                    + c.annotations
+                        .iter()
+                        .map(|a| 64 + a.url.len() + a.title.as_ref().map_or(0, String::len))
+                        .sum::<usize>()
             })
             .sum::<usize>()
     }
@@ -314,6 +358,7 @@ impl Answer {
                         refusal: None,
                         reasoning_content: c.reasoning_content.as_deref(),
                         tool_calls: tool_calls_out(&c.tool_calls, false),
+                        annotations: &c.annotations,
                     },
                     logprobs: None,
                     finish_reason: c.finish_reason.as_deref(),
@@ -398,7 +443,10 @@ impl Answer {
             }
             out.push(delta(
                 c.index,
-                DeltaOut::default(),
+                DeltaOut {
+                    annotations: &c.annotations,
+                    ..DeltaOut::default()
+                },
                 Some(c.finish_reason.as_deref().unwrap_or("stop")),
             ));
         }
@@ -416,6 +464,7 @@ struct ChoiceAcc {
     reasoning: Option<String>,
     tools: BTreeMap<u32, ToolCall>,
     finish_reason: Option<String>,
+    annotations: Vec<Citation>,
 }
 
 /// Rebuilds an [`Answer`] from the chunks of a stream, frame by frame.
@@ -456,6 +505,9 @@ impl AnswerBuilder {
                 if let Some(t) = d.reasoning_content.filter(|t| !t.is_empty()) {
                     acc.reasoning.get_or_insert_with(String::new).push_str(&t);
                 }
+                let room = crate::MAX_CITATIONS.saturating_sub(acc.annotations.len());
+                acc.annotations
+                    .extend(citations_in(d.annotations).take(room));
                 for (pos, t) in d.tool_calls.unwrap_or_default().into_iter().enumerate() {
                     let call = acc.tools.entry(t.index.unwrap_or(pos as u32)).or_default();
                     if let Some(id) = t.id {
@@ -489,6 +541,7 @@ impl AnswerBuilder {
                     reasoning_content: a.reasoning,
                     tool_calls: a.tools.into_values().collect(),
                     finish_reason: a.finish_reason,
+                    annotations: a.annotations,
                 })
                 .collect(),
             usage: self.usage,
@@ -503,6 +556,34 @@ mod tests {
     use super::*;
 
     const COMPLETION: &str = r#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0}}}"#;
+
+    #[test]
+    fn citations_survive_a_replay_either_way() {
+        let c = crate::Completion {
+            content: "see [a](https://a/)".into(),
+            finish_reason: "stop".into(),
+            annotations: crate::cite(
+                "see [a](https://a/)",
+                &[
+                    ("https://a/".into(), Some("A".into())),
+                    ("https://b/".into(), None),
+                ],
+            ),
+            ..crate::Completion::default()
+        };
+        let a = Answer::from_completion(&c.to_json("m")).unwrap();
+        assert_eq!(a.choices[0].annotations, c.annotations);
+        let mut b = AnswerBuilder::default();
+        for f in a.to_sse("m", false) {
+            b.push_frame(&f);
+        }
+        assert_eq!(b.finish().choices[0].annotations, c.annotations);
+        let v: serde_json::Value = serde_json::from_slice(&a.to_completion_json("m")).unwrap();
+        assert_eq!(
+            v["choices"][0]["message"]["annotations"][0]["url_citation"]["title"],
+            "A"
+        );
+    }
 
     #[test]
     fn completion_round_trips_through_a_stream() {

@@ -16,6 +16,7 @@ use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
 use crate::responses::ResponsesStreamDecoder;
 use crate::retry::{RetryPolicy, retryable_status};
 use crate::scira::{self, SciraStreamDecoder};
+use crate::scira_api;
 use crate::stream::{DecodedStream, LineDecoder};
 use awc::http::Uri;
 use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -81,6 +82,7 @@ impl Upstream {
             ProviderKind::OpenAi => config.v1_url("chat/completions"),
             ProviderKind::Scira => format!("{}{}", config.base_url, s.scira.path),
             ProviderKind::Anthropic => config.v1_url("messages"),
+            ProviderKind::SciraApi => format!("{}/api/search", config.base_url),
         };
         let chat_uri = Uri::try_from(chat_url.as_str()).ok();
         Upstream {
@@ -144,7 +146,12 @@ impl Upstream {
                 match build(key.map(|k| k.value)).send_body(body.clone()).await {
                     Ok(mut resp) => {
                         let status = resp.status().as_u16();
-                        let wait = retry_after(resp.headers());
+                        let wait = retry_after(resp.headers()).or_else(|| {
+                            // The official Scira API's quota resets at midnight UTC: its 429
+                            // rests the key until then.
+                            (status == 429 && self.settings().provider == ProviderKind::SciraApi)
+                                .then(scira_api::until_reset)
+                        });
                         if let Some(k) = key {
                             ring.report(k.index, key_outcome(status, wait));
                         }
@@ -171,6 +178,9 @@ impl Upstream {
                             let retryable = retryable_status(status)
                                 && err.should_retry()
                                 && !(failed >= 1 && crate::retry::retried_once_at_most(&err));
+                            // A spent quota is retried with another key at once, not after the
+                            // exhausted one's wait.
+                            let wait = wait.filter(|_| err.code() != Some("insufficient_quota"));
                             (err, wait, retryable)
                         }
                     }
@@ -238,6 +248,10 @@ impl Upstream {
                 self.chat_anthropic(req, internal_model, retries, policy)
                     .await
             }
+            ProviderKind::SciraApi => {
+                self.chat_scira_api(req, internal_model, retries, policy)
+                    .await
+            }
         }
     }
 
@@ -247,6 +261,11 @@ impl Upstream {
         match self.settings().provider {
             ProviderKind::OpenAi => Vec::new(),
             ProviderKind::Scira => scira::dropped_params(req),
+            // `username` is read by `scira-x`.
+            ProviderKind::SciraApi => scira::dropped_params(req)
+                .into_iter()
+                .filter(|k| k != "username")
+                .collect(),
             ProviderKind::Anthropic => {
                 let obj = req.object();
                 scira2api_translate::anthropic::dropped_params(
@@ -267,12 +286,22 @@ impl Upstream {
         key: Option<&str>,
         anthropic: Option<&AnthropicHeaders>,
     ) -> awc::ClientRequest {
-        if !self.settings().provider.speaks_messages() {
-            let http = self.with_headers(req);
-            return match key {
-                Some(k) => http.bearer_auth(k),
-                None => http,
-            };
+        match self.settings().provider {
+            ProviderKind::Anthropic => {}
+            ProviderKind::SciraApi => {
+                let http = self.with_headers(req);
+                return match key {
+                    Some(k) => http.insert_header(("x-api-key", k)),
+                    None => http,
+                };
+            }
+            ProviderKind::OpenAi | ProviderKind::Scira => {
+                let http = self.with_headers(req);
+                return match key {
+                    Some(k) => http.bearer_auth(k),
+                    None => http,
+                };
+            }
         }
         let mut http =
             self.with_headers(req.insert_header(("anthropic-version", ANTHROPIC_VERSION)));
@@ -355,6 +384,54 @@ impl Upstream {
             accept,
         )
         .await
+    }
+
+    /// A chat request on Scira's official API: the endpoint the model names, the history
+    /// folded into its one message (or the last user message as the query), the JSON answer as
+    /// a completion with its sources as citations — or, for `stream: true`, as a chat stream of
+    /// the finished answer (the API does not stream).
+    async fn chat_scira_api(
+        &self,
+        req: &ChatRequest,
+        internal_model: &str,
+        retries: &Cell<u32>,
+        policy: RetryPolicy,
+    ) -> Result<ChatReply, Error> {
+        let s = self.settings();
+        scira::refuse(req, &s.name)?;
+        let endpoint = scira_api::Endpoint::of(internal_model)?;
+        let username = req.object().get::<String>("username").and_then(Result::ok);
+        let body = scira_api::body(endpoint, &req.messages()?, username.as_deref())?;
+        let url = format!("{}{}", self.config.base_url, endpoint.path());
+        let build = |key: Option<&str>| {
+            self.authorized(self.request(self.client.post(&url)), key, None)
+                .insert_header((CONTENT_TYPE, JSON))
+                .insert_header((ACCEPT, JSON))
+        };
+        // Every request the API answers counts against the key's daily quota: once it has
+        // answered 200, a failure while reading the answer is not retried.
+        let accept = async |resp: awc::ClientResponse| {
+            let body = self.read_body(resp).await.map_err(Error::exhausted)?;
+            scira_api::completion(&body, s.scira.citations).map_err(Error::exhausted)
+        };
+        let completion = self
+            .send(
+                policy,
+                &self.config.keys,
+                retries,
+                build,
+                &body,
+                scira_api::map_error,
+                accept,
+            )
+            .await?;
+        if req.stream {
+            let enc = ChunkEncoder::new(req.model.clone(), req.include_usage);
+            let frames = scira_api::frames(&completion, &enc);
+            let stream = futures_util::stream::iter(frames.into_iter().map(Ok));
+            return Ok(ChatReply::Stream(Box::pin(stream)));
+        }
+        Ok(ChatReply::Json(completion.to_json(&req.model)))
     }
 
     /// Sends an Anthropic Messages request to an instance that speaks it

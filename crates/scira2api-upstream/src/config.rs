@@ -20,15 +20,19 @@ pub enum ProviderKind {
     Scira,
     /// Anthropic's Messages API (`/v1/messages`, the key as `x-api-key`).
     Anthropic,
+    /// Scira's official API (`api.scira.ai`: one JSON answer per request, the key as
+    /// `x-api-key`).
+    SciraApi,
 }
 
 /// Everything that differs between provider kinds is answered here, so that the crates above
 /// never match on the kind themselves.
 impl ProviderKind {
     /// Every kind, in the order settings list them.
-    pub const ALL: [ProviderKind; 3] = [
+    pub const ALL: [ProviderKind; 4] = [
         ProviderKind::OpenAi,
         ProviderKind::Scira,
+        ProviderKind::SciraApi,
         ProviderKind::Anthropic,
     ];
 
@@ -38,6 +42,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Scira => "scira",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::SciraApi => "scira-api",
         }
     }
 
@@ -74,6 +79,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "https://api.openai.com",
             ProviderKind::Scira => "https://scira.ai",
             ProviderKind::Anthropic => "https://api.anthropic.com",
+            ProviderKind::SciraApi => "https://api.scira.ai",
         }
     }
 
@@ -83,6 +89,7 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi | ProviderKind::Anthropic => &[],
             ProviderKind::Scira => crate::scira::SCIRA_DEFAULT_MAPPINGS,
+            ProviderKind::SciraApi => crate::scira_api::SCIRA_API_MAPPINGS,
         }
     }
 
@@ -92,6 +99,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "scira2api",
             ProviderKind::Scira => crate::scira::SCIRA_OWNED_BY,
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::SciraApi => crate::scira::SCIRA_OWNED_BY,
         }
     }
 
@@ -104,6 +112,17 @@ impl ProviderKind {
     /// it is, a chat request is translated onto it.
     pub fn speaks_messages(self) -> bool {
         self == ProviderKind::Anthropic
+    }
+
+    /// Whether the upstream may speak OpenAI's Responses API itself (`responses_api: native`).
+    pub fn may_speak_responses(self) -> bool {
+        self == ProviderKind::OpenAi
+    }
+
+    /// Whether every answer of this kind comes from a web search (Scira), so that a client's
+    /// request for one is honoured rather than dropped.
+    pub fn searches_web(self) -> bool {
+        matches!(self, ProviderKind::Scira | ProviderKind::SciraApi)
     }
 
     /// Whether this kind's credentials are browser cookies (Scira's web endpoint) rather than

@@ -3,6 +3,7 @@
 //!
 //! * `openai` — any OpenAI-compatible backend: the body is forwarded with only `model` changed.
 //! * `scira` — the Scira AI service: the request is translated and its streams decoded.
+//! * `scira_api` — Scira's official API: one JSON answer per request, folded history.
 //! * `anthropic` — Anthropic's Messages API: Messages requests pass through, chat requests are
 //!   translated onto it.
 //!
@@ -24,6 +25,7 @@ mod proptests;
 mod responses;
 mod retry;
 mod scira;
+mod scira_api;
 mod stream;
 
 pub use anthropic::{ANTHROPIC_VERSION, AnthropicHeaders};
@@ -37,6 +39,7 @@ pub use rustls::pki_types::CertificateDer;
 pub use scira::{
     DEFAULT_SCIRA_USER_AGENT, SCIRA_ANONYMOUS_MODELS, SCIRA_GROUPS, SciraBody, SciraConfig,
 };
+pub use scira_api::SCIRA_API_MAPPINGS;
 pub use stream::FrameStream;
 
 use bytes::Bytes;

@@ -226,7 +226,11 @@ pub(crate) fn completion(body: &[u8], citing: bool) -> Result<Completion, Error>
         }
     };
     Ok(Completion {
-        annotations: if citing { cite(&content, &sources) } else { Vec::new() },
+        annotations: if citing {
+            cite(&content, &sources)
+        } else {
+            Vec::new()
+        },
         content,
         reasoning_content: None,
         finish_reason: "stop".to_owned(),
@@ -250,7 +254,12 @@ pub(crate) fn frames(c: &Completion, enc: &ChunkEncoder) -> Vec<Bytes> {
     out
 }
 
-/// Time until the next 00:00 UTC, when the API's daily quotas reset.
+/// Time until the API's daily quotas reset (the next 00:00 UTC).
+pub(crate) fn until_reset() -> Duration {
+    until_midnight_utc(SystemTime::now())
+}
+
+/// Time until the next 00:00 UTC after `now`.
 fn until_midnight_utc(now: SystemTime) -> Duration {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     Duration::from_secs(86_400 - secs % 86_400)
@@ -264,10 +273,7 @@ fn error_text(body: &[u8]) -> String {
     let pick = |v: &Value| -> Option<String> {
         match v {
             Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            Value::Object(o) => o.get("message").and_then(Value::as_str).map(str::to_owned),
             _ => None,
         }
     };
@@ -297,7 +303,7 @@ pub(crate) fn map_error(
             message: format!(
                 "the Scira API key of provider instance `{name}` has used its daily quota ({text}); quotas reset at 00:00 UTC"
             ),
-            retry_after: Some(until_midnight_utc(SystemTime::now())),
+            retry_after: Some(until_reset()),
             retryable: config.keys.len() > 1,
         },
         401 | 403 => Error::upstream_status(
@@ -341,8 +347,13 @@ mod tests {
             fold(&many).unwrap(),
             "Be brief.\n\nConversation so far:\nUser: Who made Scira?\nAssistant: Zaid Mukaddam.\n\nWhere is its code?"
         );
-        let b: Value = serde_json::from_slice(&body(Endpoint::X, &many, Some("zaidmukaddam")).unwrap()).unwrap();
-        assert_eq!(b, json!({"query": "Where is its code?", "username": "zaidmukaddam"}));
+        let b: Value =
+            serde_json::from_slice(&body(Endpoint::X, &many, Some("zaidmukaddam")).unwrap())
+                .unwrap();
+        assert_eq!(
+            b,
+            json!({"query": "Where is its code?", "username": "zaidmukaddam"})
+        );
         assert!(fold(&msgs(json!([{"role": "system", "content": "x"}]))).is_err());
         assert_eq!(Endpoint::of("scira-people").unwrap().path(), "/api/people");
         assert_eq!(Endpoint::of("gpt-4o").unwrap_err().status(), 404);
@@ -352,14 +363,84 @@ mod tests {
     fn answers_become_completions_with_citations() {
         let c = completion(br#"{"text":"Scira ([site](https://scira.ai/)) is open source.","sources":["https://scira.ai/","https://github.com/zaidmukaddam/scira"]}"#, true).unwrap();
         assert_eq!(c.annotations.len(), 2);
-        assert_eq!((c.annotations[0].start_index, c.annotations[0].end_index), (7, 33));
+        assert_eq!(
+            (c.annotations[0].start_index, c.annotations[0].end_index),
+            (7, 32)
+        );
         assert_eq!(c.annotations[1].end_index, c.content.chars().count());
         let p = completion(br#"{"profile":{"name":"Ada","bio":"Maths.","github":"https://github.com/ada","x":""}}"#, true).unwrap();
         assert!(p.content.starts_with("**Ada**\n\nMaths."));
         assert_eq!(p.annotations[0].title.as_deref(), Some("GitHub"));
-        assert_eq!(completion(br#"{"error":"no profile"}"#, true).unwrap_err().status(), 502);
+        assert_eq!(
+            completion(br#"{"error":"no profile"}"#, true)
+                .unwrap_err()
+                .status(),
+            502
+        );
         assert!(completion(b"<html>", true).is_err());
-        assert!(completion(br#"{"text":"t","sources":["https://a/"]}"#, false).unwrap().annotations.is_empty());
+        assert!(
+            completion(br#"{"text":"t","sources":["https://a/"]}"#, false)
+                .unwrap()
+                .annotations
+                .is_empty()
+        );
+    }
+
+    fn fixture(name: &str) -> Bytes {
+        let path = format!(
+            "{}/../../tests/fixtures/scira/api/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    }
+
+    #[test]
+    fn the_api_fixtures_map_as_documented() {
+        let c = completion(&fixture("search_200.json"), true).unwrap();
+        assert!(c.content.starts_with("Scira is"));
+        assert_eq!(c.annotations.len(), 2);
+        let chars: Vec<char> = c.content.chars().collect();
+        let a = &c.annotations[0];
+        assert_eq!(
+            chars[a.start_index..a.end_index].iter().collect::<String>(),
+            "[scira.ai](https://scira.ai/)"
+        );
+        let x = completion(&fixture("xsearch_200.json"), true).unwrap();
+        assert_eq!(
+            x.annotations[0].url,
+            "https://x.com/zaidmukaddam/status/1900000000000000000"
+        );
+        let p = completion(&fixture("people_200.json"), true).unwrap();
+        assert!(p.content.starts_with("**Zaid Mukaddam**"));
+        let urls: Vec<&str> = p.annotations.iter().map(|a| a.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://x.com/zaidmukaddam",
+                "https://github.com/zaidmukaddam",
+                "https://zaidmukaddam.com"
+            ]
+        );
+        let e = completion(&fixture("people_error_200.json"), true).unwrap_err();
+        assert!(e.to_string().contains("No profile found"));
+        let config = crate::config::tests::cfg("https://api.scira.ai");
+        for (name, status, code) in [
+            ("quota_429", 429, "insufficient_quota"),
+            ("unauthorized_401", 403, "upstream_unauthorized"),
+        ] {
+            let wire: u16 = String::from_utf8_lossy(&fixture(&format!("{name}.status")))
+                .trim()
+                .parse()
+                .unwrap();
+            let e = map_error(
+                &config,
+                wire,
+                None,
+                &HeaderMap::new(),
+                &fixture(&format!("{name}.json")),
+            );
+            assert_eq!((e.status(), e.code()), (status, Some(code)), "{name}");
+        }
     }
 
     #[test]
@@ -367,12 +448,27 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_secs(19_000 * 86_400 + 86_400 - 90);
         assert_eq!(until_midnight_utc(at), Duration::from_secs(90));
         let config = crate::config::tests::cfg("https://api.scira.ai");
-        let e = map_error(&config, 429, None, &HeaderMap::new(), &Bytes::from_static(br#"{"error":"Daily limit reached"}"#));
-        assert_eq!((e.status(), e.code(), e.kind()), (429, Some("insufficient_quota"), "insufficient_quota"));
-        assert!(!e.should_retry(), "one key: nothing else to try");
+        let e = map_error(
+            &config,
+            429,
+            None,
+            &HeaderMap::new(),
+            &Bytes::from_static(br#"{"error":"Daily limit reached"}"#),
+        );
+        assert_eq!(
+            (e.status(), e.code(), e.kind()),
+            (429, Some("insufficient_quota"), "insufficient_quota")
+        );
+        assert!(e.should_retry(), "two keys: the other one is tried");
         assert!(e.retry_after().unwrap() <= Duration::from_secs(86_400));
         assert!(e.to_string().contains("Daily limit reached"));
-        let e = map_error(&config, 401, None, &HeaderMap::new(), &Bytes::from_static(br#"{"error":"Invalid API key"}"#));
+        let e = map_error(
+            &config,
+            401,
+            None,
+            &HeaderMap::new(),
+            &Bytes::from_static(br#"{"error":"Invalid API key"}"#),
+        );
         assert_eq!((e.status(), e.code()), (403, Some("upstream_unauthorized")));
         assert!(e.to_string().contains("provider instance"));
     }

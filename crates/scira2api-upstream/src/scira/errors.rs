@@ -219,6 +219,43 @@ mod tests {
     }
 
     #[test]
+    fn the_non_json_fixtures_are_told_apart() {
+        let (s, b) = fixture("empty_500");
+        assert!(b.is_empty());
+        let e = map_body(s, None, &b);
+        assert_eq!((e.status(), e.code()), (502, Some("scira_server_error")));
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/scira/errors/"
+        );
+        let html = std::fs::read(format!("{dir}challenge_429.html")).unwrap();
+        let mut headers = HeaderMap::new();
+        for line in std::fs::read_to_string(format!("{dir}challenge_429.headers"))
+            .unwrap()
+            .lines()
+        {
+            let (k, v) = line.split_once(": ").unwrap();
+            headers.insert(
+                awc::http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                awc::http::header::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let config = crate::config::tests::cfg("https://scira.ai");
+        let e = map_error(&config, 429, None, &headers, &Bytes::from(html.clone()));
+        assert_eq!(
+            (e.status(), e.code(), e.should_retry()),
+            (502, Some("upstream_blocked"), false)
+        );
+        assert!(e.to_string().contains("challenge"), "{e}");
+        // Without the header, the HTML 429 is still a block, never Scira's own rate limit.
+        let e = map_error(&config, 429, None, &HeaderMap::new(), &Bytes::from(html));
+        assert_eq!(
+            (e.code(), e.should_retry()),
+            (Some("upstream_blocked"), false)
+        );
+    }
+
+    #[test]
     fn html_and_empty_bodies_tell_the_operator_what_to_check() {
         let e = map_body(
             403,
