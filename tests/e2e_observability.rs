@@ -246,8 +246,14 @@ async fn every_metric_moves_when_its_event_happens() {
     );
     // CPU time is counted in clock ticks (10 ms): a quick run may not have used one yet.
     let process = &m["process"];
-    assert!(process["cpu_seconds"].as_f64().is_some_and(|c| c >= 0.0), "{process}");
-    assert!(process["rss_bytes"].as_u64().unwrap() > 1 << 20, "{process}");
+    assert!(
+        process["cpu_seconds"].as_f64().is_some_and(|c| c >= 0.0),
+        "{process}"
+    );
+    assert!(
+        process["rss_bytes"].as_u64().unwrap() > 1 << 20,
+        "{process}"
+    );
     assert!(process["threads"].as_u64().unwrap() >= 2, "{process}");
 
     // A refused request moves `limited`.
