@@ -151,6 +151,8 @@ fn read_server(raw: &Raw) -> Result<ServerSettings, ConfigError> {
         workers: raw.u64_min("WORKERS", d.workers as u64, 1)? as usize,
         cors_origins: raw.str_list("CORS_ORIGINS").unwrap_or(d.cors_origins),
         max_body_bytes: raw.u64_min("MAX_BODY_BYTES", d.max_body_bytes as u64, 1024)? as usize,
+        max_upload_bytes: raw.u64_min("MAX_UPLOAD_BYTES", d.max_upload_bytes as u64, 1024)?
+            as usize,
         body_read_timeout: raw.duration("BODY_READ_TIMEOUT", d.body_read_timeout)?,
         max_connections: raw.u64_min("MAX_CONNECTIONS", d.max_connections as u64, 1)? as usize,
         shutdown_timeout: raw.duration("SHUTDOWN_TIMEOUT", d.shutdown_timeout)?,
@@ -387,7 +389,7 @@ impl fmt::Display for Config {
             "listen={}:{} workers={} provider={} base_url={} apikey={} upstream_api_key={} client_timeout={} \
              connect_timeout={} retry={} proxy={} cache={} model_cache_ttl={} \
              resp_cache_ttl={} conn_pool={} max_conns_per_host={} rate_limit={} requests_per_second={} \
-             burst={} model_mappings={} max_body_bytes={} body_read_timeout={} max_connections={} shutdown_timeout={} heartbeat={} log_level={}",
+             burst={} model_mappings={} max_body_bytes={} max_upload_bytes={} body_read_timeout={} max_connections={} shutdown_timeout={} heartbeat={} log_level={}",
             s.host,
             s.port,
             s.workers,
@@ -409,6 +411,7 @@ impl fmt::Display for Config {
             l.bucket.burst,
             count(self.model_map.len(), "pair"),
             s.max_body_bytes,
+            s.max_upload_bytes,
             d(s.body_read_timeout),
             s.max_connections,
             d(s.shutdown_timeout),

@@ -26,6 +26,7 @@
 //! router: {strategy: simple-shuffle, num_retries: 2, allowed_fails: 3, cooldown_time: 5s}
 //! keys: [os.environ/CLIENT_KEY]   # client keys, like APIKEY
 //! default_provider: main          # serves names that are in no group (default: the first)
+//! files_provider: main            # serves /v1/files and /v1/batches (no model to route by)
 //! ```
 //!
 //! Keys the gateway does not use are reported in one startup warning; a file that cannot be read
@@ -141,6 +142,8 @@ pub struct FileConfig {
     pub client_keys: Vec<String>,
     /// The instance that serves names in no group.
     pub default_provider: Option<String>,
+    /// The instance that serves `/v1/files` and `/v1/batches`, which name no model.
+    pub files_provider: Option<String>,
     /// Keys present in the file that the gateway does not use (for one startup warning).
     pub ignored: Vec<String>,
     /// Whether the file was a LiteLLM proxy config.
@@ -400,7 +403,14 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
     r.only(
         "",
         top,
-        &["providers", "models", "router", "keys", "default_provider"],
+        &[
+            "providers",
+            "models",
+            "router",
+            "keys",
+            "default_provider",
+            "files_provider",
+        ],
     );
     let mut out = FileConfig::default();
     for (i, p) in r
@@ -533,6 +543,7 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
     }
     out.client_keys = r.secrets("keys", top.get("keys"))?;
     out.default_provider = r.string("default_provider", top.get("default_provider"))?;
+    out.files_provider = r.string("files_provider", top.get("files_provider"))?;
     Ok(out)
 }
 
@@ -740,13 +751,25 @@ fn validate(r: &Reader<'_>, c: &FileConfig) -> Result<(), ConfigError> {
             return Err(r.err("routing strategy", s, "`simple-shuffle` or `least-busy`"));
         }
     }
-    if let Some(d) = &c.default_provider {
-        if !c.providers.iter().any(|p| &p.name == d) {
-            return Err(r.err(
-                "default_provider",
-                d,
-                "the name of a provider in `providers`",
-            ));
+    for (key, name) in [
+        ("default_provider", &c.default_provider),
+        ("files_provider", &c.files_provider),
+    ] {
+        if let Some(d) = name {
+            if !c.providers.iter().any(|p| &p.name == d) {
+                return Err(r.err(key, d, "the name of a provider in `providers`"));
+            }
+        }
+    }
+    if let Some(f) = &c.files_provider {
+        if let Some(p) = c.providers.iter().find(|p| &p.name == f) {
+            if !p.kind.serves_openai_endpoints() {
+                return Err(r.err(
+                    "files_provider",
+                    f,
+                    "an OpenAI-compatible provider (only those serve /v1/files and /v1/batches)",
+                ));
+            }
         }
     }
     Ok(())

@@ -97,8 +97,10 @@ pub struct GatewayState {
     pub(crate) instance_names: Vec<Arc<str>>,
     pub(crate) router: Router,
     pub(crate) default_instance: usize,
+    /// The instance serving `/v1/files` and `/v1/batches`, if any.
+    pub(crate) files_instance: Option<usize>,
     route_attempts: u32,
-    store: Option<Arc<dyn ResponseStore>>,
+    pub(crate) store: Option<Arc<dyn ResponseStore>>,
     /// Stored Responses API responses.
     pub(crate) responses: Arc<dyn scira2api_cache::ResponseObjects>,
     limiter: Option<Arc<dyn RateLimiter>>,
@@ -180,6 +182,7 @@ impl GatewayState {
             instance_names: inst.names,
             router: inst.router,
             default_instance: inst.default,
+            files_instance: inst.files,
             route_attempts: inst.attempts,
             store,
             responses,
@@ -489,6 +492,19 @@ impl Gateway {
         retries: &Cell<u32>,
         send: impl AsyncFn(&Upstream, &str, u32) -> Result<T, Error>,
     ) -> (Result<T, Error>, Served) {
+        self.route_within(model, retries, self.state.route_attempts, send)
+            .await
+    }
+
+    /// [`Gateway::route`] with at most `budget` attempts in all (1 for a body that can be sent
+    /// only once: the router's pick, and no other).
+    pub(crate) async fn route_within<T>(
+        &self,
+        model: &str,
+        retries: &Cell<u32>,
+        budget: u32,
+        send: impl AsyncFn(&Upstream, &str, u32) -> Result<T, Error>,
+    ) -> (Result<T, Error>, Served) {
         let state = &self.state;
         let router = &state.router;
         let mut tried: Vec<*const Deployment> = Vec::new();
@@ -518,7 +534,7 @@ impl Gateway {
             // Another untried deployment to move to: one attempt here. Otherwise what is left
             // of the budget, with backoff, on this one.
             let chain_size = router.chain_size(model);
-            let left = state.route_attempts.saturating_sub(used).max(1);
+            let left = budget.saturating_sub(used).max(1);
             let attempts = if tried.len() + 1 < chain_size {
                 1
             } else {
@@ -540,7 +556,7 @@ impl Gateway {
                         _ => Outcome::Neutral,
                     };
                     ticket.finish(outcome, &router.policy);
-                    if !e.should_retry() || used >= state.route_attempts {
+                    if !e.should_retry() || used >= budget {
                         let e = if e.should_retry() && used > 1 {
                             e.exhausted()
                         } else {

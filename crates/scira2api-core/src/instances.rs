@@ -15,6 +15,9 @@ pub(crate) struct Instances {
     pub(crate) router: Router,
     /// The instance for names in no group.
     pub(crate) default: usize,
+    /// The instance for `/v1/files` and `/v1/batches`: the file's `files_provider`, or with no
+    /// file the environment's instance when it is OpenAI-compatible.
+    pub(crate) files: Option<usize>,
     /// Attempts in all for a request to a group (across its deployments and fallbacks).
     pub(crate) attempts: u32,
 }
@@ -62,6 +65,7 @@ pub(crate) fn build(config: &Config) -> Instances {
             names: vec![Arc::from(base.name.as_str())],
             router: Router::default(),
             default: 0,
+            files: base.provider.serves_openai_endpoints().then_some(0),
             attempts: config.upstream.retry.attempts,
         };
     };
@@ -112,6 +116,7 @@ fn from_file(config: &Config, base: UpstreamSettings, file: &FileConfig) -> Inst
         .as_deref()
         .and_then(index)
         .unwrap_or(0);
+    let files = file.files_provider.as_deref().and_then(index);
     let attempts = file
         .router
         .num_retries
@@ -127,6 +132,7 @@ fn from_file(config: &Config, base: UpstreamSettings, file: &FileConfig) -> Inst
             .collect(),
         router: Router::new(groups, strategy, policy),
         default,
+        files,
         attempts,
     }
 }

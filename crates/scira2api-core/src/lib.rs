@@ -15,10 +15,12 @@
 mod activity;
 mod config;
 pub mod config_file;
+mod endpoints;
 mod gateway;
 mod instances;
 mod messages;
 pub mod metrics;
+mod multipart;
 mod native_usage;
 mod observation;
 mod observed_stream;
@@ -28,9 +30,11 @@ mod responses;
 mod sections;
 mod settings;
 mod translated_stream;
+mod uploads;
 
 pub use activity::{Activity, ActivityGuard};
 pub use config::{Config, ConfigError, demo_model_mappings};
+pub use endpoints::{ForwardOutcome, Forwarded, JsonEndpoint};
 pub use gateway::{Gateway, GatewayState, MODELS_CREATED};
 pub use messages::message_failed_before_first_event;
 pub use observation::{Observation, access_log_enabled};
@@ -52,6 +56,7 @@ pub use scira2api_upstream::{
 };
 pub use sections::{AuthSettings, ServerSettings};
 pub use settings::{mask_url, parse_duration};
+pub use uploads::{StreamedOutcome, UploadEndpoint};
 
 /// Loads the token vocabularies on a background thread (a few hundred ms of CPU and ~20 MB), so
 /// that the first estimate does not wait for them. Optional: the server binary does not call

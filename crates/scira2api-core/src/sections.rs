@@ -21,7 +21,11 @@ pub struct ServerSettings {
     pub cors_origins: Vec<String>,
     /// Largest request body (`MAX_BODY_BYTES`; the upstream section bounds upstream bodies).
     pub max_body_bytes: usize,
-    /// Longest time a client may take to send a request body once its headers are in (408).
+    /// Largest streamed upload (`MAX_UPLOAD_BYTES`: multipart audio and image uploads, files,
+    /// batches), which is passed on as it arrives and never held whole.
+    pub max_upload_bytes: usize,
+    /// Longest time a client may take to send a request body once its headers are in (408);
+    /// for a streamed upload, the longest pause between two of its chunks.
     pub body_read_timeout: Duration,
     /// Most client connections open at once, for the whole server (split across workers);
     /// above it new connections wait in the listen backlog until one closes.
@@ -44,6 +48,7 @@ impl Default for ServerSettings {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cors_origins: vec!["*".to_owned()],
             max_body_bytes: 16 * 1024 * 1024,
+            max_upload_bytes: 512 * 1024 * 1024,
             body_read_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             shutdown_timeout: Duration::from_secs(30),

@@ -23,6 +23,7 @@ mod auth;
 mod conn;
 mod endpoint;
 mod error;
+mod forward;
 mod limit;
 mod messages;
 mod observe;
@@ -73,7 +74,7 @@ pub const EXPOSED_HEADERS: [&str; 12] = [
 /// CORS from the settings: any origin with `*`, otherwise exactly the listed origins.
 pub fn cors(config: &Config) -> Cors {
     let mut cors = Cors::default()
-        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
         .allow_any_header()
         .expose_headers(EXPOSED_HEADERS)
         .max_age(86_400);

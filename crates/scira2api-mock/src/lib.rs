@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod bad;
+mod endpoints;
 mod messages;
 mod openai;
 mod pace;
@@ -22,7 +23,9 @@ mod responses;
 mod scira;
 mod scira_api;
 mod server;
+mod uploads;
 
 pub use openai::MOCK_MODELS;
 pub use scira::SciraFormat;
 pub use server::{Fault, MockOptions, MockServer, MockState, Recorded};
+pub use uploads::digest;

@@ -99,6 +99,8 @@ pub struct MockState {
     pub connections: AtomicUsize,
     /// Streams whose client went away before the end.
     pub aborted: AtomicUsize,
+    /// Files and batches uploaded.
+    pub(crate) store: Mutex<crate::uploads::Store>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,6 +203,18 @@ impl MockServer {
                             .route("/chat/completions", web::post().to(chat))
                             .route("/v1/responses", web::post().to(responses))
                             .route("/v1/messages", web::post().to(messages))
+                            .route("/v1/embeddings", web::post().to(embeddings))
+                            .route("/v1/completions", web::post().to(completions))
+                            .route("/v1/moderations", web::post().to(moderations))
+                            .route("/v1/images/generations", web::post().to(image_generations))
+                            .route("/v1/audio/speech", web::post().to(speech))
+                            .route("/v1/audio/transcriptions", web::post().to(audio))
+                            .route("/v1/audio/translations", web::post().to(audio))
+                            .route("/v1/images/edits", web::post().to(image_edits))
+                            .route("/v1/files", web::route().to(files))
+                            .route("/v1/files/{tail:.*}", web::route().to(files))
+                            .route("/v1/batches", web::route().to(files))
+                            .route("/v1/batches/{tail:.*}", web::route().to(files))
                             .route("/v1/models", web::get().to(crate::openai::models))
                             .route("/api/search", web::post().to(search))
                             .route("/api/xsearch", web::post().to(scira_api_x))
@@ -390,6 +404,38 @@ async fn responses(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -
 async fn messages(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
     state.record(&req, &body);
     crate::messages::messages(state.into_inner(), &req, body).await
+}
+
+macro_rules! recorded {
+    ($($name:ident => $handler:path),* $(,)?) => {$(
+        async fn $name(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+            state.record(&req, &body);
+            $handler(state.into_inner(), body).await
+        }
+    )*};
+}
+
+macro_rules! recorded_with_request {
+    ($($name:ident => $handler:path),* $(,)?) => {$(
+        async fn $name(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {
+            state.record(&req, &body);
+            $handler(state.into_inner(), req, body).await
+        }
+    )*};
+}
+
+recorded_with_request! {
+    audio => crate::uploads::audio,
+    image_edits => crate::uploads::image_edits,
+    files => crate::uploads::files,
+}
+
+recorded! {
+    embeddings => crate::endpoints::embeddings,
+    completions => crate::endpoints::completions,
+    moderations => crate::endpoints::moderations,
+    image_generations => crate::endpoints::image_generations,
+    speech => crate::endpoints::speech,
 }
 
 async fn search(req: HttpRequest, state: web::Data<MockState>, body: Bytes) -> HttpResponse {

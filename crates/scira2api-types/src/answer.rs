@@ -50,6 +50,9 @@ pub struct Answer {
     pub usage_estimated: bool,
     /// The upstream's `system_fingerprint`, kept so a replay looks like the original.
     pub system_fingerprint: Option<String>,
+    /// The whole JSON body of an endpoint other than chat (embeddings, legacy completions),
+    /// replayed byte for byte; `choices` is then empty.
+    pub body: Option<bytes::Bytes>,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +256,7 @@ impl Answer {
             usage: body.usage,
             usage_estimated: false,
             system_fingerprint: body.system_fingerprint,
+            body: None,
         };
         for c in body.choices? {
             let m = c.message.unwrap_or_default();
@@ -313,22 +317,23 @@ impl Answer {
 
     /// Approximate memory held, in bytes.
     pub fn weight(&self) -> usize {
-        64 + self
-            .choices
-            .iter()
-            .map(|c| {
-                96 + c.content.as_ref().map_or(0, String::len)
-                    + c.reasoning_content.as_ref().map_or(0, String::len)
-                    + c.tool_calls
-                        .iter()
-                        .map(|t| 48 + t.id.len() + t.name.len() + t.arguments.len())
-                        .sum::<usize>()
-                    + c.annotations
-                        .iter()
-                        .map(|a| 64 + a.url.len() + a.title.as_ref().map_or(0, String::len))
-                        .sum::<usize>()
-            })
-            .sum::<usize>()
+        64 + self.body.as_ref().map_or(0, bytes::Bytes::len)
+            + self
+                .choices
+                .iter()
+                .map(|c| {
+                    96 + c.content.as_ref().map_or(0, String::len)
+                        + c.reasoning_content.as_ref().map_or(0, String::len)
+                        + c.tool_calls
+                            .iter()
+                            .map(|t| 48 + t.id.len() + t.name.len() + t.arguments.len())
+                            .sum::<usize>()
+                        + c.annotations
+                            .iter()
+                            .map(|a| 64 + a.url.len() + a.title.as_ref().map_or(0, String::len))
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
     }
 
     fn usage_out(&self) -> Option<UsageOut<'_>> {
@@ -547,6 +552,7 @@ impl AnswerBuilder {
             usage: self.usage,
             usage_estimated: false,
             system_fingerprint: self.system_fingerprint,
+            body: None,
         }
     }
 }

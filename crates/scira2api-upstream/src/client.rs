@@ -34,7 +34,8 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Maps a non-2xx upstream answer to an [`Error`]: the instance, the status, its
 /// `Retry-After`, its headers (a platform's challenge marks itself there) and its body.
-type ErrorMapper = fn(&UpstreamConfig, u16, Option<Duration>, &HeaderMap, &Bytes) -> Error;
+pub(crate) type ErrorMapper =
+    fn(&UpstreamConfig, u16, Option<Duration>, &HeaderMap, &Bytes) -> Error;
 
 /// The mapper of an OpenAI-compatible upstream.
 const OPENAI_ERRORS: ErrorMapper = |_, status, wait, _, body| map_openai_error(status, wait, body);
@@ -110,7 +111,13 @@ impl Upstream {
         })
     }
 
-    fn request(&self, req: awc::ClientRequest) -> awc::ClientRequest {
+    /// The worker's awc client.
+    pub(crate) fn client(&self) -> &awc::Client {
+        &self.client
+    }
+
+    /// `req`, closing its connection afterwards when the pool is off.
+    pub(crate) fn request(&self, req: awc::ClientRequest) -> awc::ClientRequest {
         if self.settings().pool.enabled {
             req
         } else {
@@ -125,7 +132,7 @@ impl Upstream {
     /// has reached the client yet; so no answer is ever written twice. Every error leaves here
     /// with the configured secrets redacted.
     #[allow(clippy::too_many_arguments)] // one call's whole recipe; a struct would only rename it
-    async fn send<T>(
+    pub(crate) async fn send<T>(
         &self,
         policy: RetryPolicy,
         ring: &KeyRing,
@@ -280,7 +287,7 @@ impl Upstream {
     /// for Anthropic `x-api-key` with `anthropic-version` (the default, replaced by the
     /// instance's extra headers, replaced in turn by a Messages client's own `anthropic-*`
     /// headers). The credential goes on last, so that no header can replace it.
-    fn authorized(
+    pub(crate) fn authorized(
         &self,
         req: awc::ClientRequest,
         key: Option<&str>,
@@ -731,7 +738,7 @@ impl Upstream {
     }
 
     /// Reads a whole body within `CLIENT_TIMEOUT` and `MAX_BODY_BYTES`.
-    async fn read_body(&self, resp: awc::ClientResponse) -> Result<Bytes, Error> {
+    pub(crate) async fn read_body(&self, resp: awc::ClientResponse) -> Result<Bytes, Error> {
         let s = self.settings();
         let mut resp = resp.timeout(s.client_timeout);
         resp.body()
@@ -773,7 +780,7 @@ impl Upstream {
 
 /// Checks that a non-stream answer is one whole JSON object before it is passed on as success:
 /// an HTML page, plain text or a cut-off body with a 200 is an upstream failure (502, retryable).
-fn check_json_object(body: &[u8], host: &str) -> Result<(), Error> {
+pub(crate) fn check_json_object(body: &[u8], host: &str) -> Result<(), Error> {
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(Error::upstream(format!(
             "{host} answered 200 with {} instead of a JSON object",

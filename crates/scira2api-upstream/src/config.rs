@@ -114,6 +114,12 @@ impl ProviderKind {
         self == ProviderKind::Anthropic
     }
 
+    /// Whether the upstream serves OpenAI's other endpoints (embeddings, legacy completions,
+    /// moderations, images, audio, files, batches): only an OpenAI-compatible one does.
+    pub fn serves_openai_endpoints(self) -> bool {
+        self == ProviderKind::OpenAi
+    }
+
     /// Whether the upstream may speak OpenAI's Responses API itself (`responses_api: native`).
     pub fn may_speak_responses(self) -> bool {
         self == ProviderKind::OpenAi

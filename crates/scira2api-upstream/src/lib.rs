@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod connect;
 mod errors;
+mod forward;
 mod keys;
 mod lines;
 mod openai;
@@ -34,6 +35,7 @@ pub use config::{
     PoolConfig, ProviderKind, UpstreamConfig, UpstreamSettings, UpstreamStats, load_ca_file,
 };
 pub use connect::{ConnStats, ProxyConfig, ProxyKind};
+pub use forward::{Answer as ForwardAnswer, ByteStream, ForwardReply, RawReply};
 pub use retry::RetryPolicy;
 pub use rustls::pki_types::CertificateDer;
 pub use scira::{
