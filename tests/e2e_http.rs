@@ -300,7 +300,7 @@ async fn a_refused_preflight_is_an_openai_error() {
                 format!("{}/v1/chat/completions", gw.url),
             )
             .insert_header(("origin", "https://app.example"))
-            .insert_header(("access-control-request-method", "DELETE")),
+            .insert_header(("access-control-request-method", "PUT")),
         None,
     )
     .await;
