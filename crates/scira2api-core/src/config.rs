@@ -36,6 +36,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Rate limiting.
     pub limiter: LimiterSettings,
+    /// The shared store for several replicas (`REDIS_URL`, …).
+    pub redis: scira2api_redis::RedisSettings,
     /// The model mapping table in force.
     pub model_map: ModelMap,
     /// Pairs from `MODEL_MAPPINGS` that could not be read (the default table is used then).
@@ -98,6 +100,7 @@ impl Config {
             server,
             cache: read_cache(&raw)?,
             limiter: read_limiter(&raw)?,
+            redis: read_redis(&raw)?,
             model_map: mapping.map,
             bad_mapping_pairs: mapping.bad_pairs,
             config_file: raw.str("CONFIG_FILE").map(std::path::PathBuf::from),
@@ -352,6 +355,33 @@ fn read_limiter(raw: &Raw) -> Result<LimiterSettings, ConfigError> {
     })
 }
 
+fn read_redis(raw: &Raw) -> Result<scira2api_redis::RedisSettings, ConfigError> {
+    use scira2api_redis::FailMode;
+    let d = scira2api_redis::RedisSettings::default();
+    let url = raw.str("REDIS_URL").filter(|u| !u.trim().is_empty());
+    if let Some(u) = &url {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                &scira2api_redis::masked(u),
+                "a redis:// or rediss:// URL",
+            ));
+        }
+    }
+    let fail_mode = match raw.str("RATE_LIMIT_FAIL_MODE") {
+        None => d.fail_mode,
+        Some(m) => FailMode::parse(&m).ok_or_else(|| {
+            ConfigError::new("RATE_LIMIT_FAIL_MODE", &m, "`open`, `closed` or `local`")
+        })?,
+    };
+    Ok(scira2api_redis::RedisSettings {
+        url,
+        timeout: raw.duration("REDIS_TIMEOUT", d.timeout)?,
+        prefix: raw.str("REDIS_KEY_PREFIX").unwrap_or(d.prefix),
+        fail_mode,
+    })
+}
+
 /// The variables of a dotenv file; none when the file does not exist.
 fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     if !path.exists() {
@@ -389,7 +419,7 @@ impl fmt::Display for Config {
             "listen={}:{} workers={} provider={} base_url={} apikey={} upstream_api_key={} client_timeout={} \
              connect_timeout={} retry={} proxy={} cache={} model_cache_ttl={} \
              resp_cache_ttl={} conn_pool={} max_conns_per_host={} rate_limit={} requests_per_second={} \
-             burst={} model_mappings={} max_body_bytes={} max_upload_bytes={} body_read_timeout={} max_connections={} shutdown_timeout={} heartbeat={} log_level={}",
+             burst={} model_mappings={} max_body_bytes={} max_upload_bytes={} body_read_timeout={} max_connections={} shutdown_timeout={} heartbeat={} log_level={} redis={} redis_timeout={} redis_key_prefix={} rate_limit_fail_mode={}",
             s.host,
             s.port,
             s.workers,
@@ -417,6 +447,13 @@ impl fmt::Display for Config {
             d(s.shutdown_timeout),
             d(s.heartbeat_interval),
             s.log_level,
+            self.redis
+                .url
+                .as_deref()
+                .map_or_else(|| "none".to_owned(), scira2api_redis::masked),
+            d(self.redis.timeout),
+            self.redis.prefix,
+            self.redis.fail_mode.as_str(),
         )?;
         if let (Some(path), Some(file)) = (&self.config_file, &self.file) {
             write!(
@@ -479,6 +516,29 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn redis_settings_are_checked_and_their_password_never_shown() {
+        let c = cfg(&[
+            ("REDIS_URL", "redis://:pw-secret@h:1"),
+            ("RATE_LIMIT_FAIL_MODE", "closed"),
+        ])
+        .unwrap();
+        let shown = c.to_string();
+        assert!(
+            shown.contains("redis=redis://***@h:1") && !shown.contains("pw-secret"),
+            "{shown}"
+        );
+        assert!(shown.contains("rate_limit_fail_mode=closed"), "{shown}");
+        for (k, v) in [
+            ("REDIS_URL", "http://h"),
+            ("RATE_LIMIT_FAIL_MODE", "maybe"),
+            ("REDIS_TIMEOUT", "soon"),
+        ] {
+            let e = cfg(&[(k, v)]).err().unwrap().to_string();
+            assert!(e.contains(k), "{e}");
+        }
     }
 
     /// `.env.example` documents every setting with its default: loading it must change nothing.

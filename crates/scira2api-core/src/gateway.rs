@@ -104,6 +104,7 @@ pub struct GatewayState {
     /// Stored Responses API responses.
     pub(crate) responses: Arc<dyn scira2api_cache::ResponseObjects>,
     limiter: Option<Arc<dyn RateLimiter>>,
+    shared: Option<crate::shared::SharedStore>,
     /// Each instance's own model list (fetched for the default instance and for config-file
     /// instances whose kind has one), with its fetch gate.
     model_lists: Vec<(TtlCell<Vec<ModelEntry>>, FetchGate)>,
@@ -136,9 +137,12 @@ impl GatewayState {
     /// Builds the shared state from a validated config, with the in-memory response cache and
     /// rate limiter the config describes.
     pub fn new(config: Config) -> Arc<GatewayState> {
-        let store = config.cache.memory_store();
-        let limiter = config.limiter.memory_limiter();
-        GatewayState::with_parts(config, store, limiter)
+        let Some(shared) = crate::shared::SharedStore::of(&config) else {
+            let store = config.cache.memory_store();
+            let limiter = config.limiter.memory_limiter();
+            return GatewayState::with_parts(config, store, limiter);
+        };
+        GatewayState::build(config, shared.store.clone(), shared.limiter(), Some(shared))
     }
 
     /// Builds the shared state with a response store and a rate limiter of your own (e.g. one
@@ -147,6 +151,15 @@ impl GatewayState {
         config: Config,
         store: Option<Arc<dyn ResponseStore>>,
         limiter: Option<Arc<dyn RateLimiter>>,
+    ) -> Arc<GatewayState> {
+        GatewayState::build(config, store, limiter, None)
+    }
+
+    fn build(
+        config: Config,
+        store: Option<Arc<dyn ResponseStore>>,
+        limiter: Option<Arc<dyn RateLimiter>>,
+        shared: Option<crate::shared::SharedStore>,
     ) -> Arc<GatewayState> {
         let start_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -187,9 +200,15 @@ impl GatewayState {
             store,
             responses,
             limiter,
+            shared,
             started: Instant::now(),
             start_unix,
         })
+    }
+
+    /// The shared store (Redis), when `REDIS_URL` is set.
+    pub fn shared(&self) -> Option<&crate::shared::SharedStore> {
+        self.shared.as_ref()
     }
 
     /// The settings in force.

@@ -29,6 +29,7 @@ pub mod request_id;
 mod responses;
 mod sections;
 mod settings;
+mod shared;
 mod translated_stream;
 mod uploads;
 
@@ -56,6 +57,7 @@ pub use scira2api_upstream::{
 };
 pub use sections::{AuthSettings, ServerSettings};
 pub use settings::{mask_url, parse_duration};
+pub use shared::SharedStore;
 pub use uploads::{StreamedOutcome, UploadEndpoint};
 
 /// Loads the token vocabularies on a background thread (a few hundred ms of CPU and ~20 MB), so

@@ -64,6 +64,9 @@ pub struct Metrics {
     limiter_allowed: IntCounter,
     limiter_limited: IntCounter,
     limiter_keys: IntGauge,
+    redis_up: IntGauge,
+    redis_errors: IntCounter,
+    limiter_unshared: IntCounter,
     refresh: Mutex<()>,
     /// Handles resolved once for the labels every chat request uses, so the hot path skips the
     /// label hashing and lookup of `with_label_values`.
@@ -243,6 +246,21 @@ impl Metrics {
             ),
             limiter_limited: counter(&r, "ratelimit_limited_total", "Requests refused with 429"),
             limiter_keys: gauge(&r, "ratelimit_keys", "Client keys with a rate-limit bucket"),
+            redis_up: gauge(
+                &r,
+                "redis_up",
+                "1 when the shared store (REDIS_URL) answers, 0 when it fails or is not connected yet",
+            ),
+            redis_errors: counter(
+                &r,
+                "redis_errors_total",
+                "Calls to the shared store that failed or missed REDIS_TIMEOUT",
+            ),
+            limiter_unshared: counter(
+                &r,
+                "ratelimit_unshared_total",
+                "Rate-limit decisions made without the shared store, by RATE_LIMIT_FAIL_MODE",
+            ),
             registry: r,
             refresh: Mutex::new(()),
             hot,
@@ -270,6 +288,12 @@ impl Metrics {
         catch_up(&self.limiter_allowed, lim.allowed);
         catch_up(&self.limiter_limited, lim.limited);
         self.limiter_keys.set(lim.keys as i64);
+        if let Some(shared) = state.shared() {
+            let up = shared.state() == scira2api_redis::RedisState::Up;
+            self.redis_up.set(i64::from(up));
+            catch_up(&self.redis_errors, shared.errors());
+            catch_up(&self.limiter_unshared, shared.unshared_decisions());
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -478,7 +502,14 @@ impl Metrics {
                 "allowed": scalar("ratelimit_allowed_total") as u64,
                 "limited": scalar("ratelimit_limited_total") as u64,
                 "keys_tracked": scalar("ratelimit_keys") as u64,
+                "store": if state.shared().is_some() { "redis" } else { "memory" },
+                "unshared_decisions": scalar("ratelimit_unshared_total") as u64,
             },
+            "redis": state.shared().map(|s| serde_json::json!({
+                "state": s.state().as_str(),
+                "fail_mode": s.fail_mode().as_str(),
+                "errors": scalar("redis_errors_total") as u64,
+            })),
             "retries": scalar("upstream_retries_total") as u64,
             "upstream_errors_by_kind": by_label("upstream_errors_total", "code"),
         })

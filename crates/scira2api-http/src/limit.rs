@@ -60,10 +60,15 @@ pub async fn rate_limit(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let decision = match req.app_data::<web::Data<Gateway>>() {
-        Some(gw) if !exempt(req.path()) && req.method() != Method::OPTIONS => gw
-            .state()
-            .limiter()
-            .map(|limiter| limiter.check(&bucket_key(&req, gw))),
+        Some(gw) if !exempt(req.path()) && req.method() != Method::OPTIONS => {
+            match gw.state().limiter() {
+                Some(limiter) => {
+                    let key = bucket_key(&req, gw);
+                    Some(limiter.check(&key).await)
+                }
+                None => None,
+            }
+        }
         _ => None,
     };
     let Some(d) = decision else {
@@ -72,6 +77,16 @@ pub async fn rate_limit(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
+    if d.unavailable {
+        let err = Error::upstream_status(
+            503,
+            "rate_limiter_unavailable",
+            "The rate limiter's store (Redis) cannot be reached and RATE_LIMIT_FAIL_MODE=closed; please try again shortly.",
+        )
+        .with_retry_after(d.retry_after);
+        let resp = error_for(req.path(), &err);
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
     if !d.allowed {
         let wait = d.retry_after.unwrap_or_default();
         let err = Error::RateLimited {

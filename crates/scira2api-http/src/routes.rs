@@ -51,6 +51,12 @@ pub async fn health(gw: web::Data<Gateway>) -> HttpResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "provider": config.provider().as_str(),
         "providers": providers,
+        // Several replicas' shared store: a Redis that is down degrades nothing by itself (the
+        // fail mode decides), so it is reported, not made a failing status.
+        "redis": gw.state().shared().map(|s| json!({
+            "state": s.state().as_str(),
+            "fail_mode": s.fail_mode().as_str(),
+        })),
     });
     if serving {
         HttpResponse::Ok().json(body)

@@ -1,10 +1,11 @@
 //! Rate limiting for scira2api: token buckets on the `ratelimit` crate, one per client key (in a
 //! bounded map) plus an optional global bucket.
 //!
-//! A request is never queued: [`RateLimiter::check`] answers at once with a [`Decision`] that
-//! carries what the OpenAI rate-limit headers need (limit, remaining, time to full) and, when
-//! refused, how long to wait. The [`RateLimiter`] trait keeps the HTTP layer independent of where
-//! the buckets live, so a shared store (Redis) can replace [`MemoryLimiter`] for several replicas.
+//! A request is never queued: [`RateLimiter::check`] answers with a [`Decision`] that carries
+//! what the OpenAI rate-limit headers need (limit, remaining, time to full) and, when refused,
+//! how long to wait. The check is asynchronous so that the buckets can live in a shared store
+//! (Redis, for several replicas) behind the same trait; an in-memory limiter answers with
+//! [`Check::Now`], which allocates nothing and never yields.
 
 #![deny(missing_docs)]
 
@@ -14,8 +15,11 @@ pub use settings::{LimiterSettings, RateLimitScope};
 
 use quick_cache::sync::Cache;
 use ratelimit::{Ratelimiter, TryWaitError};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// The outcome of one rate-limit check.
@@ -31,6 +35,40 @@ pub struct Decision {
     pub reset: Duration,
     /// When refused: the wait until a request can succeed (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// When refused: the limiter could not decide (its shared store is unreachable and the
+    /// operator chose to fail closed), so the answer is a 503, not a 429.
+    pub unavailable: bool,
+}
+
+impl Decision {
+    /// A request let through with no bucket to report.
+    pub const UNLIMITED: Decision = Decision {
+        allowed: true,
+        limit: u64::MAX,
+        remaining: u64::MAX,
+        reset: Duration::ZERO,
+        retry_after: None,
+        unavailable: false,
+    };
+}
+
+/// A rate-limit decision: there at once, or on its way from a shared store.
+pub enum Check<'a> {
+    /// Decided in memory.
+    Now(Decision),
+    /// Being decided elsewhere (bounded by the store's own deadline).
+    Later(Pin<Box<dyn Future<Output = Decision> + 'a>>),
+}
+
+impl Future for Check<'_> {
+    type Output = Decision;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Decision> {
+        match self.get_mut() {
+            Check::Now(d) => Poll::Ready(*d),
+            Check::Later(f) => f.as_mut().poll(cx),
+        }
+    }
 }
 
 /// Counters for metrics.
@@ -44,10 +82,10 @@ pub struct LimiterStats {
     pub keys: u64,
 }
 
-/// A rate limiter: decides at once whether the client `key` may send a request now.
+/// A rate limiter: decides whether the client `key` may send a request now.
 pub trait RateLimiter: Send + Sync {
     /// Takes one token for `key` (and from the global bucket, if any), or refuses.
-    fn check(&self, key: &str) -> Decision;
+    fn check<'a>(&'a self, key: &'a str) -> Check<'a>;
     /// Counters.
     fn stats(&self) -> LimiterStats;
 }
@@ -113,6 +151,7 @@ impl Bucket {
                     .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)),
             },
             retry_after,
+            unavailable: false,
         }
     }
 }
@@ -158,8 +197,9 @@ impl MemoryLimiter {
     }
 }
 
-impl RateLimiter for MemoryLimiter {
-    fn check(&self, key: &str) -> Decision {
+impl MemoryLimiter {
+    /// [`RateLimiter::check`], synchronously.
+    pub fn decide(&self, key: &str) -> Decision {
         let bucket = self.bucket(key);
         if let Some(b) = &bucket {
             if let Err(wait) = b.take() {
@@ -177,14 +217,14 @@ impl RateLimiter for MemoryLimiter {
         match (&bucket, &self.global) {
             (Some(b), _) => b.decision(true, None),
             (None, Some(g)) => g.decision(true, None),
-            (None, None) => Decision {
-                allowed: true,
-                limit: u64::MAX,
-                remaining: u64::MAX,
-                reset: Duration::ZERO,
-                retry_after: None,
-            },
+            (None, None) => Decision::UNLIMITED,
         }
+    }
+}
+
+impl RateLimiter for MemoryLimiter {
+    fn check<'a>(&'a self, key: &'a str) -> Check<'a> {
+        Check::Now(self.decide(key))
     }
 
     fn stats(&self) -> LimiterStats {
@@ -244,7 +284,7 @@ mod tests {
     #[test]
     fn burst_then_refused_with_retry_after() {
         let l = limiter(1.0, 3);
-        let d: Vec<_> = (0..4).map(|_| l.check("k")).collect();
+        let d: Vec<_> = (0..4).map(|_| l.decide("k")).collect();
         assert!(d[..3].iter().all(|d| d.allowed));
         assert_eq!(
             d.iter().map(|d| d.remaining).collect::<Vec<_>>()[..3],
@@ -275,11 +315,11 @@ mod tests {
     #[test]
     fn refills_after_the_advertised_wait() {
         let l = limiter(20.0, 1);
-        assert!(l.check("k").allowed);
-        let refused = l.check("k");
+        assert!(l.decide("k").allowed);
+        let refused = l.decide("k");
         assert!(!refused.allowed);
         std::thread::sleep(refused.retry_after.unwrap() + Duration::from_millis(5));
-        assert!(l.check("k").allowed);
+        assert!(l.decide("k").allowed);
     }
 
     #[test]
@@ -292,11 +332,11 @@ mod tests {
             None,
             100,
         );
-        assert!(l.check("a").allowed);
-        assert!(!l.check("a").allowed);
-        assert!(l.check("b").allowed);
+        assert!(l.decide("a").allowed);
+        assert!(!l.decide("a").allowed);
+        assert!(l.decide("b").allowed);
         for i in 0..10_000 {
-            l.check(&format!("flood-{i}"));
+            l.decide(&format!("flood-{i}"));
         }
         assert!(l.stats().keys <= 200, "bounded: {}", l.stats().keys);
     }
@@ -311,9 +351,9 @@ mod tests {
             }),
             10,
         );
-        assert!(l.check("a").allowed);
-        assert!(l.check("b").allowed);
-        assert!(!l.check("c").allowed);
+        assert!(l.decide("a").allowed);
+        assert!(l.decide("b").allowed);
+        assert!(!l.decide("c").allowed);
     }
 
     #[test]

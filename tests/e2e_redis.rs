@@ -1,0 +1,307 @@
+//! Several replicas sharing one Redis (`REDIS_URL`), end to end with a real `redis-server` on a
+//! free loopback port and several gateway processes: a per-key request limit holds in total,
+//! not per replica, under concurrent load; a cached answer one replica stored is served by
+//! another; a Redis that stops fails each `RATE_LIMIT_FAIL_MODE` as it says, without a request
+//! ever waiting past `REDIS_TIMEOUT`; scripts flushed (`NOSCRIPT`) are loaded again; a Redis that
+//! comes back is used again. (`.ci/run` installs redis-server; without it these tests skip.)
+
+mod common;
+
+use common::proxies::{free_port, tool};
+use common::*;
+use futures_util::future::join_all;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` of the test's own, stopped when dropped.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        let bin = tool("redis-server")?;
+        let mut r = RedisServer {
+            child: None,
+            port: free_port(),
+            bin,
+        };
+        r.spawn();
+        Some(r)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        assert!(
+            wait_for(Duration::from_secs(10), || self
+                .command(&["PING"])
+                .contains("PONG")),
+            "redis-server did not come up"
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends one command and returns the raw reply.
+    fn command(&self, args: &[&str]) -> String {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        let _ = s.write_all(req.as_bytes());
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A GET over a plain socket (the helpers' client needs a runtime; `wait_for` polls without).
+fn blocking_get(addr: &str, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn replica(mock: &MockServer, redis: &RedisServer, extra: &[(&str, &str)]) -> Gateway {
+    let url = redis.url();
+    let mut env = vec![
+        ("REDIS_URL", url.as_str()),
+        ("APIKEY", "sk-shared"),
+        ("RATE_LIMIT_ENABLED", "true"),
+        ("REQUESTS_PER_SECOND", "0.001"),
+    ];
+    env.extend_from_slice(extra);
+    let gw = Gateway::openai(mock, &env);
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let up = wait_for(Duration::from_secs(10), || {
+        blocking_get(&addr, "/health").contains("\"redis\":{\"fail_mode\"")
+            && blocking_get(&addr, "/health").contains("\"state\":\"up\"}")
+    });
+    assert!(up, "the replica did not connect to Redis: {}", gw.log());
+    gw
+}
+
+async fn chat(gw: &Gateway, content: &str) -> Reply {
+    send(
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .insert_header(("authorization", "Bearer sk-shared"))
+            .insert_header(("content-type", "application/json")),
+        Some(&format!(
+            r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{content}"}}]}}"#
+        )),
+    )
+    .await
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    send(
+        client()
+            .get(format!("{}/metrics/prometheus", gw.url))
+            .insert_header(("authorization", "Bearer sk-shared")),
+        None,
+    )
+    .await
+    .text()
+}
+
+async fn metric(gw: &Gateway, name: &str) -> f64 {
+    let text = metrics(gw).await;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1.0)
+}
+
+#[actix_rt::test]
+async fn a_per_key_limit_holds_in_total_across_replicas() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockServer::start().unwrap();
+    // A deadline this load cannot miss: the limits are under test here, not the deadline.
+    let burst = [("BURST", "12"), ("REDIS_TIMEOUT", "5s")];
+    let replicas: Vec<Gateway> = (0..3).map(|_| replica(&mock, &redis, &burst)).collect();
+    let calls = (0..45).map(|i| chat(&replicas[i % 3], "hi"));
+    let replies = join_all(calls).await;
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let limited: Vec<&Reply> = replies.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(ok, 12, "the burst is shared, not per replica");
+    assert_eq!(limited.len(), 33);
+    let e = limited[0].assert_error(429, Some("rate_limit_exceeded"));
+    assert!(e["message"].as_str().unwrap().contains("limit 12"), "{e}");
+    assert!(limited[0].header("retry-after").is_some());
+    assert_eq!(
+        replies[0].header("x-ratelimit-limit-requests").as_deref(),
+        Some("12")
+    );
+    for gw in &replicas {
+        assert_eq!(metric(gw, "scira2api_ratelimit_unshared_total").await, 0.0);
+        assert_eq!(metric(gw, "scira2api_redis_up").await, 1.0);
+    }
+    // Scripts flushed (as after a Redis restart): the next decision loads it again.
+    assert!(redis.command(&["SCRIPT", "FLUSH"]).contains("OK"));
+    let r = chat(&replicas[0], "hi").await;
+    r.assert_error(429, Some("rate_limit_exceeded"));
+    assert_eq!(
+        metric(&replicas[0], "scira2api_ratelimit_unshared_total").await,
+        0.0
+    );
+    assert_eq!(
+        metric(&replicas[0], "scira2api_redis_errors_total").await,
+        0.0
+    );
+}
+
+#[actix_rt::test]
+async fn an_answer_cached_by_one_replica_is_served_by_another() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockServer::start().unwrap();
+    let on = [("CACHE_ENABLED", "true"), ("RATE_LIMIT_ENABLED", "false")];
+    let (a, b) = (replica(&mock, &redis, &on), replica(&mock, &redis, &on));
+    let first = chat(&a, "cache me").await;
+    assert_eq!(first.header("x-cache").as_deref(), Some("MISS"));
+    let second = chat(&b, "cache me").await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_eq!(second.header("x-cache").as_deref(), Some("HIT"));
+    assert_eq!(
+        second.json()["choices"][0]["message"]["content"],
+        first.json()["choices"][0]["message"]["content"]
+    );
+    assert_eq!(
+        chat_requests(&mock),
+        1,
+        "one upstream call for both replicas"
+    );
+    let keys = redis.command(&["KEYS", "scira2api:cache:*"]);
+    assert!(keys.starts_with("*1"), "{keys}");
+}
+
+#[actix_rt::test]
+async fn a_stopped_redis_fails_as_configured_and_never_holds_a_request() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockServer::start().unwrap();
+    let burst = ("BURST", "2");
+    let open = replica(&mock, &redis, &[burst, ("RATE_LIMIT_FAIL_MODE", "open")]);
+    let closed = replica(&mock, &redis, &[burst, ("RATE_LIMIT_FAIL_MODE", "closed")]);
+    let local = replica(&mock, &redis, &[burst, ("RATE_LIMIT_FAIL_MODE", "local")]);
+    // The shared bucket of 2 is spent while Redis is up.
+    assert_eq!(chat(&open, "a").await.status, 200);
+    assert_eq!(chat(&closed, "a").await.status, 200);
+    assert_eq!(chat(&local, "a").await.status, 429);
+    redis.stop();
+    let slowest = std::cell::Cell::new(Duration::ZERO);
+    let timed = async |gw: &Gateway| {
+        let started = Instant::now();
+        let r = chat(gw, "b").await;
+        slowest.set(slowest.get().max(started.elapsed()));
+        r
+    };
+    for _ in 0..5 {
+        let r = timed(&open).await;
+        assert_eq!(r.status, 200, "open lets requests through: {}", r.text());
+    }
+    for _ in 0..5 {
+        let r = timed(&closed).await;
+        let e = r.assert_error(503, Some("rate_limiter_unavailable"));
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("RATE_LIMIT_FAIL_MODE")
+        );
+        assert!(r.header("retry-after").is_some());
+    }
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(timed(&local).await.status);
+        }
+        v
+    };
+    assert_eq!(
+        statuses,
+        [200, 200, 429, 429],
+        "local: this replica's own bucket"
+    );
+    let slowest = slowest.get();
+    assert!(
+        slowest < Duration::from_millis(800),
+        "a request waited {slowest:?} on a stopped Redis"
+    );
+    for gw in [&open, &closed, &local] {
+        let h = get(gw, "/health").await.json();
+        assert_eq!(h["redis"]["state"], "down", "{h}");
+        assert_eq!(h["status"], "ok", "{h}");
+        let unshared = metric(gw, "scira2api_ratelimit_unshared_total").await;
+        assert!(unshared >= 4.0, "{unshared}: {}", metrics(gw).await);
+        assert_eq!(metric(gw, "scira2api_redis_up").await, 0.0);
+    }
+    assert!(open.log().contains("Redis fails"), "the change is logged");
+    // Redis comes back (empty: a full bucket again): the replicas use it again by themselves.
+    redis.spawn();
+    let back = {
+        let mut ok = false;
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end && !ok {
+            let h = get(&closed, "/health").await.json();
+            ok = h["redis"]["state"] == "up";
+            if !ok {
+                let _ = chat(&closed, "c").await;
+                actix_rt::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        ok
+    };
+    assert!(
+        back,
+        "the replica did not use Redis again: {}",
+        closed.log()
+    );
+    assert!(closed.log().contains("Redis answers again"));
+    let _: Value = get(&closed, "/health").await.json();
+}
