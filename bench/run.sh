@@ -39,6 +39,7 @@ fi
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -59,6 +60,8 @@ GW=127.0.0.1:19101
 GW_CACHE=127.0.0.1:19102
 NGINX=127.0.0.1:19103
 LITE=127.0.0.1:19104
+REDIS=127.0.0.1:19105
+GW_REDIS=127.0.0.1:19106
 
 pids=()
 cleanup() {
@@ -92,6 +95,13 @@ gateway() { # addr, extra env...
 gateway "$GW" CACHE_ENABLED=false
 GW_PID=${pids[-1]}
 gateway "$GW_CACHE" CACHE_ENABLED=true
+# The same gateway with its rate limits in Redis (one script call per request), beside the
+# in-memory one: what sharing limits across replicas costs.
+$LOAD_CPU redis-server --bind "${REDIS%:*}" --port "${REDIS#*:}" --save "" --appendonly no > "$OUT/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$REDIS"
+gateway "$GW_REDIS" CACHE_ENABLED=false REDIS_URL="redis://$REDIS" REDIS_TIMEOUT=1s
+GW_REDIS_PID=${pids[-1]}
 
 NGINX_BIN=/usr/sbin/nginx
 mkdir -p "$OUT/nginx"
@@ -151,10 +161,12 @@ url_of() {
     nginx) echo "http://$NGINX" ;;
     gateway) echo "http://$GW" ;;
     gateway_cache) echo "http://$GW_CACHE" ;;
+    gateway_redis) echo "http://$GW_REDIS" ;;
     litellm) echo "http://$LITE" ;;
   esac
 }
-model_of() { case "$1" in gateway|gateway_cache) echo gpt-4o ;; litellm) echo openai/mock-gpt ;; *) echo mock-gpt ;; esac; }
+pid_of() { if [ "$1" = gateway_redis ]; then echo "$GW_REDIS_PID"; else echo "$GW_PID"; fi; }
+model_of() { case "$1" in gateway|gateway_cache|gateway_redis) echo gpt-4o ;; litellm) echo openai/mock-gpt ;; *) echo mock-gpt ;; esac; }
 
 # Resident memory of a process in KiB (read without forking: it is sampled during the load).
 rss_kb() {
@@ -186,15 +198,16 @@ RSS_IDLE=$(rss_kb "$GW_PID")
 RSS_PEAK=$RSS_IDLE
 for c in $CONCURRENCY; do
   for round in $(seq 1 "$ROUNDS"); do
-    for path in $PATHS gateway_cache; do
+    for path in $PATHS gateway_cache gateway_redis; do
       [ "$path" = gateway_cache ] && [ "$c" != 16 ] && continue
+      [ "$path" = gateway_redis ] && [ "$c" != 16 ] && continue
       [ "$path" = direct_again ] && [ "$c" != 1 ] && continue
       [ "$path" = litellm ] && kill -CONT "$LITE_PID"
       body="{\"model\":\"$(model_of "$path")\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello to the benchmark.\"}]}"
       # One warm-up request fills the cache and opens pooled connections.
       curl -fs -o /dev/null -H 'content-type: application/json' -H 'authorization: Bearer bench' \
         -d "$body" "$(url_of "$path")/v1/chat/completions" || true
-      t0=$(cpu_ticks "$GW_PID")
+      t0=$(cpu_ticks "$(pid_of "$path")")
       BODY=$body $LOAD_CPU wrk -t1 -c"$c" -d"$DURATION" -s "$OUT/post.lua" \
         "$(url_of "$path")/v1/chat/completions" > "$OUT/wrk-$path-$c-$round.txt" &
       wrk_pid=$!
@@ -205,7 +218,7 @@ for c in $CONCURRENCY; do
         sleep 0.2
       done
       wait "$wrk_pid"
-      t1=$(cpu_ticks "$GW_PID")
+      t1=$(cpu_ticks "$(pid_of "$path")")
       [ "$path" = litellm ] && kill -STOP "$LITE_PID"
       tail -n 1 "$OUT/wrk-$path-$c-$round.txt" \
         | sed "s/^{/{\"path\":\"$path\",\"concurrency\":$c,\"round\":$round,\"gateway_cpu_ticks\":$(( t1 - t0 )),\"clk_tck\":$TCK,/" \
@@ -253,7 +266,7 @@ wait "$hold_pid"
 python3 - "$OUT" "$RSS_IDLE" "$RSS_PEAK" "$RSS_AFTER" "$RSS_STREAMS" "$HOLD" "$PINNING" "$SMOKE" <<'EOF'
 import json, sys, platform, subprocess, datetime, statistics
 out, rss_idle, rss_peak, rss_after, rss_streams, hold, pinning, smoke = sys.argv[1:9]
-order = ["direct", "nginx", "gateway", "litellm", "direct_again", "gateway_cache"]
+order = ["direct", "nginx", "gateway", "litellm", "direct_again", "gateway_cache", "gateway_redis"]
 
 def rounds(rows, key, median, total):
     """One row per key: the median round for `median` fields, sums for `total` fields."""
@@ -307,6 +320,13 @@ for c in concs:
         res["ratios"][f"added_p99_us_c{c}"] = g["p99_us"] - d["p99_us"]
     if g and g["requests"]:
         res["ratios"][f"gateway_cpu_s_per_10k_c{c}"] = round(g["gateway_cpu_ticks"] / g["clk_tck"] / g["requests"] * 10000, 3)
+# Rate limits in Redis versus in memory (the same gateway otherwise), at c=16.
+g, rd = by.get(("gateway", 16)), by.get(("gateway_redis", 16))
+if g and rd and g["rps"] > 0 and rd["requests"]:
+    res["ratios"]["rps_redis_limits_over_memory_c16"] = round(rd["rps"] / g["rps"], 3)
+    res["ratios"]["redis_limits_added_p50_us_c16"] = rd["p50_us"] - g["p50_us"]
+    res["ratios"]["redis_limits_added_p99_us_c16"] = rd["p99_us"] - g["p99_us"]
+    res["ratios"]["gateway_redis_cpu_s_per_10k_c16"] = round(rd["gateway_cpu_ticks"] / rd["clk_tck"] / rd["requests"] * 10000, 3)
 def stream_added(name, rows, a, b, fields=("ttft_us", "delivery_us")):
     """`name_<field>_<pct>_us` = path a minus path b, for each stream field and percentile."""
     if a in rows and b in rows:
