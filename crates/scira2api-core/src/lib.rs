@@ -53,7 +53,7 @@ pub use scira2api_translate::messages::PING as MESSAGES_PING;
 pub use scira2api_types::{ChatRequest, Error};
 pub use scira2api_upstream::UpstreamSettings;
 pub use scira2api_upstream::{
-    AnthropicHeaders, ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig,
+    AnthropicHeaders, Bounded, Bounds, ChatReply, FrameStream, ProviderKind, SciraBody, SciraConfig,
 };
 pub use sections::{AuthSettings, ServerSettings};
 pub use settings::{mask_url, parse_duration};

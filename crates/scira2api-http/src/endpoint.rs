@@ -5,8 +5,7 @@
 
 use crate::conn::ConnWatch;
 use crate::routes::{
-    X_CACHE, X_OVERHEAD, X_PROVIDER, X_USAGE_SOURCE, cache_control, check_content_type,
-    client_gone_response, read_body, stream_headers,
+    X_OVERHEAD, cache_control, check_content_type, client_gone_response, read_body, stream_headers,
 };
 use crate::sse::SseBody;
 use actix_web::HttpMessage;
@@ -143,14 +142,13 @@ pub(crate) async fn answer(
         }
     };
     let mut resp = HttpResponse::Ok();
-    resp.insert_header((X_CACHE, HeaderValue::from_static(outcome.cache.as_str())));
-    if let Ok(v) = HeaderValue::from_str(&outcome.provider) {
-        resp.insert_header((X_PROVIDER, v));
-    }
+    crate::routes::answer_headers(
+        &mut resp,
+        outcome.cache,
+        &outcome.provider,
+        outcome.usage_source,
+    );
     crate::routes::dropped_params_header(&mut resp, &outcome.dropped);
-    if let Some(source) = outcome.usage_source {
-        resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
-    }
     if let Some(o) = &observation {
         let overhead = o.start().elapsed().saturating_sub(outcome.upstream_time);
         let us = overhead.as_micros();

@@ -9,18 +9,15 @@
 use crate::conn::ConnWatch;
 use crate::endpoint::{CallContext, json_body};
 use crate::error::ApiError;
-use crate::routes::{X_CACHE, X_PROVIDER, X_USAGE_SOURCE, stream_headers};
+use crate::routes::{X_PROVIDER, answer_headers, declared_length, stream_headers};
 use crate::sse::SseBody;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::Bytes;
-use futures_util::Stream;
-use scira2api_core::{Forwarded, Gateway, JsonEndpoint, StreamedOutcome, UploadEndpoint};
+use scira2api_core::{
+    Bounded, Bounds, Forwarded, Gateway, JsonEndpoint, StreamedOutcome, UploadEndpoint,
+};
 use scira2api_types::Error;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 async fn json_endpoint(
@@ -33,13 +30,12 @@ async fn json_endpoint(
     let cx = CallContext::of(&req);
     let outcome = gw.forward(endpoint, body, cx.chat()).await?;
     let mut resp = HttpResponse::Ok();
-    resp.insert_header((X_CACHE, HeaderValue::from_static(outcome.cache.as_str())));
-    if let Ok(v) = HeaderValue::from_str(&outcome.provider) {
-        resp.insert_header((X_PROVIDER, v));
-    }
-    if let Some(source) = outcome.usage_source {
-        resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
-    }
+    answer_headers(
+        &mut resp,
+        outcome.cache,
+        &outcome.provider,
+        outcome.usage_source,
+    );
     Ok(match outcome.reply {
         Forwarded::Json(body) => resp
             .insert_header((
@@ -110,82 +106,49 @@ pub async fn speech(
     json_endpoint(JsonEndpoint::Speech, gw, req, payload).await
 }
 
-/// A request body streamed on as it arrives: at most `limit` bytes (413 after), and no silence
-/// longer than `BODY_READ_TIMEOUT` between chunks (408).
-struct UploadBody {
-    payload: web::Payload,
-    left: usize,
+/// The errors of a client's upload streamed on: 413 over `MAX_UPLOAD_BYTES`, 408 after a pause
+/// longer than `BODY_READ_TIMEOUT`.
+struct Upload {
     limit: usize,
-    idle: Duration,
-    sleep: Pin<Box<actix_rt::time::Sleep>>,
-    done: bool,
 }
 
-impl UploadBody {
-    fn new(req: &HttpRequest, payload: web::Payload, gw: &Gateway) -> Result<UploadBody, Error> {
-        let server = &gw.state().config().server;
-        let limit = server.max_upload_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(Error::PayloadTooLarge { limit });
-        }
-        Ok(UploadBody {
-            payload,
-            left: limit,
-            limit,
-            idle: server.body_read_timeout,
-            sleep: Box::pin(actix_rt::time::sleep(server.body_read_timeout)),
-            done: false,
-        })
+impl Bounds for Upload {
+    fn too_large(&self) -> Error {
+        Error::PayloadTooLarge { limit: self.limit }
+    }
+
+    fn broken(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::invalid(format!("could not read the request body: {e}"), None)
+    }
+
+    fn silent(&self, idle: Duration) -> Error {
+        Error::RequestTimeout(format!(
+            "The upload paused for more than {}s (BODY_READ_TIMEOUT).",
+            idle.as_secs_f64()
+        ))
     }
 }
 
-impl Stream for UploadBody {
-    type Item = Result<Bytes, Error>;
+/// The request body streamed on as it arrives, within `MAX_UPLOAD_BYTES` (a declared
+/// `Content-Length` over it is refused at once) and `BODY_READ_TIMEOUT` between chunks.
+type UploadBody = Bounded<web::Payload, Upload>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.payload).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                let deadline = actix_rt::time::Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
-                if chunk.len() > this.left {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(Error::PayloadTooLarge { limit: this.limit })));
-                }
-                this.left -= chunk.len();
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.done = true;
-                Poll::Ready(Some(Err(Error::invalid(
-                    format!("could not read the request body: {e}"),
-                    None,
-                ))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                this.done = true;
-                Poll::Ready(Some(Err(Error::RequestTimeout(format!(
-                    "The upload paused for more than {}s (BODY_READ_TIMEOUT).",
-                    this.idle.as_secs_f64()
-                )))))
-            }
-        }
+fn upload_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    gw: &Gateway,
+) -> Result<UploadBody, Error> {
+    let server = &gw.state().config().server;
+    let limit = server.max_upload_bytes;
+    if declared_length(req).is_some_and(|n| n > limit) {
+        return Err(Error::PayloadTooLarge { limit });
     }
+    Ok(Bounded::new(
+        payload,
+        server.body_read_timeout,
+        Some(limit),
+        Upload { limit },
+    ))
 }
 
 /// A streamed answer with the upstream's status and content type.
@@ -217,7 +180,7 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body = UploadBody::new(&req, payload, &gw)?;
+    let body = upload_body(&req, payload, &gw)?;
     let limit = gw.state().config().server.max_upload_bytes;
     let cx = CallContext::of(&req);
     let outcome = gw
@@ -271,14 +234,10 @@ pub async fn files(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let headers = req.headers();
-    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|n| n.trim() != "0");
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || declared_length(&req).is_some_and(|n| n > 0);
     let body = if has_body {
-        Some(UploadBody::new(&req, payload, &gw)?)
+        Some(upload_body(&req, payload, &gw)?)
     } else {
         None
     };

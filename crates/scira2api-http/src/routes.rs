@@ -10,7 +10,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use scira2api_core::{
-    CacheControl, ChatContext, ChatOutcome, ChatReply, ChatRequest, Gateway, Observation,
+    CacheControl, CacheStatus, ChatContext, ChatOutcome, ChatReply, ChatRequest, Gateway,
+    Observation, UsageSource,
 };
 use scira2api_types::Error;
 use serde_json::json;
@@ -97,16 +98,20 @@ pub(crate) async fn read_body(
     }
 }
 
+/// The request's `Content-Length`, when it declares a valid one.
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 async fn read_body_within(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<bytes::Bytes, Error> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(req);
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::PayloadTooLarge { limit });
     }
@@ -169,6 +174,23 @@ pub(crate) fn cache_control(req: &HttpRequest) -> CacheControl {
         CacheControl::NoCache
     } else {
         CacheControl::Default
+    }
+}
+
+/// `x-cache`, `x-gateway-provider` and, when known, `x-usage-source` of an answer (chat,
+/// Responses, Messages and the other OpenAI endpoints alike).
+pub(crate) fn answer_headers(
+    resp: &mut actix_web::HttpResponseBuilder,
+    cache: CacheStatus,
+    provider: &str,
+    usage: Option<UsageSource>,
+) {
+    resp.insert_header((X_CACHE, HeaderValue::from_static(cache.as_str())));
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        resp.insert_header((X_PROVIDER, v));
+    }
+    if let Some(source) = usage {
+        resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
     }
 }
 
@@ -292,10 +314,12 @@ pub async fn chat(
         }
     };
     let mut resp = HttpResponse::Ok();
-    resp.insert_header((X_CACHE, HeaderValue::from_static(outcome.cache.as_str())));
-    if let Ok(v) = HeaderValue::from_str(&outcome.provider) {
-        resp.insert_header((X_PROVIDER, v));
-    }
+    answer_headers(
+        &mut resp,
+        outcome.cache,
+        &outcome.provider,
+        outcome.usage.map(|(_, s)| s),
+    );
     if let Some(o) = &observation {
         let overhead = o.start().elapsed().saturating_sub(outcome.upstream_time);
         gw.state()
@@ -306,9 +330,6 @@ pub async fn chat(
         if let Ok(v) = HeaderValue::try_from(format!("{}.{:03}", us / 1000, us % 1000)) {
             resp.insert_header((X_OVERHEAD, v));
         }
-    }
-    if let Some((_, source)) = outcome.usage {
-        resp.insert_header((X_USAGE_SOURCE, HeaderValue::from_static(source.as_str())));
     }
     dropped_params_header(&mut resp, &outcome.dropped);
     match outcome.reply {

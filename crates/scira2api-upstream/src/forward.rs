@@ -12,6 +12,7 @@
 //!
 //! [`ProviderKind::serves_openai_endpoints`]: crate::ProviderKind::serves_openai_endpoints
 
+use crate::bounded::{Bounded, Bounds};
 use crate::client::Upstream;
 use crate::errors::{map_openai_error, send_error};
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
@@ -23,9 +24,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use scira2api_types::{Error, RawObject, json_string};
 use std::cell::Cell;
-use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// A body streamed as it arrives, ending with an `Err` item when it breaks off.
@@ -68,63 +67,29 @@ pub enum Answer {
     Binary,
 }
 
-/// A response body streamed through within an idle timeout and a size bound.
+/// The errors of an upstream answer streamed through: the upstream's failures (502, 504).
 struct Passthrough {
-    body: Pin<Box<awc::ClientResponse>>,
-    idle: Duration,
-    sleep: Pin<Box<actix_rt::time::Sleep>>,
-    left: Option<usize>,
     host: String,
-    done: bool,
 }
 
-impl Stream for Passthrough {
-    type Item = Result<Bytes, Error>;
+impl Bounds for Passthrough {
+    fn too_large(&self) -> Error {
+        Error::upstream(format!(
+            "the answer from {} is larger than MAX_BODY_BYTES",
+            self.host
+        ))
+    }
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match this.body.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                let deadline = actix_rt::time::Instant::now() + this.idle;
-                this.sleep.as_mut().reset(deadline);
-                if let Some(left) = &mut this.left {
-                    if chunk.len() > *left {
-                        this.done = true;
-                        return Poll::Ready(Some(Err(Error::upstream(format!(
-                            "the answer from {} is larger than MAX_BODY_BYTES",
-                            this.host
-                        )))));
-                    }
-                    *left -= chunk.len();
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.done = true;
-                Poll::Ready(Some(Err(Error::upstream(format!(
-                    "the answer from {} broke off: {e}",
-                    this.host
-                )))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                this.done = true;
-                Poll::Ready(Some(Err(Error::UpstreamTimeout(format!(
-                    "{} sent nothing for {} (CLIENT_TIMEOUT); the answer is incomplete",
-                    this.host,
-                    humantime_short(this.idle)
-                )))))
-            }
-        }
+    fn broken(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::upstream(format!("the answer from {} broke off: {e}", self.host))
+    }
+
+    fn silent(&self, idle: Duration) -> Error {
+        Error::UpstreamTimeout(format!(
+            "{} sent nothing for {} (CLIENT_TIMEOUT); the answer is incomplete",
+            self.host,
+            humantime_short(idle)
+        ))
     }
 }
 
@@ -132,15 +97,13 @@ impl Upstream {
     /// `resp`'s body streamed within `CLIENT_TIMEOUT` between chunks, and at most `limit` bytes
     /// (none for a download that is never held, only passed on).
     fn passthrough(&self, resp: awc::ClientResponse, limit: Option<usize>) -> ByteStream {
-        let s = self.config().settings();
-        Box::pin(Passthrough {
-            body: Box::pin(resp),
-            idle: s.client_timeout,
-            sleep: Box::pin(actix_rt::time::sleep(s.client_timeout)),
-            left: limit,
-            host: self.config().host().to_owned(),
-            done: false,
-        })
+        let host = self.config().host().to_owned();
+        Box::pin(Bounded::new(
+            Box::pin(resp),
+            self.config().settings().client_timeout,
+            limit,
+            Passthrough { host },
+        ))
     }
 
     /// Sends a JSON endpoint's body (`path` under `/v1`, e.g. `embeddings`) for

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 mod anthropic;
+mod bounded;
 mod client;
 mod config;
 mod connect;
@@ -30,6 +31,7 @@ mod scira_api;
 mod stream;
 
 pub use anthropic::{ANTHROPIC_VERSION, AnthropicHeaders};
+pub use bounded::{Bounded, Bounds};
 pub use client::Upstream;
 pub use config::{
     PoolConfig, ProviderKind, UpstreamConfig, UpstreamSettings, UpstreamStats, load_ca_file,
