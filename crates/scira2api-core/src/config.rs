@@ -96,6 +96,7 @@ impl Config {
             auth: AuthSettings {
                 api_keys: raw.list("APIKEY"),
                 public_paths: raw.str_list("PUBLIC_PATHS"),
+                admin_key: raw.str("ADMIN_KEY"),
             },
             server,
             cache: read_cache(&raw)?,
@@ -162,6 +163,8 @@ fn read_server(raw: &Raw) -> Result<ServerSettings, ConfigError> {
         heartbeat_interval: raw.duration("HEARTBEAT_INTERVAL", d.heartbeat_interval)?,
         log_level,
         log_bodies: raw.bool("LOG_BODIES", d.log_bodies)?,
+        status_interval: raw.duration("STATUS_SAMPLE_INTERVAL", d.status_interval)?,
+        status_history: raw.duration("STATUS_HISTORY", d.status_history)?,
     })
 }
 
@@ -416,7 +419,7 @@ impl fmt::Display for Config {
         let (s, u, c, l) = (&self.server, &self.upstream, &self.cache, &self.limiter);
         write!(
             f,
-            "listen={}:{} workers={} provider={} base_url={} apikey={} upstream_api_key={} client_timeout={} \
+            "listen={}:{} workers={} provider={} base_url={} apikey={} admin_key={} upstream_api_key={} client_timeout={} \
              connect_timeout={} retry={} proxy={} cache={} model_cache_ttl={} \
              resp_cache_ttl={} conn_pool={} max_conns_per_host={} rate_limit={} requests_per_second={} \
              burst={} model_mappings={} max_body_bytes={} max_upload_bytes={} body_read_timeout={} max_connections={} shutdown_timeout={} heartbeat={} log_level={} redis={} redis_timeout={} redis_key_prefix={} rate_limit_fail_mode={}",
@@ -426,6 +429,11 @@ impl fmt::Display for Config {
             u.provider.as_str(),
             settings::mask_str(&u.base_url),
             count(self.auth.api_keys.len(), "key"),
+            if self.auth.admin_key.is_some() {
+                "set"
+            } else {
+                "none"
+            },
             count(u.api_keys.len(), "key"),
             d(u.client_timeout),
             d(u.connect_timeout),

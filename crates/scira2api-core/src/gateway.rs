@@ -109,6 +109,7 @@ pub struct GatewayState {
     /// instances whose kind has one), with its fetch gate.
     model_lists: Vec<(TtlCell<Vec<ModelEntry>>, FetchGate)>,
     metrics: Metrics,
+    history: crate::history::History,
     shutdown: tokio::sync::watch::Sender<bool>,
     activity: Arc<crate::Activity>,
     model_tokens: Mutex<HashMap<String, TokenCounters>>,
@@ -180,7 +181,12 @@ impl GatewayState {
         let responses = config.cache.memory_responses();
         let mut catalog = catalog;
         catalog.add_groups(inst.router.groups().iter().map(|g| g.name.clone()));
-        Arc::new(GatewayState {
+        let history = crate::history::History::new(
+            config.server.status_interval,
+            config.server.status_history,
+        );
+        let state = Arc::new(GatewayState {
+            history,
             model_lists: (0..inst.upstreams.len())
                 .map(|_| (TtlCell::new(config.cache.model_ttl), FetchGate::default()))
                 .collect(),
@@ -203,7 +209,20 @@ impl GatewayState {
             shared,
             started: Instant::now(),
             start_unix,
-        })
+        });
+        crate::history::start(&state);
+        state
+    }
+
+    /// The status page's recent past.
+    pub fn history(&self) -> &crate::history::History {
+        &self.history
+    }
+
+    /// Adds the history sample of the interval that ends now (the sampling thread calls it).
+    pub fn sample_history(&self) {
+        self.history
+            .record(Instant::now(), self.metrics.totals(self));
     }
 
     /// The shared store (Redis), when `REDIS_URL` is set.

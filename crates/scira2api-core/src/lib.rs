@@ -17,6 +17,7 @@ mod config;
 pub mod config_file;
 mod endpoints;
 mod gateway;
+pub mod history;
 mod instances;
 mod messages;
 pub mod metrics;

@@ -338,6 +338,139 @@ impl Metrics {
         Value::Array(out)
     }
 
+    /// One reading of the cumulative counters the status history is made from: API routes
+    /// (`/v1/...`) only, so that the page's own polling and health checks are not counted.
+    pub fn totals(&self, state: &GatewayState) -> crate::history::Totals {
+        self.refresh(state);
+        let api = |route: &str| route.starts_with("/v1/");
+        let mut t = crate::history::Totals::default();
+        for m in self.requests.collect().iter().flat_map(|f| f.get_metric()) {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map_or("", |l| l.value())
+            };
+            if !api(label("route")) {
+                continue;
+            }
+            let v = m.get_counter().get_value();
+            t.requests += v;
+            match label("status").as_bytes().first() {
+                Some(b'4') => t.client_errors += v,
+                Some(b'5') => t.server_errors += v,
+                _ => {}
+            }
+        }
+        let mut buckets: Vec<(f64, f64)> = Vec::new();
+        for m in self.duration.collect().iter().flat_map(|f| f.get_metric()) {
+            if !m
+                .get_label()
+                .iter()
+                .any(|l| l.name() == "route" && api(l.value()))
+            {
+                continue;
+            }
+            let h = m.get_histogram();
+            t.duration_count += h.get_sample_count() as f64;
+            for (i, b) in h.get_bucket().iter().enumerate() {
+                match buckets.get_mut(i) {
+                    Some(slot) => slot.1 += b.cumulative_count() as f64,
+                    None => buckets.push((b.upper_bound(), b.cumulative_count() as f64)),
+                }
+            }
+        }
+        // The implicit +Inf bucket holds every sample.
+        buckets.push((f64::INFINITY, t.duration_count));
+        t.duration_buckets = buckets;
+        t.limited = self.limiter_limited.get() as f64;
+        t.cache_hits = self.cache_hits.get() as f64;
+        t.cache_misses = self.cache_misses.get() as f64;
+        t.tokens = self
+            .tokens
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value())
+            .sum();
+        t.streams_active = self.streams_active.get();
+        t.in_flight = self.in_flight.get();
+        t.rss_bytes = rss_bytes().unwrap_or(0);
+        t.cpu_seconds = cpu_seconds().unwrap_or(0.0);
+        t
+    }
+
+    /// Each provider instance: kind, host (never its userinfo), state (resting when every
+    /// deployment it serves rests, probing when one probes), with the requests, failures and
+    /// average latency of its deployments (or of the whole gateway when it is the only
+    /// instance and there are no model groups).
+    pub fn providers_json(state: &GatewayState) -> Value {
+        use scira2api_models::HealthState;
+        let now = std::time::Instant::now();
+        let groups = state.router().groups();
+        let only = state.instances().count() == 1 && groups.is_empty();
+        let providers = state.instances().map(|(name, upstream)| {
+            let deps: Vec<_> = groups
+                .iter()
+                .flat_map(|g| g.deployments.iter())
+                .filter(|d| d.instance_name == name)
+                .collect();
+            let states: Vec<HealthState> = deps.iter().map(|d| d.state(now)).collect();
+            let resting =
+                !states.is_empty() && states.iter().all(|s| matches!(s, HealthState::Resting(_)));
+            let (state_word, rest) = if resting {
+                let left = states
+                    .iter()
+                    .filter_map(|s| match s {
+                        HealthState::Resting(d) => Some(d.as_secs_f64()),
+                        _ => None,
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                ("resting", left)
+            } else if states.iter().any(|s| matches!(s, HealthState::Probing)) {
+                ("probing", 0.0)
+            } else {
+                ("healthy", 0.0)
+            };
+            let requests = upstream.stats().requests.load(Ordering::Relaxed);
+            let (failures, latency) = if !deps.is_empty() {
+                let sum = |f: fn(&scira2api_models::Deployment) -> u64| -> u64 {
+                    deps.iter().map(|d| f(d)).sum()
+                };
+                let timed = sum(|d| d.timed.load(Ordering::Relaxed));
+                let micros = sum(|d| d.latency_micros.load(Ordering::Relaxed));
+                (
+                    json!(sum(|d| d.failures.load(Ordering::Relaxed))),
+                    json!(if timed == 0 {
+                        0.0
+                    } else {
+                        micros as f64 / timed as f64 / 1000.0
+                    }),
+                )
+            } else if only {
+                (
+                    json!(upstream_errors(state)),
+                    json!(upstream_mean_ms(state)),
+                )
+            } else {
+                (Value::Null, Value::Null)
+            };
+            json!({
+                "name": name,
+                "kind": upstream.settings().provider.as_str(),
+                "host": upstream.host(),
+                "state": state_word,
+                "resting_for_s": rest,
+                "requests": requests,
+                "failures": failures,
+                "latency_ms_avg": latency,
+                "in_flight": deps.iter().map(|d| d.in_flight()).sum::<usize>(),
+                "deployments": deps.len(),
+            })
+        });
+        Value::Array(providers.collect())
+    }
+
     /// The JSON view of `/metrics`.
     pub fn json(&self, state: &GatewayState) -> Value {
         self.refresh(state);
@@ -529,8 +662,42 @@ fn cpu_seconds() -> Option<f64> {
     None
 }
 
+/// Resident memory of this process, bytes.
+#[cfg(target_os = "linux")]
+fn rss_bytes() -> Option<u64> {
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    Some(stat.rss * procfs::page_size())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rss_bytes() -> Option<u64> {
+    None
+}
+
+/// Upstream failures of the whole gateway (what a lone instance has failed).
+fn upstream_errors(state: &GatewayState) -> u64 {
+    let m = state.metrics();
+    m.upstream_errors
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+/// Mean upstream time of the whole gateway, milliseconds (what a lone instance took).
+fn upstream_mean_ms(state: &GatewayState) -> f64 {
+    let h = &state.metrics().upstream_time;
+    let n = h.get_sample_count();
+    if n == 0 {
+        0.0
+    } else {
+        h.get_sample_sum() / n as f64 * 1000.0
+    }
+}
+
 /// The `p` quantile from cumulative histogram buckets, interpolated linearly inside a bucket.
-fn quantile(bounds: &[(f64, f64)], count: u64, p: f64) -> f64 {
+pub(crate) fn quantile(bounds: &[(f64, f64)], count: u64, p: f64) -> f64 {
     if count == 0 {
         return 0.0;
     }

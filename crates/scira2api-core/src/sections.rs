@@ -38,6 +38,11 @@ pub struct ServerSettings {
     pub log_level: String,
     /// Log request bodies (prompts) at debug level.
     pub log_bodies: bool,
+    /// How often the status page's history takes a sample (`STATUS_SAMPLE_INTERVAL`).
+    pub status_interval: Duration,
+    /// How far back the status page's history reaches (`STATUS_HISTORY`): with the interval,
+    /// the fixed number of samples kept.
+    pub status_history: Duration,
 }
 
 impl Default for ServerSettings {
@@ -55,6 +60,8 @@ impl Default for ServerSettings {
             heartbeat_interval: Duration::from_secs(15),
             log_level: "info".to_owned(),
             log_bodies: false,
+            status_interval: Duration::from_secs(5),
+            status_history: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -67,6 +74,9 @@ pub struct AuthSettings {
     /// Paths reachable without a key (exact, or a prefix for an entry ending in `/*`); `None`:
     /// the HTTP layer's route table decides (`/health`, `/v1/models`, `/v1/models/*`).
     pub public_paths: Option<Vec<String>>,
+    /// The operator's key (`ADMIN_KEY`): when set, the status page's data and the metrics need
+    /// it, and only it (client keys do not open them). Secret.
+    pub admin_key: Option<String>,
 }
 
 /// Shows how many keys there are, never the keys.
@@ -75,6 +85,7 @@ impl std::fmt::Debug for AuthSettings {
         f.debug_struct("AuthSettings")
             .field("api_keys", &self.api_keys.len())
             .field("public_paths", &self.public_paths)
+            .field("admin_key", &self.admin_key.is_some())
             .finish()
     }
 }

@@ -99,8 +99,31 @@ pub async fn require_key(
             .map(ServiceResponse::map_into_left_body);
     };
     let config = gw.state().config();
+    if let Some(admin) = config.auth.admin_key.as_deref() {
+        if crate::route_table::find(req.path()).is_some_and(|r| r.admin)
+            && req.method() != Method::OPTIONS
+        {
+            // The operator's routes take the admin key and nothing else, whatever
+            // `PUBLIC_PATHS` and `APIKEY` say.
+            let given = client_key(req.headers());
+            if given.is_some_and(|k| bool::from(admin.as_bytes().ct_eq(k))) {
+                return next
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body);
+            }
+            let err = Error::InvalidApiKey(if given.is_none() {
+                "This path needs the admin key (ADMIN_KEY). Send it as `Authorization: Bearer <key>`."
+            } else {
+                "Incorrect admin key provided."
+            });
+            let resp = error_for(req.path(), &err);
+            return Ok(req.into_response(resp).map_into_right_body());
+        }
+    }
     if config.auth.api_keys.is_empty()
         || req.method() == Method::OPTIONS
+        || req.path() == crate::route_table::STATUS_PAGE
         || is_public(config.auth.public_paths.as_deref(), req.path())
     {
         return next

@@ -31,6 +31,7 @@ mod responses;
 pub mod route_table;
 mod routes;
 mod sse;
+mod status;
 
 pub use auth::key_matches;
 pub use conn::{ConnWatch, on_connect};

@@ -29,12 +29,19 @@ pub struct RouteSpec {
     pub public: bool,
     /// Counted against the client's rate limit.
     pub limited: bool,
+    /// The operator's: when `ADMIN_KEY` is set, it needs that key (and no other).
+    pub admin: bool,
     /// Whose wire format it answers in.
     pub family: Family,
 }
 
 /// The chat route (the hot one, first: the router tries resources in order).
 pub const CHAT: &str = scira2api_core::metrics::CHAT_ROUTE;
+
+/// The status page: a static shell holding no data (it asks for the key and reads the
+/// metrics, which are `admin`), so it is served without a key whatever `PUBLIC_PATHS` says —
+/// as a login page is.
+pub const STATUS_PAGE: &str = "/status";
 
 /// Every route, the hot one first.
 pub const ROUTES: &[RouteSpec] = &[
@@ -45,6 +52,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(routes::chat)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -54,6 +62,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::responses::create)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     // Before `/v1/responses/{id}`: the first matching entry labels a path.
@@ -64,6 +73,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::responses::input_tokens)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -76,6 +86,7 @@ pub const ROUTES: &[RouteSpec] = &[
         },
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -85,6 +96,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::messages::create)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::Anthropic,
     },
     RouteSpec {
@@ -94,6 +106,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::messages::count_tokens)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::Anthropic,
     },
     RouteSpec {
@@ -103,6 +116,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::embeddings)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -112,6 +126,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::completions)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -121,6 +136,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::moderations)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -130,6 +146,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::image_generations)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -139,6 +156,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::speech)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -148,6 +166,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::transcriptions)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -157,6 +176,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::translations)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -166,6 +186,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::image_edits)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -178,6 +199,7 @@ pub const ROUTES: &[RouteSpec] = &[
         },
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -187,6 +209,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(crate::forward::files)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -199,6 +222,7 @@ pub const ROUTES: &[RouteSpec] = &[
         },
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -211,6 +235,7 @@ pub const ROUTES: &[RouteSpec] = &[
         },
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -220,6 +245,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::post().to(crate::forward::files)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -229,6 +255,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(crate::forward::files)),
         public: false,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -238,6 +265,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::health)),
         public: true,
         limited: false,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -247,6 +275,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::metrics)),
         public: false,
         limited: false,
+        admin: true,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -256,6 +285,18 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::prometheus)),
         public: false,
         limited: false,
+        admin: true,
+        family: Family::OpenAi,
+    },
+    RouteSpec {
+        path: STATUS_PAGE,
+        label: STATUS_PAGE,
+        allow: "GET",
+        route: |r| r.route(web::get().to(crate::status::page)),
+        // Always reachable (see `STATUS_PAGE`), whatever `PUBLIC_PATHS` says.
+        public: false,
+        limited: false,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -265,6 +306,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::models)),
         public: true,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
     RouteSpec {
@@ -274,6 +316,7 @@ pub const ROUTES: &[RouteSpec] = &[
         route: |r| r.route(web::get().to(routes::model)),
         public: true,
         limited: true,
+        admin: false,
         family: Family::OpenAi,
     },
 ];
@@ -336,6 +379,8 @@ mod tests {
             "/v1/responses/input_tokens"
         );
         assert!(!find("/metrics").unwrap().limited);
+        assert!(find("/metrics").unwrap().admin && find("/metrics/prometheus").unwrap().admin);
+        assert!(!find("/status").unwrap().admin && !find("/v1/models").unwrap().admin);
         assert!(find("/v1/models").unwrap().limited);
         assert_eq!(
             default_public_paths(),

@@ -23,28 +23,17 @@ pub async fn health(gw: web::Data<Gateway>) -> HttpResponse {
     let state = gw.state();
     let up = state.uptime();
     let config = state.config();
-    let now = std::time::Instant::now();
-    let groups = state.router().groups();
     // An instance rests when every deployment it serves rests; one with none never does.
-    let providers: Vec<serde_json::Value> = state
-        .instances()
-        .map(|(name, upstream)| {
-            let mut deps = groups
-                .iter()
-                .flat_map(|g| g.deployments.iter())
-                .filter(|d| d.instance_name == name)
-                .peekable();
-            let resting = deps.peek().is_some()
-                && deps.all(|d| matches!(d.state(now), scira2api_models::HealthState::Resting(_)));
-            json!({
-                "name": name,
-                "kind": upstream.settings().provider.as_str(),
-                "host": upstream.host(),
-                "state": if resting { "resting" } else { "healthy" },
-            })
-        })
-        .collect();
-    let serving = providers.iter().any(|p| p["state"] == "healthy");
+    // Public: names and states only (the counters are the metrics', behind their key).
+    let providers: Vec<serde_json::Value> =
+        match scira2api_core::metrics::Metrics::providers_json(state) {
+            serde_json::Value::Array(ps) => ps
+                .into_iter()
+                .map(|p| json!({"name": p["name"], "kind": p["kind"], "host": p["host"], "state": p["state"]}))
+                .collect(),
+            _ => Vec::new(),
+        };
+    let serving = providers.iter().any(|p| p["state"] != "resting");
     let body = json!({
         "status": if serving { "ok" } else { "degraded" },
         "uptime": humantime::format_duration(std::time::Duration::from_secs(up.as_secs())).to_string(),
@@ -372,8 +361,18 @@ pub async fn metrics(gw: web::Data<Gateway>, req: HttpRequest) -> HttpResponse {
     if accept.contains("text/plain") && !accept.contains("application/json") {
         return prometheus(gw).await;
     }
-    let mut v = gw.state().metrics().json(gw.state());
-    v["deployments"] = scira2api_core::metrics::Metrics::deployments_json(gw.state());
+    let state = gw.state();
+    let mut v = state.metrics().json(state);
+    v["providers"] = scira2api_core::metrics::Metrics::providers_json(state);
+    v["deployments"] = scira2api_core::metrics::Metrics::deployments_json(state);
+    // `?history=1`: the status page's recent past as well.
+    if req
+        .query_string()
+        .split('&')
+        .any(|p| p == "history=1" || p == "history=true")
+    {
+        v["history"] = state.history().json();
+    }
     HttpResponse::Ok().json(v)
 }
 
