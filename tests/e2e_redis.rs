@@ -3,7 +3,8 @@
 //! not per replica, under concurrent load; a cached answer one replica stored is served by
 //! another; a Redis that stops fails each `RATE_LIMIT_FAIL_MODE` as it says, without a request
 //! ever waiting past `REDIS_TIMEOUT`; scripts flushed (`NOSCRIPT`) are loaded again; a Redis that
-//! comes back is used again. (`.ci/run` installs redis-server; without it these tests skip.)
+//! comes back is used again; a deployment or an upstream key one replica rests is rested by
+//! the others. (`.ci/run` installs redis-server; without it these tests skip.)
 
 mod common;
 
@@ -304,4 +305,138 @@ async fn a_stopped_redis_fails_as_configured_and_never_holds_a_request() {
     );
     assert!(closed.log().contains("Redis answers again"));
     let _: Value = get(&closed, "/health").await.json();
+}
+
+/// The `authorization` headers of the chat requests `mock` received.
+fn upstream_keys(mock: &MockServer) -> Vec<String> {
+    mock.requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .map(|r| r.header("authorization").unwrap_or("").to_owned())
+        .collect()
+}
+
+/// The state of `provider`'s deployment in `gw`'s metrics.
+async fn deployment_state(gw: &Gateway, provider: &str) -> String {
+    let m = send(
+        client()
+            .get(format!("{}/metrics", gw.url))
+            .insert_header(("authorization", "Bearer sk-shared")),
+        None,
+    )
+    .await
+    .json();
+    m["deployments"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["provider"] == provider))
+        .map_or_else(String::new, |d| {
+            d["state"].as_str().unwrap_or("").to_owned()
+        })
+}
+
+#[actix_rt::test]
+async fn a_cool_down_started_on_one_replica_is_honoured_by_another() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // Model group `g`: `bad` first, `good` as its fallback. The environment's instance (names
+    // in no group) has two upstream keys on `keys`.
+    let (bad, good, keys) = (
+        MockServer::start().unwrap(),
+        MockServer::start().unwrap(),
+        MockServer::start().unwrap(),
+    );
+    let dir = std::env::temp_dir().join(format!("scira2api-rests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("groups.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "providers:\n  - {{name: bad, base_url: \"{}\"}}\n  - {{name: good, base_url: \"{}\"}}\nmodels:\n  - name: g\n    deployments:\n      - {{provider: bad, model: m}}\n      - {{provider: good, model: m, order: 1}}\nrouter: {{allowed_fails: 0, cooldown_time: 30s}}\n",
+            bad.url(),
+            good.url()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let env = [
+        ("CONFIG_FILE", cfg.as_str()),
+        ("REQUESTS_PER_SECOND", "1000"),
+        ("UPSTREAM_API_KEY", "key-a,key-b"),
+        ("RETRY_BASE_DELAY", "5ms"),
+    ];
+    let (a, b) = (replica(&keys, &redis, &env), replica(&keys, &redis, &env));
+    let post_g = |gw: &Gateway| {
+        send(
+            client()
+                .post(format!("{}/v1/chat/completions", gw.url))
+                .insert_header(("authorization", "Bearer sk-shared"))
+                .insert_header(("content-type", "application/json")),
+            Some(r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#),
+        )
+    };
+    // Replica A: `bad` fails once, A falls back and rests it for 30 s.
+    bad.push_fault(Fault::Status {
+        status: 500,
+        headers: vec![],
+        body: bytes::Bytes::from_static(
+            br#"{"error":{"message":"mock 500","type":"server_error","param":null,"code":null}}"#,
+        ),
+    });
+    let r = post_g(&a).await;
+    assert_eq!(r.header("x-gateway-provider").as_deref(), Some("good"));
+    assert_eq!(deployment_state(&a, "bad").await, "resting");
+    // Replica B learns it (within the sync interval) and never calls `bad`.
+    let started = Instant::now();
+    while deployment_state(&b, "bad").await != "resting" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "replica B never rested `bad`: {}",
+            b.log()
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "B rested `bad` {} ms after A",
+        started.elapsed().as_millis()
+    );
+    for _ in 0..4 {
+        let r = post_g(&b).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-gateway-provider").as_deref(), Some("good"));
+    }
+    assert_eq!(
+        chat_requests(&bad),
+        1,
+        "only A's one failed call reached `bad`"
+    );
+    assert!(
+        b.log().contains("another replica's cool-down"),
+        "{}",
+        b.log()
+    );
+
+    // Upstream keys: key-a is rate limited on A (retried with key-b there) and rests 30 s;
+    // B then uses key-b only.
+    keys.push_fault(Fault::Status {
+        status: 429,
+        headers: vec![("retry-after".to_owned(), "30".to_owned())],
+        body: bytes::Bytes::from_static(
+            br#"{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#,
+        ),
+    });
+    let first = chat(&a, "k").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(upstream_keys(&keys), ["Bearer key-a", "Bearer key-b"]);
+    // Long enough for a sync of each replica (one every 500 ms).
+    actix_rt::time::sleep(Duration::from_millis(1200)).await;
+    for i in 0..4 {
+        assert_eq!(chat(&b, &format!("b{i}")).await.status, 200);
+    }
+    let used = upstream_keys(&keys);
+    assert_eq!(
+        &used[2..],
+        ["Bearer key-b"; 4],
+        "B skips the key A rested: {used:?}"
+    );
 }

@@ -211,6 +211,7 @@ impl GatewayState {
             start_unix,
         });
         crate::history::start(&state);
+        crate::shared::start_rest_sync(&state);
         state
     }
 

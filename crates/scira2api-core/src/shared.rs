@@ -1,12 +1,16 @@
-//! The store several replicas share (`REDIS_URL`): the rate limiter's buckets and the response
-//! cache in Redis instead of this process's memory, with what `/health` and `/metrics` show of
-//! it.
+//! The store several replicas share (`REDIS_URL`): the rate limiter's buckets, the response
+//! cache and the upstream cool-downs in Redis instead of this process's memory, with what
+//! `/health` and `/metrics` show of it.
 
+use crate::GatewayState;
 use crate::config::Config;
 use scira2api_cache::ResponseStore;
 use scira2api_limiter::{RateLimitScope, RateLimiter};
-use scira2api_redis::{FailMode, Redis, RedisLimiter, RedisState, RedisStore};
+use scira2api_models::{Deployment, HealthState};
+use scira2api_redis::{FailMode, Redis, RedisLimiter, RedisState, RedisStore, RestBoard};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Redis and the parts of the gateway kept in it.
 pub struct SharedStore {
@@ -91,5 +95,140 @@ impl SharedStore {
     /// Rate-limit decisions made without Redis (by the fail mode).
     pub fn unshared_decisions(&self) -> u64 {
         self.limiter.as_ref().map_or(0, |l| l.unshared())
+    }
+}
+
+/// How often each replica syncs its cool-downs with the others: a rest started on one replica
+/// is honoured by every other within about this long.
+pub const REST_SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Starts sharing the cool-downs of `state` through its Redis (deployments of its model
+/// groups, and credentials of instances with several): a thread of its own that, every
+/// [`REST_SYNC_INTERVAL`], publishes the rests this replica started since the last sync and
+/// rests here what the others started. Nothing to share (no groups, no instance with two
+/// credentials) or no Redis: nothing starts.
+pub(crate) fn start_rest_sync(state: &Arc<GatewayState>) {
+    let Some(shared) = state.shared() else {
+        return;
+    };
+    let rings = state
+        .instances()
+        .any(|(_, u)| u.keys().len() > 1 || u.cookies().len() > 1);
+    if state.router().groups().is_empty() && !rings {
+        return;
+    }
+    let board = RestBoard::new(shared.redis.clone());
+    let weak = Arc::downgrade(state);
+    let spawned = std::thread::Builder::new()
+        .name("scira2api-rests".to_owned())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    log::error!(
+                        "cannot start the cool-down sync ({e}): cool-downs stay per replica"
+                    );
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut seen = HashMap::new();
+                loop {
+                    tokio::time::sleep(REST_SYNC_INTERVAL).await;
+                    let Some(state) = weak.upgrade() else { break };
+                    sync_rests(&state, &board, &mut seen).await;
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the cool-down sync ({e}): cool-downs stay per replica");
+    }
+}
+
+/// The board's name of a deployment.
+fn deployment_field(group: &str, d: &Deployment) -> String {
+    format!("d:{group}|{}|{}", d.instance_name, d.model)
+}
+
+/// One sync: this replica's new rests out, everyone's rests in. A failed call publishes
+/// nothing and is tried again next time (the rests stay new until they are published).
+async fn sync_rests(state: &GatewayState, board: &RestBoard, seen: &mut HashMap<String, u64>) {
+    let now = Instant::now();
+    let mut news = Vec::new();
+    let mut marks = Vec::new();
+    for g in state.router().groups() {
+        for d in &g.deployments {
+            let field = deployment_field(&g.name, d);
+            let started = d.rests_started();
+            if seen.get(&field) != Some(&started) {
+                if let HealthState::Resting(left) = d.state(now) {
+                    news.push((field.clone(), left));
+                }
+                marks.push((field, started));
+            }
+        }
+    }
+    for (name, upstream) in state.instances() {
+        for (kind, ring) in [("key", upstream.keys()), ("cookie", upstream.cookies())] {
+            if ring.len() < 2 {
+                continue;
+            }
+            let ring_name = format!("{kind}:{name}");
+            let started = ring.rests_started();
+            if seen.get(&ring_name) == Some(&started) {
+                continue;
+            }
+            for (i, rest) in ring.rests().into_iter().enumerate() {
+                if let (Some(left), Some(fp)) = (rest, ring.fingerprint(i)) {
+                    news.push((format!("{ring_name}:{fp}"), left));
+                }
+            }
+            marks.push((ring_name, started));
+        }
+    }
+    let Ok(rests) = board.sync(&news).await else {
+        return;
+    };
+    seen.extend(marks);
+    if !news.is_empty() {
+        log::debug!("cool-downs shared with the other replicas: {}", news.len());
+    }
+    let now = Instant::now();
+    for (field, left) in rests {
+        apply_rest(state, &field, left, now);
+    }
+}
+
+/// Rests here what the board says another replica rested.
+fn apply_rest(state: &GatewayState, field: &str, left: Duration, now: Instant) {
+    if field.starts_with("d:") {
+        for g in state.router().groups() {
+            for d in &g.deployments {
+                if deployment_field(&g.name, d) == field {
+                    d.rest_from_peer(left, now);
+                }
+            }
+        }
+        return;
+    }
+    let Some((ring_name, fp)) = field.rsplit_once(':') else {
+        return;
+    };
+    for (name, upstream) in state.instances() {
+        for (kind, ring) in [("key", upstream.keys()), ("cookie", upstream.cookies())] {
+            if ring_name
+                .strip_prefix(kind)
+                .and_then(|r| r.strip_prefix(':'))
+                != Some(name)
+            {
+                continue;
+            }
+            if let Some(i) = (0..ring.len()).find(|&i| ring.fingerprint(i).as_deref() == Some(fp)) {
+                ring.rest_from_peer(i, left);
+            }
+        }
     }
 }

@@ -122,6 +122,9 @@ pub struct Deployment {
     pub latency_micros: AtomicU64,
     /// Requests whose latency is in `latency_micros`.
     pub timed: AtomicU64,
+    /// Rests this replica started (not those learnt from others): what a shared board
+    /// publishes when it changes.
+    rests_started: AtomicU64,
 }
 
 impl Deployment {
@@ -141,6 +144,33 @@ impl Deployment {
             failures: AtomicU64::new(0),
             latency_micros: AtomicU64::new(0),
             timed: AtomicU64::new(0),
+            rests_started: AtomicU64::new(0),
+        }
+    }
+
+    /// How many rests this replica has started (a shared board publishes each new one).
+    pub fn rests_started(&self) -> u64 {
+        self.rests_started.load(Ordering::Relaxed)
+    }
+
+    /// Rests for `rest` from `now` because another replica rested it (a rest only grows; this
+    /// one is not counted in [`Deployment::rests_started`], so it is not published back).
+    pub fn rest_from_peer(&self, rest: Duration, now: Instant) {
+        let until = now + rest;
+        let mut h = self.lock();
+        if h.resting_until.is_some_and(|t| t >= until) {
+            return;
+        }
+        let was_resting = h.resting_until.is_some_and(|t| t > now);
+        h.resting_until = Some(until);
+        drop(h);
+        if !was_resting {
+            log::warn!(
+                "deployment {}/{} rests for {:.1}s (another replica's cool-down)",
+                self.instance_name,
+                self.model,
+                rest.as_secs_f64()
+            );
         }
     }
 
@@ -270,6 +300,7 @@ impl Deployment {
         if let Some(rest) = rest {
             let until = now + rest;
             h.resting_until = Some(h.resting_until.map_or(until, |t| t.max(until)));
+            self.rests_started.fetch_add(1, Ordering::Relaxed);
             log::warn!(
                 "deployment {}/{} rests for {:.1}s",
                 self.instance_name,
@@ -601,6 +632,25 @@ mod tests {
             e.retry_after
         );
         assert!(matches!(d1.state(Instant::now()), HealthState::Resting(_)));
+    }
+
+    #[test]
+    fn a_peers_rest_only_grows_and_is_not_published_back() {
+        let r = router(vec![group("g", vec![dep(0, 1, 0), dep(1, 1, 1)], &[])]);
+        let d0 = r.group("g").unwrap().deployments[0].clone();
+        let now = Instant::now();
+        d0.rest_from_peer(Duration::from_secs(30), now);
+        assert_eq!(d0.rests_started(), 0, "learnt, not started here");
+        assert_eq!(pick(&r, "g", 0.0), 1, "the resting one is skipped");
+        d0.rest_from_peer(Duration::from_secs(1), now);
+        assert!(matches!(d0.state(now), HealthState::Resting(d) if d > Duration::from_secs(20)));
+        let t = r.pick("g", &[], 0.0, now).unwrap().unwrap();
+        t.finish(
+            Outcome::RateLimited(Some(Duration::from_secs(60))),
+            &r.policy,
+        );
+        let d1 = r.group("g").unwrap().deployments[1].clone();
+        assert_eq!(d1.rests_started(), 1, "a rest of its own is counted");
     }
 
     #[test]

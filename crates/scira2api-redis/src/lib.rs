@@ -1,6 +1,6 @@
 //! Redis (or Valkey) behind scira2api's seams, for several replicas sharing one store
 //! (`REDIS_URL`): request rate limits ([`RedisLimiter`], one atomic script per decision) and
-//! the response cache ([`RedisStore`]). Every call has a short deadline (`REDIS_TIMEOUT`) and a
+//! the response cache ([`RedisStore`]) and upstream cool-downs ([`RestBoard`]). Every call has a short deadline (`REDIS_TIMEOUT`) and a
 //! circuit breaker stops calling a Redis that keeps failing, so nothing waits on a sick Redis;
 //! what the limiter then does is the operator's choice ([`FailMode`]), and the cache simply
 //! misses. Without `REDIS_URL` the gateway keeps its in-memory limiter and cache.
@@ -9,10 +9,12 @@
 
 mod conn;
 mod limiter;
+mod rests;
 mod store;
 
 pub use conn::{BREAKER_FAILURES, BREAKER_OPEN, Failure, Redis, RedisState, masked};
 pub use limiter::{FailMode, RedisLimiter};
+pub use rests::RestBoard;
 pub use store::RedisStore;
 
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! credential is resting, the one whose rest ends first is used anyway, so requests never stall.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// First cool-down after a refusal; doubles per consecutive failure.
@@ -26,6 +26,8 @@ pub struct KeyRing {
     keys: Vec<String>,
     next: AtomicUsize,
     health: Mutex<Vec<Health>>,
+    /// Rests this ring started itself (a shared board publishes each new one).
+    rests_started: AtomicU64,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -62,6 +64,46 @@ impl KeyRing {
             keys,
             next: AtomicUsize::new(0),
             health,
+            rests_started: AtomicU64::new(0),
+        }
+    }
+
+    /// A stable, non-secret name for credential `index` (16 hex digits of a hash of it), the
+    /// same on every replica: what a shared board of rests calls it.
+    pub fn fingerprint(&self, index: usize) -> Option<String> {
+        self.keys
+            .get(index)
+            .map(|k| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(k.as_bytes())))
+    }
+
+    /// How many rests this ring has started itself.
+    pub fn rests_started(&self) -> u64 {
+        self.rests_started.load(Ordering::Relaxed)
+    }
+
+    /// What is left of each credential's rest (`None`: not resting).
+    pub fn rests(&self) -> Vec<Option<Duration>> {
+        let now = Instant::now();
+        self.health()
+            .iter()
+            .map(|h| {
+                h.rest_until
+                    .and_then(|t| t.checked_duration_since(now))
+                    .filter(|d| !d.is_zero())
+            })
+            .collect()
+    }
+
+    /// Rests credential `index` for `rest` because another replica rested it (a rest only
+    /// grows; not counted in [`KeyRing::rests_started`]).
+    pub fn rest_from_peer(&self, index: usize, rest: Duration) {
+        let until = Instant::now() + rest;
+        let mut health = self.health();
+        if let Some(h) = health.get_mut(index) {
+            if h.rest_until.is_none_or(|t| t < until) {
+                h.rest_until = Some(until);
+                h.failures = h.failures.max(1);
+            }
         }
     }
 
@@ -147,6 +189,7 @@ impl KeyRing {
                 let rest = wait.unwrap_or(Duration::ZERO).max(grown).min(MAX_REST);
                 h.rest_until = Some(now + rest);
                 h.probing = false;
+                self.rests_started.fetch_add(1, Ordering::Relaxed);
             }
             KeyOutcome::Neutral => h.probing = false,
         }
@@ -168,6 +211,30 @@ mod tests {
 
     fn ring(n: usize) -> KeyRing {
         KeyRing::new((0..n).map(|i| format!("k{i}")).collect())
+    }
+
+    #[test]
+    fn a_peers_rest_is_honoured_and_fingerprints_hide_the_keys() {
+        let r = ring(2);
+        r.rest_from_peer(0, Duration::from_secs(30));
+        assert_eq!(r.rests_started(), 0);
+        assert!(r.rests()[0].is_some_and(|d| d > Duration::from_secs(20)));
+        assert_eq!(r.rests()[1], None);
+        for _ in 0..4 {
+            assert_eq!(r.pick().unwrap().value, "k1");
+        }
+        r.report(1, KeyOutcome::Rejected(None));
+        assert_eq!(r.rests_started(), 1);
+        let fp = r.fingerprint(0).unwrap();
+        assert_eq!(fp.len(), 16);
+        assert!(!fp.contains("k0"));
+        assert_eq!(
+            fp,
+            ring(1).fingerprint(0).unwrap(),
+            "the same on every replica"
+        );
+        assert_ne!(fp, r.fingerprint(1).unwrap());
+        assert_eq!(r.fingerprint(2), None);
     }
 
     #[test]
