@@ -27,7 +27,9 @@ fn start(extra: &[(&str, &str)]) -> (Gateway, MockServer, MockServer) {
     );
     let dir = std::env::temp_dir().join(format!("scira2api-status-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("status-{}.yaml", bad.url().len() + extra.len()));
+    // One file per test: named by the mock's port.
+    let port = bad.url().rsplit(':').next().unwrap_or("0").to_owned();
+    let path = dir.join(format!("status-{port}.yaml"));
     std::fs::write(&path, cfg).unwrap();
     let path = path.display().to_string();
     let mut env = vec![

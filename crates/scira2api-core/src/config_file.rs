@@ -24,7 +24,13 @@
 //!     deployments:
 //!       - {provider: main, model: gpt-4o, weight: 2, order: 1, rpm: 600, tpm: 100000}
 //! router: {strategy: simple-shuffle, num_retries: 2, allowed_fails: 3, cooldown_time: 5s}
-//! keys: [os.environ/CLIENT_KEY]   # client keys, like APIKEY
+//! keys:                           # client keys, like APIKEY; a key may carry its own policy
+//!   - os.environ/CLIENT_KEY
+//!   - key: os.environ/TEAM_A_KEY
+//!     name: team-a                # shown in logs instead of the key's hash
+//!     rpm: 120                    # its own request limit (bucket: rpm/60 per second, burst)
+//!     burst: 20                   # default: rpm
+//!     models: [gpt-4o, "claude-*"]   # the only models it may use (`*` at the end: a prefix)
 //! default_provider: main          # serves names that are in no group (default: the first)
 //! files_provider: main            # serves /v1/files and /v1/batches (no model to route by)
 //! ```
@@ -129,6 +135,33 @@ pub struct RouterSpec {
     pub cooldown: Option<Duration>,
 }
 
+/// A client key's own policy (a `keys` entry written as an object).
+#[derive(Clone, PartialEq)]
+pub struct KeySpec {
+    /// The key. Secret.
+    pub key: String,
+    /// A name for logs.
+    pub name: Option<String>,
+    /// Requests per minute: the key's own bucket, instead of `REQUESTS_PER_SECOND`/`BURST`.
+    pub rpm: Option<u64>,
+    /// The bucket's capacity (default: `rpm`).
+    pub burst: Option<u64>,
+    /// The only models it may use: exact names, or prefixes ending in `*`.
+    pub models: Option<Vec<String>>,
+}
+
+/// Shows everything but the key.
+impl std::fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySpec")
+            .field("name", &self.name)
+            .field("rpm", &self.rpm)
+            .field("burst", &self.burst)
+            .field("models", &self.models)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything a config file says.
 #[derive(Debug, Clone, Default)]
 pub struct FileConfig {
@@ -140,6 +173,8 @@ pub struct FileConfig {
     pub router: RouterSpec,
     /// Client keys the file adds (`keys`, LiteLLM's `general_settings.master_key`). Secret.
     pub client_keys: Vec<String>,
+    /// The keys of `client_keys` that carry a policy of their own.
+    pub key_policies: Vec<KeySpec>,
     /// The instance that serves names in no group.
     pub default_provider: Option<String>,
     /// The instance that serves `/v1/files` and `/v1/batches`, which name no model.
@@ -234,6 +269,63 @@ impl Reader<'_> {
                 .collect(),
             other => Ok(self.secret(key, other)?.into_iter().collect()),
         }
+    }
+
+    /// `keys`: one secret, or a list of secrets and `{key, name, rpm, burst, models}` objects.
+    fn client_keys(
+        &mut self,
+        v: Option<&Value>,
+    ) -> Result<(Vec<String>, Vec<KeySpec>), ConfigError> {
+        let Some(Value::Array(items)) = v else {
+            return Ok((self.secrets("keys", v)?, Vec::new()));
+        };
+        let (mut keys, mut policies) = (Vec::new(), Vec::new());
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("keys[{i}]");
+            let Value::Object(o) = item else {
+                keys.extend(self.secret(&at, Some(item))?);
+                continue;
+            };
+            self.only(&at, o, &["key", "name", "rpm", "burst", "models"]);
+            let key = self
+                .secret(&format!("{at}.key"), o.get("key"))?
+                .ok_or_else(|| self.err(&format!("{at}.key"), "", "a non-empty key"))?;
+            let positive = |name: &str| -> Result<Option<u64>, ConfigError> {
+                match self.uint(&format!("{at}.{name}"), o.get(name))? {
+                    Some(0) => Err(self.err(&format!("{at}.{name}"), "0", "a whole number ≥ 1")),
+                    n => Ok(n),
+                }
+            };
+            let (rpm, burst) = (positive("rpm")?, positive("burst")?);
+            if burst.is_some() && rpm.is_none() {
+                return Err(self.err(&format!("{at}.burst"), "", "an rpm beside it"));
+            }
+            let models = match o.get("models") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(list)) => Some(
+                    list.iter()
+                        .enumerate()
+                        .map(|(j, m)| self.required(&format!("{at}.models[{j}]"), Some(m)))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                Some(other) => {
+                    return Err(self.err(
+                        &format!("{at}.models"),
+                        &short(other),
+                        "a list of model names",
+                    ));
+                }
+            };
+            keys.push(key.clone());
+            policies.push(KeySpec {
+                key,
+                name: self.string(&format!("{at}.name"), o.get("name"))?,
+                rpm,
+                burst,
+                models,
+            });
+        }
+        Ok((keys, policies))
     }
 
     fn uint(&self, key: &str, v: Option<&Value>) -> Result<Option<u64>, ConfigError> {
@@ -541,7 +633,7 @@ fn native(r: &mut Reader<'_>, top: &Map<String, Value>) -> Result<FileConfig, Co
         );
         out.router = r.router("router", rt, "strategy")?;
     }
-    out.client_keys = r.secrets("keys", top.get("keys"))?;
+    (out.client_keys, out.key_policies) = r.client_keys(top.get("keys"))?;
     out.default_provider = r.string("default_provider", top.get("default_provider"))?;
     out.files_provider = r.string("files_provider", top.get("files_provider"))?;
     Ok(out)
@@ -782,6 +874,43 @@ mod tests {
 
     fn env(name: &str) -> Option<String> {
         (name == "KEY_A").then(|| "sk-a".to_owned())
+    }
+
+    #[test]
+    fn client_keys_may_carry_a_policy() {
+        let v = json!({
+            "providers": [{"name": "p", "base_url": "http://127.0.0.1:1"}],
+            "keys": [
+                "sk-plain",
+                {"key": "os.environ/KEY_A", "name": "team", "rpm": 60, "burst": 5, "models": ["g", "gpt-*"], "color": "red"},
+                {"key": "sk-any"}
+            ]
+        });
+        let c = parse("f.yaml", &v, &env).unwrap();
+        assert_eq!(c.client_keys, ["sk-plain", "sk-a", "sk-any"]);
+        assert_eq!(c.key_policies.len(), 2);
+        let p = &c.key_policies[0];
+        assert_eq!(
+            (p.key.as_str(), p.rpm, p.burst),
+            ("sk-a", Some(60), Some(5))
+        );
+        assert_eq!(
+            p.models.as_deref(),
+            Some(&["g".to_owned(), "gpt-*".to_owned()][..])
+        );
+        assert!(!format!("{p:?}").contains("sk-a"), "Debug hides the key");
+        assert_eq!(c.key_policies[1].rpm, None);
+        assert_eq!(c.ignored, ["keys[1].color"]);
+        for (bad, problem) in [
+            (json!([{"name": "no key"}]), "keys[0].key"),
+            (json!([{"key": "k", "rpm": 0}]), "keys[0].rpm"),
+            (json!([{"key": "k", "burst": 3}]), "keys[0].burst"),
+            (json!([{"key": "k", "models": "g"}]), "keys[0].models"),
+        ] {
+            let v = json!({"providers": [{"name": "p"}], "keys": bad});
+            let e = parse("f.yaml", &v, &env).unwrap_err().to_string();
+            assert!(e.contains(problem), "{e}");
+        }
     }
 
     #[test]

@@ -233,6 +233,9 @@ impl Gateway {
                 ));
             }
         };
+        if let Some(m) = &model {
+            crate::client::admit_model(m)?;
+        }
         let stream = endpoint == JsonEndpoint::Completions
             && matches!(raw.get::<bool>("stream"), Some(Ok(true)));
         let include_usage = raw

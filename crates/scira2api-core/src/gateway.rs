@@ -110,6 +110,8 @@ pub struct GatewayState {
     model_lists: Vec<(TtlCell<Vec<ModelEntry>>, FetchGate)>,
     metrics: Metrics,
     history: crate::history::History,
+    /// Each client key's own policy, in the order of `config.auth.api_keys`.
+    key_policies: Vec<Option<Arc<crate::client::KeyPolicy>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     activity: Arc<crate::Activity>,
     model_tokens: Mutex<HashMap<String, TokenCounters>>,
@@ -140,7 +142,16 @@ impl GatewayState {
     pub fn new(config: Config) -> Arc<GatewayState> {
         let Some(shared) = crate::shared::SharedStore::of(&config) else {
             let store = config.cache.memory_store();
-            let limiter = config.limiter.memory_limiter();
+            let limiter = config.limiter.memory_limiter().or_else(|| {
+                // Off by default, on for the keys that have a limit of their own.
+                crate::client::own_limits(&config).then(|| {
+                    Arc::new(scira2api_limiter::MemoryLimiter::new(
+                        None,
+                        None,
+                        config.limiter.max_keys,
+                    )) as Arc<dyn RateLimiter>
+                })
+            });
             return GatewayState::with_parts(config, store, limiter);
         };
         GatewayState::build(config, shared.store.clone(), shared.limiter(), Some(shared))
@@ -187,6 +198,7 @@ impl GatewayState {
         );
         let state = Arc::new(GatewayState {
             history,
+            key_policies: crate::client::policies(&config),
             model_lists: (0..inst.upstreams.len())
                 .map(|_| (TtlCell::new(config.cache.model_ttl), FetchGate::default()))
                 .collect(),
@@ -213,6 +225,11 @@ impl GatewayState {
         crate::history::start(&state);
         crate::shared::start_rest_sync(&state);
         state
+    }
+
+    /// The policy of client key number `index` (of `config().auth.api_keys`), if it has one.
+    pub fn key_policy(&self, index: usize) -> Option<&Arc<crate::client::KeyPolicy>> {
+        self.key_policies.get(index)?.as_ref()
     }
 
     /// The status page's recent past.
@@ -371,6 +388,7 @@ impl Gateway {
         req: &ChatRequest,
         ctx: ChatContext<'_>,
     ) -> Result<ChatOutcome, Error> {
+        crate::client::admit_model(&req.model)?;
         let state = &self.state;
         let group = state.router.group(&req.model);
         let internal = match group {
@@ -648,7 +666,8 @@ impl Gateway {
 
     /// The model list: the mapping table's names, configured extras, and the upstream's own list
     /// (fetched at most once per `MODEL_CACHE_TTL` when caching is on; when a fetch fails, the
-    /// last good list is served and the failure is not cached).
+    /// last good list is served and the failure is not cached); for a key with a model list,
+    /// only its models.
     pub async fn models(&self) -> Vec<ModelEntry> {
         let state = &self.state;
         // The default instance's list as it reports it; each config-file instance's list
@@ -678,7 +697,12 @@ impl Gateway {
                 m
             }));
         }
-        state.catalog.list(&upstream)
+        let mut list = state.catalog.list(&upstream);
+        // A key with a model list sees only its models.
+        if let Some(policy) = crate::client::current() {
+            list.retain(|m| policy.allows(&m.id));
+        }
+        list
     }
 
     /// One instance's own list: cached for `MODEL_CACHE_TTL`, fetched by one request at a time,

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 mod activity;
+pub mod client;
 mod config;
 pub mod config_file;
 mod endpoints;
@@ -47,7 +48,9 @@ pub use outcome::{
 pub use responses::{EndpointOutcome, EndpointReply, failed_before_first_event};
 pub use scira2api_cache::{CacheKey, CacheStats, MemoryStore, ResponseStore};
 pub use scira2api_cache::{CacheScope, CacheSettings};
-pub use scira2api_limiter::{Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset};
+pub use scira2api_limiter::{
+    BucketConfig, Decision, LimiterStats, MemoryLimiter, RateLimiter, format_reset,
+};
 pub use scira2api_limiter::{LimiterSettings, RateLimitScope};
 pub use scira2api_models::ModelEntry;
 pub use scira2api_translate::messages::PING as MESSAGES_PING;

@@ -92,6 +92,9 @@ impl Gateway {
         if !self.all_instances(&model, |s| s.provider.speaks_messages()) {
             return None;
         }
+        if let Err(e) = crate::client::admit_model(&model) {
+            return Some(Err(e));
+        }
         // What Anthropic itself would refuse is refused here, without a call.
         if raw.get::<u64>("max_tokens").is_none_or(|m| m.is_err()) {
             return Some(Err(Error::invalid(

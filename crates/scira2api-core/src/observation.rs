@@ -29,6 +29,8 @@ struct Facts {
     provider: Option<Arc<str>>,
     usage: Option<(u64, u64, UsageSource)>,
     ended: Option<StreamOutcome>,
+    /// The name of the client key's policy (never the key).
+    client: Option<Arc<str>>,
 }
 
 /// One request's record (see the module docs).
@@ -66,6 +68,11 @@ impl Observation {
             line,
             facts: RefCell::new(Facts::default()),
         })
+    }
+
+    /// Names the client (a key policy's `name`) in the access line.
+    pub fn client(&self, name: Arc<str>) {
+        self.facts.borrow_mut().client = Some(name);
     }
 
     /// The request id.
@@ -165,6 +172,11 @@ impl Drop for Observation {
             .usage
             .map(|(p, k, s)| format!("{p}+{k} ({})", s.as_str()))
             .unwrap_or_else(|| "-".to_owned());
+        let client = f
+            .client
+            .as_deref()
+            .map(|c| format!(" key={}", log_safe(c)))
+            .unwrap_or_default();
         let ended = match &f.ended {
             None | Some(StreamOutcome::Completed) => String::new(),
             Some(StreamOutcome::Failed(code)) => format!(" stream=cut:{}", log_safe(code)),
@@ -172,7 +184,7 @@ impl Drop for Observation {
         };
         info!(
             target: "scira2api::access",
-            "{method} {} {status} request_id={id} model={} stream={} tokens={tokens} upstream_ms={:.1} total_ms={:.1} cache={} attempts={} retries={} provider={}{ended}",
+            "{method} {} {status} request_id={id} model={} stream={} tokens={tokens} upstream_ms={:.1} total_ms={:.1} cache={} attempts={} retries={} provider={}{client}{ended}",
             log_safe(path),
             log_safe(model),
             f.stream,

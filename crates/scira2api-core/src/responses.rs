@@ -130,6 +130,9 @@ impl Gateway {
         if !self.native_for(&model) {
             return None;
         }
+        if let Err(e) = crate::client::admit_model(&model) {
+            return Some(Err(e));
+        }
         let stream = matches!(raw.get::<bool>("stream"), Some(Ok(true)));
         if let Some(o) = &ctx.observation {
             o.chat(&model, stream);

@@ -35,8 +35,11 @@ impl SharedStore {
             }
         };
         let l = &config.limiter;
-        let limiter = l.enabled.then(|| {
+        let own = crate::client::own_limits(config);
+        let limiter = (l.enabled || own).then(|| {
             let (per_key, global) = match l.scope {
+                // Off but for the keys with a limit of their own.
+                _ if !l.enabled => (None, None),
                 RateLimitScope::Global => (None, Some(l.bucket)),
                 RateLimitScope::Key | RateLimitScope::Ip => (Some(l.bucket), l.global),
             };

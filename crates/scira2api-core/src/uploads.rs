@@ -88,6 +88,7 @@ impl Gateway {
         if model.is_empty() {
             return Err(Error::invalid("`model` must not be empty", Some("model")));
         }
+        crate::client::admit_model(&model)?;
         if let Some(o) = &ctx.observation {
             o.chat(&model, false);
         }

@@ -1,12 +1,15 @@
 //! API key check: `Authorization: Bearer <key>` against `APIKEY`, in constant time.
 
 use crate::error::error_for;
+use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{http::Method, web};
 use scira2api_core::Gateway;
+use scira2api_core::client::KeyPolicy;
 use scira2api_types::Error;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// Whether `token` equals one of `keys`. Every key is compared, in constant time per key, so the
@@ -87,6 +90,36 @@ pub(crate) fn client_key(headers: &actix_web::http::header::HeaderMap) -> Option
     })
 }
 
+/// The client key a request was let in with: its position in `config.auth.api_keys`, for its
+/// policy and its rate-limit bucket (kept in the request's extensions).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientKey {
+    pub(crate) index: usize,
+}
+
+/// Runs the rest of the chain for a request let in with key number `index`: the key noted in
+/// the request, and its policy (when it has one) in force while the request is handled.
+async fn call_as<B: MessageBody>(
+    req: ServiceRequest,
+    next: Next<B>,
+    index: usize,
+    policy: Option<Arc<KeyPolicy>>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    req.extensions_mut().insert(ClientKey { index });
+    if let Some(name) = policy.as_ref().and_then(|p| p.name.clone()) {
+        if let Some(o) = req
+            .extensions()
+            .get::<std::rc::Rc<scira2api_core::Observation>>()
+        {
+            o.client(name);
+        }
+    }
+    match policy {
+        Some(policy) => scira2api_core::client::scope(policy, next.call(req)).await,
+        None => next.call(req).await,
+    }
+}
+
 /// Middleware: lets public paths and preflights through, otherwise demands a valid key.
 pub async fn require_key(
     req: ServiceRequest,
@@ -121,27 +154,37 @@ pub async fn require_key(
             return Ok(req.into_response(resp).map_into_right_body());
         }
     }
-    if config.auth.api_keys.is_empty()
-        || req.method() == Method::OPTIONS
-        || req.path() == crate::route_table::STATUS_PAGE
-        || is_public(config.auth.public_paths.as_deref(), req.path())
-    {
+    if config.auth.api_keys.is_empty() || req.method() == Method::OPTIONS {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
     }
-    let err = match client_key(req.headers()) {
+    let found = client_key(req.headers()).map(|token| key_index(&config.auth.api_keys, token));
+    if req.path() == crate::route_table::STATUS_PAGE
+        || is_public(config.auth.public_paths.as_deref(), req.path())
+    {
+        // No key needed; a valid one still brings its policy (the model list it may see).
+        return match found.flatten() {
+            Some(i) => {
+                let policy = gw.state().key_policy(i).cloned();
+                call_as(req, next, i, policy).await
+            }
+            None => next.call(req).await,
+        }
+        .map(ServiceResponse::map_into_left_body);
+    }
+    let err = match found {
         None => Error::InvalidApiKey(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
         ),
-        Some(token) if key_matches(&config.auth.api_keys, token) => {
-            return next
-                .call(req)
+        Some(Some(i)) => {
+            let policy = gw.state().key_policy(i).cloned();
+            return call_as(req, next, i, policy)
                 .await
                 .map(ServiceResponse::map_into_left_body);
         }
-        Some(_) => Error::InvalidApiKey("Incorrect API key provided."),
+        Some(None) => Error::InvalidApiKey("Incorrect API key provided."),
     };
     let resp = error_for(req.path(), &err);
     Ok(req.into_response(resp).map_into_right_body())

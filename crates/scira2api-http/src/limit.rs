@@ -4,15 +4,16 @@
 //! every limited route's response carries OpenAI's `x-ratelimit-*-requests` headers. `/health`,
 //! `/metrics` and CORS preflights are never limited. Cache hits count like any other request.
 
-use crate::auth::{client_key, key_identity, key_matches};
+use crate::auth::{ClientKey, client_key, key_identity};
 use crate::error::error_for;
+use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web;
-use scira2api_core::{Decision, Gateway, RateLimitScope, format_reset};
+use scira2api_core::{BucketConfig, Decision, Gateway, RateLimitScope, format_reset};
 use scira2api_types::Error;
 
 /// Paths that are never limited (the route table says which).
@@ -20,8 +21,11 @@ fn exempt(path: &str) -> bool {
     crate::route_table::find(path).is_some_and(|r| !r.limited)
 }
 
-/// Adds OpenAI's rate-limit headers for `d`.
+/// Adds OpenAI's rate-limit headers for `d` (none when no bucket applied).
 fn add_headers(headers: &mut HeaderMap, d: &Decision) {
+    if d.limit == u64::MAX {
+        return;
+    }
     const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
     const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
     const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
@@ -35,7 +39,9 @@ fn add_headers(headers: &mut HeaderMap, d: &Decision) {
 /// The bucket a request belongs to: a valid key's identity (never the raw secret), otherwise the
 /// client's IP address, so that whatever a client sends, the number and size of buckets stay
 /// bounded by `RATE_LIMIT_MAX_KEYS`.
-fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> String {
+///
+/// With a key's own bucket (its policy's `rpm`) when the scope is per key.
+fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> (String, Option<BucketConfig>) {
     let config = gw.state().config();
     let ip = || {
         req.peer_addr()
@@ -43,14 +49,19 @@ fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> String {
             .unwrap_or_else(|| "ip:unknown".to_owned())
     };
     match config.limiter.scope {
-        RateLimitScope::Global => String::new(),
-        RateLimitScope::Ip => ip(),
-        RateLimitScope::Key => match client_key(req.headers())
-            .filter(|k| !config.auth.api_keys.is_empty() && key_matches(&config.auth.api_keys, k))
-        {
-            Some(k) => key_identity(k),
-            None => ip(),
-        },
+        RateLimitScope::Global => (String::new(), None),
+        RateLimitScope::Ip => (ip(), None),
+        RateLimitScope::Key => {
+            // The auth middleware has matched the key already (when auth is on).
+            let admitted = req.extensions().get::<ClientKey>().copied();
+            match (admitted, client_key(req.headers())) {
+                (Some(ClientKey { index }), Some(k)) => (
+                    key_identity(k),
+                    gw.state().key_policy(index).and_then(|p| p.bucket),
+                ),
+                _ => (ip(), None),
+            }
+        }
     }
 }
 
@@ -63,8 +74,8 @@ pub async fn rate_limit(
         Some(gw) if !exempt(req.path()) && req.method() != Method::OPTIONS => {
             match gw.state().limiter() {
                 Some(limiter) => {
-                    let key = bucket_key(&req, gw);
-                    Some(limiter.check(&key).await)
+                    let (key, own) = bucket_key(&req, gw);
+                    Some(limiter.check(&key, own).await)
                 }
                 None => None,
             }

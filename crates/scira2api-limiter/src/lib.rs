@@ -84,8 +84,10 @@ pub struct LimiterStats {
 
 /// A rate limiter: decides whether the client `key` may send a request now.
 pub trait RateLimiter: Send + Sync {
-    /// Takes one token for `key` (and from the global bucket, if any), or refuses.
-    fn check<'a>(&'a self, key: &'a str) -> Check<'a>;
+    /// Takes one token for `key` (and from the global bucket, if any), or refuses. `own` is
+    /// the key's own bucket (a per-key policy), used instead of the default per-key one; a
+    /// key's bucket keeps the settings it was made with.
+    fn check<'a>(&'a self, key: &'a str, own: Option<BucketConfig>) -> Check<'a>;
     /// Counters.
     fn stats(&self) -> LimiterStats;
 }
@@ -159,7 +161,8 @@ impl Bucket {
 /// In-memory buckets: per client key in a bounded map (quick_cache), plus an optional global
 /// bucket. Keys evicted from the map start again with a full bucket.
 pub struct MemoryLimiter {
-    per_key: Option<(BucketConfig, Cache<String, Arc<Bucket>>)>,
+    per_key: Option<BucketConfig>,
+    buckets: Cache<String, Arc<Bucket>>,
     global: Option<Bucket>,
     allowed: AtomicU64,
     limited: AtomicU64,
@@ -174,21 +177,24 @@ impl MemoryLimiter {
         max_keys: usize,
     ) -> Self {
         MemoryLimiter {
-            per_key: per_key.map(|c| (c, Cache::new(max_keys.max(1)))),
+            per_key,
+            buckets: Cache::new(max_keys.max(1)),
             global: global.map(Bucket::new),
             allowed: AtomicU64::new(0),
             limited: AtomicU64::new(0),
         }
     }
 
-    fn bucket(&self, key: &str) -> Option<Arc<Bucket>> {
-        let (config, map) = self.per_key.as_ref()?;
-        if let Some(b) = map.get(key) {
+    fn bucket(&self, key: &str, own: Option<BucketConfig>) -> Option<Arc<Bucket>> {
+        let config = own.or(self.per_key)?;
+        if let Some(b) = self.buckets.get(key) {
             return Some(b);
         }
-        let fresh = Arc::new(Bucket::new(*config));
+        let fresh = Arc::new(Bucket::new(config));
         // Two first requests of a key may race; both then count against the bucket that stays.
-        map.get_or_insert_with(key, || Ok::<_, ()>(fresh)).ok()
+        self.buckets
+            .get_or_insert_with(key, || Ok::<_, ()>(fresh))
+            .ok()
     }
 
     fn refuse(&self, d: Decision) -> Decision {
@@ -199,8 +205,8 @@ impl MemoryLimiter {
 
 impl MemoryLimiter {
     /// [`RateLimiter::check`], synchronously.
-    pub fn decide(&self, key: &str) -> Decision {
-        let bucket = self.bucket(key);
+    pub fn decide(&self, key: &str, own: Option<BucketConfig>) -> Decision {
+        let bucket = self.bucket(key, own);
         if let Some(b) = &bucket {
             if let Err(wait) = b.take() {
                 return self.refuse(b.decision(false, Some(wait)));
@@ -223,15 +229,15 @@ impl MemoryLimiter {
 }
 
 impl RateLimiter for MemoryLimiter {
-    fn check<'a>(&'a self, key: &'a str) -> Check<'a> {
-        Check::Now(self.decide(key))
+    fn check<'a>(&'a self, key: &'a str, own: Option<BucketConfig>) -> Check<'a> {
+        Check::Now(self.decide(key, own))
     }
 
     fn stats(&self) -> LimiterStats {
         LimiterStats {
             allowed: self.allowed.load(Ordering::Relaxed),
             limited: self.limited.load(Ordering::Relaxed),
-            keys: self.per_key.as_ref().map_or(0, |(_, m)| m.len() as u64),
+            keys: self.buckets.len() as u64,
         }
     }
 }
@@ -284,7 +290,7 @@ mod tests {
     #[test]
     fn burst_then_refused_with_retry_after() {
         let l = limiter(1.0, 3);
-        let d: Vec<_> = (0..4).map(|_| l.decide("k")).collect();
+        let d: Vec<_> = (0..4).map(|_| l.decide("k", None)).collect();
         assert!(d[..3].iter().all(|d| d.allowed));
         assert_eq!(
             d.iter().map(|d| d.remaining).collect::<Vec<_>>()[..3],
@@ -315,11 +321,11 @@ mod tests {
     #[test]
     fn refills_after_the_advertised_wait() {
         let l = limiter(20.0, 1);
-        assert!(l.decide("k").allowed);
-        let refused = l.decide("k");
+        assert!(l.decide("k", None).allowed);
+        let refused = l.decide("k", None);
         assert!(!refused.allowed);
         std::thread::sleep(refused.retry_after.unwrap() + Duration::from_millis(5));
-        assert!(l.decide("k").allowed);
+        assert!(l.decide("k", None).allowed);
     }
 
     #[test]
@@ -332,13 +338,30 @@ mod tests {
             None,
             100,
         );
-        assert!(l.decide("a").allowed);
-        assert!(!l.decide("a").allowed);
-        assert!(l.decide("b").allowed);
+        assert!(l.decide("a", None).allowed);
+        assert!(!l.decide("a", None).allowed);
+        assert!(l.decide("b", None).allowed);
         for i in 0..10_000 {
-            l.decide(&format!("flood-{i}"));
+            l.decide(&format!("flood-{i}"), None);
         }
         assert!(l.stats().keys <= 200, "bounded: {}", l.stats().keys);
+    }
+
+    #[test]
+    fn a_keys_own_bucket_replaces_the_default_one() {
+        let l = limiter(1.0, 1);
+        let own = Some(BucketConfig {
+            per_second: 1.0,
+            burst: 3,
+        });
+        let d: Vec<bool> = (0..4).map(|_| l.decide("team", own).allowed).collect();
+        assert_eq!(d, [true, true, true, false]);
+        assert_eq!(l.decide("team", own).limit, 3);
+        assert!(l.decide("other", None).allowed && !l.decide("other", None).allowed);
+        // Without a default bucket only keys with their own are limited.
+        let only_own = MemoryLimiter::new(None, None, 10);
+        assert!((0..50).all(|_| only_own.decide("anyone", None).allowed));
+        assert_eq!(only_own.decide("team", own).remaining, 2);
     }
 
     #[test]
@@ -351,9 +374,9 @@ mod tests {
             }),
             10,
         );
-        assert!(l.decide("a").allowed);
-        assert!(l.decide("b").allowed);
-        assert!(!l.decide("c").allowed);
+        assert!(l.decide("a", None).allowed);
+        assert!(l.decide("b", None).allowed);
+        assert!(!l.decide("c", None).allowed);
     }
 
     #[test]

@@ -124,9 +124,9 @@ impl RedisLimiter {
         self.fail
     }
 
-    fn buckets(&self, key: &str) -> Vec<(String, BucketConfig)> {
+    fn buckets(&self, key: &str, own: Option<BucketConfig>) -> Vec<(String, BucketConfig)> {
         let mut out = Vec::with_capacity(2);
-        if let Some(c) = self.per_key {
+        if let Some(c) = own.or(self.per_key) {
             out.push((self.redis.key(&format!("rl:k:{key}")), c));
         }
         if let Some(c) = self.global {
@@ -136,7 +136,7 @@ impl RedisLimiter {
     }
 
     /// What the fail mode decides.
-    fn without_redis(&self, key: &str) -> Decision {
+    fn without_redis(&self, key: &str, own: Option<BucketConfig>) -> Decision {
         self.unshared.fetch_add(1, Ordering::Relaxed);
         match self.fail {
             FailMode::Open => Decision::UNLIMITED,
@@ -146,12 +146,12 @@ impl RedisLimiter {
                 retry_after: Some(Duration::from_secs(1)),
                 ..Decision::UNLIMITED
             },
-            FailMode::Local => self.local.decide(key),
+            FailMode::Local => self.local.decide(key, own),
         }
     }
 
-    async fn decide(&self, key: &str) -> Decision {
-        let buckets = self.buckets(key);
+    async fn decide(&self, key: &str, own: Option<BucketConfig>) -> Decision {
+        let buckets = self.buckets(key, own);
         if buckets.is_empty() {
             return Decision::UNLIMITED;
         }
@@ -171,13 +171,13 @@ impl RedisLimiter {
             Ok(v) if v.len() == 4 => v,
             Ok(v) => {
                 log::warn!("the rate-limit script answered {v:?}");
-                return self.without_redis(key);
+                return self.without_redis(key, own);
             }
-            Err(_) => return self.without_redis(key),
+            Err(_) => return self.without_redis(key, own),
         };
         let allowed = v[0] == 1;
         let Some((_, c)) = usize::try_from(v[1] - 1).ok().and_then(|i| buckets.get(i)) else {
-            return self.without_redis(key);
+            return self.without_redis(key, own);
         };
         let remaining = u64::try_from(v[2]).unwrap_or(0).min(c.burst);
         let per_token = Duration::try_from_secs_f64(1.0 / c.per_second).unwrap_or(Duration::MAX);
@@ -201,12 +201,12 @@ impl RedisLimiter {
 }
 
 impl RateLimiter for RedisLimiter {
-    fn check<'a>(&'a self, key: &'a str) -> Check<'a> {
+    fn check<'a>(&'a self, key: &'a str, own: Option<BucketConfig>) -> Check<'a> {
         if !self.redis.available() {
             // Nothing waits on a Redis that is known to be away.
-            return Check::Now(self.without_redis(key));
+            return Check::Now(self.without_redis(key, own));
         }
-        Check::Later(Box::pin(self.decide(key)))
+        Check::Later(Box::pin(self.decide(key, own)))
     }
 
     fn stats(&self) -> LimiterStats {
