@@ -1,5 +1,6 @@
 //! Per-key policies from the config file: a key with its own request limit (`rpm`, `burst`),
-//! a key with a model list (other models: 404 `model_not_found` before any upstream call, on
+//! a key with a token budget (`tpm`: reserved at admission, settled with the real usage, a cut
+//! stream with what it produced), a key with a model list (other models: 404 `model_not_found` before any upstream call, on
 //! every API; `/v1/models` shows only its models), while `APIKEY` keys and plain file keys keep
 //! the defaults.
 
@@ -20,6 +21,8 @@ keys:
   - sk-plain
   - {key: sk-rpm, name: batch-jobs, rpm: 3}
   - {key: os.environ/MODELS_KEY, name: team-a, models: [g1, \"gpt-*\"]}
+  - {key: sk-tpm, name: tokens, tpm: 300}
+  - {key: sk-tpm-stream, tpm: 300}
 ";
 
 fn start(extra: &[(&str, &str)]) -> (Gateway, MockServer) {
@@ -201,4 +204,96 @@ async fn a_key_with_a_model_list_uses_and_sees_only_those_models() {
         gw.log()
     );
     assert!(!gw.log().contains("sk-models") && !gw.log().contains("sk-rpm"));
+}
+
+/// The `usage.total_tokens` of a JSON answer.
+fn total_tokens(r: &Reply) -> u64 {
+    r.json()["usage"]["total_tokens"].as_u64().unwrap()
+}
+
+fn header_u64(r: &Reply, name: &str) -> u64 {
+    r.header(name)
+        .unwrap_or_else(|| panic!("no {name}: {}", r.text()))
+        .parse()
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn a_keys_token_budget_holds_a_burst_and_is_settled_with_the_real_usage() {
+    let (gw, _mock) = start(&[]);
+    let body = |max: u32, extra: &str| {
+        format!(
+            r#"{{"model":"g1","max_tokens":{max},"messages":[{{"role":"user","content":"hi"}}]{extra}}}"#
+        )
+    };
+    // Five at once, each reserving its prompt + 100 of a 300-token budget while the upstream
+    // takes 500 ms to answer: two pass, three are refused at once.
+    let slow = body(100, r#","mock":{"latency_ms":500}"#);
+    let replies = futures_util::future::join_all(
+        (0..5).map(|_| call(&gw, "sk-tpm", "/v1/chat/completions", &slow)),
+    )
+    .await;
+    let (ok, refused): (Vec<&Reply>, Vec<&Reply>) = replies.iter().partition(|r| r.status == 200);
+    assert_eq!(
+        ok.len(),
+        2,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in &refused {
+        let e = r.assert_error(429, Some("rate_limit_exceeded"));
+        assert!(e["message"].as_str().unwrap().contains("tokens"), "{e}");
+        assert!(r.header("retry-after").is_some());
+    }
+    for r in &ok {
+        assert_eq!(header_u64(r, "x-ratelimit-limit-tokens"), 300);
+        assert!(r.header("x-ratelimit-reset-tokens").is_some());
+    }
+    let used: u64 = ok.iter().map(|r| total_tokens(r)).sum();
+    assert!(used < 100, "the mock's answers are short: {used}");
+    // Settled: the two gave back what they did not use, so a third reservation of about 110
+    // fits (without settlement 2 x 110 + 110 > 300 would be refused).
+    let third = call(&gw, "sk-tpm", "/v1/chat/completions", &body(100, "")).await;
+    assert_eq!(third.status, 200, "{}", third.text());
+    let left = header_u64(&third, "x-ratelimit-remaining-tokens");
+    // 300 - what the two used - this reservation (prompt + 100), plus a few seconds of refill.
+    let expected = 300 - used - 100;
+    assert!(
+        left + 30 >= expected && left <= expected + 30,
+        "{left} tokens left, about {expected} expected"
+    );
+    // Keys without a budget get no token headers.
+    let plain = chat(&gw, "sk-plain", "g1").await;
+    assert_eq!(plain.header("x-ratelimit-limit-tokens"), None);
+}
+
+#[actix_rt::test]
+async fn a_cut_stream_settles_what_it_produced() {
+    let (gw, mock) = start(&[]);
+    mock.push_fault(Fault::CutAfter(2));
+    let stream = r#"{"model":"g1","stream":true,"max_tokens":200,"messages":[{"role":"user","content":"hi"}],"mock":{"chunks":8,"delay_ms":20}}"#;
+    let r = call(&gw, "sk-tpm-stream", "/v1/chat/completions", stream).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(header_u64(&r, "x-ratelimit-limit-tokens"), 300);
+    let frames = sse_json(&r.body);
+    assert!(
+        frames.last().unwrap()["error"].is_object(),
+        "cut: {}",
+        r.text()
+    );
+    // Its reservation (prompt + 200) is settled with an estimate of the few chunks it wrote,
+    // in the background: then a reservation of prompt + 250 fits (it would not beside 200).
+    let big = r#"{"model":"g1","max_tokens":250,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut passed = None;
+    for _ in 0..20 {
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        let r = call(&gw, "sk-tpm-stream", "/v1/chat/completions", big).await;
+        if r.status == 200 {
+            passed = Some(r);
+            break;
+        }
+        r.assert_error(429, Some("rate_limit_exceeded"));
+    }
+    let r = passed.expect("the cut stream's reservation was never settled");
+    assert!(header_u64(&r, "x-ratelimit-remaining-tokens") < 50);
 }

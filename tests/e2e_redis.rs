@@ -440,3 +440,64 @@ async fn a_cool_down_started_on_one_replica_is_honoured_by_another() {
         "B skips the key A rested: {used:?}"
     );
 }
+
+#[actix_rt::test]
+async fn a_token_budget_holds_in_total_across_replicas_and_is_settled() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockServer::start().unwrap();
+    let dir = std::env::temp_dir().join(format!("scira2api-tpm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("keys.yaml");
+    std::fs::write(
+        &cfg,
+        "keys:\n  - {key: sk-tokens, name: tokens, tpm: 300}\n",
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let env = [
+        ("CONFIG_FILE", cfg.as_str()),
+        ("REQUESTS_PER_SECOND", "1000"),
+    ];
+    let (a, b) = (replica(&mock, &redis, &env), replica(&mock, &redis, &env));
+    let post = |gw: &Gateway, body: &'static str| {
+        send(
+            client()
+                .post(format!("{}/v1/chat/completions", gw.url))
+                .insert_header(("authorization", "Bearer sk-tokens"))
+                .insert_header(("content-type", "application/json")),
+            Some(body),
+        )
+    };
+    // Six at once over two replicas, each reserving its prompt + 100 of 300 while the upstream
+    // takes 500 ms: two pass in all.
+    const SLOW: &str = r#"{"model":"gpt-4o","max_tokens":100,"messages":[{"role":"user","content":"hi"}],"mock":{"latency_ms":500}}"#;
+    let replies = join_all((0..6).map(|i| post(if i % 2 == 0 { &a } else { &b }, SLOW))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}: {}",
+        a.log()
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    // The budget is one hash in Redis, settled with the real usage: a third request fits.
+    let keys = redis.command(&["KEYS", "scira2api:tpm:*"]);
+    assert!(keys.contains("scira2api:tpm:k:key:"), "{keys}");
+    assert!(!keys.contains("sk-tokens"), "never the key itself: {keys}");
+    const ONE: &str =
+        r#"{"model":"gpt-4o","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut ok = false;
+    for _ in 0..20 {
+        if post(&b, ONE).await.status == 200 {
+            ok = true;
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the settlements never reached Redis");
+}

@@ -7,18 +7,24 @@
 //! [`admit_model`] before anything else, and the model list shows only what the key may use.
 
 use crate::config::Config;
-use scira2api_limiter::BucketConfig;
+use scira2api_limiter::{BucketConfig, Decision};
 use scira2api_types::Error;
+use std::cell::Cell;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// What one client key may do.
 #[derive(Debug, Clone)]
 pub struct KeyPolicy {
+    /// The key's identity in budgets (`key:` + a hash of it; never the key).
+    pub id: Arc<str>,
     /// A name for the access log (the config file's `name`).
     pub name: Option<Arc<str>>,
     /// Its own rate-limit bucket, instead of the default one.
     pub bucket: Option<BucketConfig>,
+    /// Its budget of tokens per minute (prompt and completion), if limited.
+    pub tpm: Option<u64>,
     /// The only models it may use: exact names, or prefixes ending in `*`; `None`: any.
     pub models: Option<Vec<String>>,
 }
@@ -49,6 +55,11 @@ pub(crate) fn policies(config: &Config) -> Vec<Option<Arc<KeyPolicy>>> {
             // The file's entry for the key (the last one, as a later entry wins).
             let spec = specs.iter().rev().find(|s| &s.key == key)?;
             Some(Arc::new(KeyPolicy {
+                id: Arc::from(format!(
+                    "key:{:016x}",
+                    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+                )),
+                tpm: spec.tpm,
                 name: spec.name.as_deref().map(Arc::from),
                 bucket: spec.rpm.map(|rpm| BucketConfig {
                     per_second: rpm as f64 / 60.0,
@@ -69,25 +80,61 @@ pub(crate) fn own_limits(config: &Config) -> bool {
         .is_some_and(|f| f.key_policies.iter().any(|k| k.rpm.is_some()))
 }
 
-tokio::task_local! {
-    static POLICY: Arc<KeyPolicy>;
+/// Whether some key of the config file has a token budget (`tpm`).
+pub(crate) fn token_limits(config: &Config) -> bool {
+    config
+        .file
+        .as_ref()
+        .is_some_and(|f| f.key_policies.iter().any(|k| k.tpm.is_some()))
 }
 
-/// Runs `f` (a request's handling) under the client key's `policy`.
-pub async fn scope<F: Future>(policy: Arc<KeyPolicy>, f: F) -> F::Output {
-    POLICY.scope(policy, f).await
+/// A request handled under a key's policy, and what the gateway learnt for its response
+/// headers (the token budget's state after its reservation).
+pub struct ClientScope {
+    policy: Arc<KeyPolicy>,
+    tokens: Cell<Option<Decision>>,
+}
+
+impl ClientScope {
+    /// The scope of a request let in with a key that has `policy`.
+    pub fn new(policy: Arc<KeyPolicy>) -> Rc<ClientScope> {
+        Rc::new(ClientScope {
+            policy,
+            tokens: Cell::new(None),
+        })
+    }
+
+    /// The token budget's state after the request's reservation, if one was made
+    /// (`x-ratelimit-*-tokens`).
+    pub fn tokens(&self) -> Option<Decision> {
+        self.tokens.get()
+    }
+}
+
+tokio::task_local! {
+    static SCOPE: Rc<ClientScope>;
+}
+
+/// Runs `f` (a request's handling) under the client key's policy.
+pub async fn scope<F: Future>(scope: Rc<ClientScope>, f: F) -> F::Output {
+    SCOPE.scope(scope, f).await
 }
 
 /// The policy of the request being handled on this task, if its key has one.
 pub fn current() -> Option<Arc<KeyPolicy>> {
-    POLICY.try_with(Arc::clone).ok()
+    SCOPE.try_with(|s| s.policy.clone()).ok()
+}
+
+/// Notes the token budget's state for the response headers.
+pub(crate) fn note_tokens(d: Decision) {
+    let _ = SCOPE.try_with(|s| s.tokens.set(Some(d)));
 }
 
 /// `Ok` when the request's key may use `model` (any key without a model list may); otherwise
 /// 404 `model_not_found`, as OpenAI answers for a model a key has no access to (which does not
 /// tell whether the model exists).
 pub fn admit_model(model: &str) -> Result<(), Error> {
-    match POLICY.try_with(|p| p.allows(model)) {
+    match SCOPE.try_with(|s| s.policy.allows(model)) {
         Ok(false) => Err(Error::ModelNotFound(model.to_owned())),
         _ => Ok(()),
     }
@@ -100,8 +147,10 @@ mod tests {
     #[test]
     fn model_lists_take_names_and_prefixes() {
         let p = KeyPolicy {
+            id: Arc::from("key:0"),
             name: None,
             bucket: None,
+            tpm: None,
             models: Some(vec!["gpt-4o".into(), "claude-*".into()]),
         };
         assert!(p.allows("gpt-4o") && p.allows("claude-sonnet-4-5"));
@@ -116,11 +165,13 @@ mod tests {
     #[actix_rt::test]
     async fn the_policy_applies_inside_its_scope_only() {
         assert!(admit_model("x").is_ok(), "no policy: anything");
-        let p = Arc::new(KeyPolicy {
+        let p = ClientScope::new(Arc::new(KeyPolicy {
+            id: Arc::from("key:1"),
             name: Some(Arc::from("t")),
             bucket: None,
+            tpm: None,
             models: Some(vec!["a".into()]),
-        });
+        }));
         let inside = scope(p, async { (admit_model("a"), admit_model("b")) }).await;
         assert!(inside.0.is_ok());
         let e = inside.1.unwrap_err();

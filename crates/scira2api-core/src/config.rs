@@ -355,6 +355,11 @@ fn read_limiter(raw: &Raw) -> Result<LimiterSettings, ConfigError> {
         },
         global,
         max_keys: raw.u64_min("RATE_LIMIT_MAX_KEYS", d.max_keys as u64, 1)? as usize,
+        tpm_default_max_tokens: raw.u64_min(
+            "TPM_DEFAULT_MAX_TOKENS",
+            d.tpm_default_max_tokens,
+            1,
+        )?,
     })
 }
 

@@ -30,6 +30,7 @@
 //!     name: team-a                # shown in logs instead of the key's hash
 //!     rpm: 120                    # its own request limit (bucket: rpm/60 per second, burst)
 //!     burst: 20                   # default: rpm
+//!     tpm: 100000                 # tokens per minute: reserved at admission, settled after
 //!     models: [gpt-4o, "claude-*"]   # the only models it may use (`*` at the end: a prefix)
 //! default_provider: main          # serves names that are in no group (default: the first)
 //! files_provider: main            # serves /v1/files and /v1/batches (no model to route by)
@@ -146,6 +147,8 @@ pub struct KeySpec {
     pub rpm: Option<u64>,
     /// The bucket's capacity (default: `rpm`).
     pub burst: Option<u64>,
+    /// Tokens per minute (prompt and completion), reserved at admission and settled after.
+    pub tpm: Option<u64>,
     /// The only models it may use: exact names, or prefixes ending in `*`.
     pub models: Option<Vec<String>>,
 }
@@ -157,6 +160,7 @@ impl std::fmt::Debug for KeySpec {
             .field("name", &self.name)
             .field("rpm", &self.rpm)
             .field("burst", &self.burst)
+            .field("tpm", &self.tpm)
             .field("models", &self.models)
             .finish_non_exhaustive()
     }
@@ -286,7 +290,7 @@ impl Reader<'_> {
                 keys.extend(self.secret(&at, Some(item))?);
                 continue;
             };
-            self.only(&at, o, &["key", "name", "rpm", "burst", "models"]);
+            self.only(&at, o, &["key", "name", "rpm", "burst", "tpm", "models"]);
             let key = self
                 .secret(&format!("{at}.key"), o.get("key"))?
                 .ok_or_else(|| self.err(&format!("{at}.key"), "", "a non-empty key"))?;
@@ -296,7 +300,7 @@ impl Reader<'_> {
                     n => Ok(n),
                 }
             };
-            let (rpm, burst) = (positive("rpm")?, positive("burst")?);
+            let (rpm, burst, tpm) = (positive("rpm")?, positive("burst")?, positive("tpm")?);
             if burst.is_some() && rpm.is_none() {
                 return Err(self.err(&format!("{at}.burst"), "", "an rpm beside it"));
             }
@@ -322,6 +326,7 @@ impl Reader<'_> {
                 name: self.string(&format!("{at}.name"), o.get("name"))?,
                 rpm,
                 burst,
+                tpm,
                 models,
             });
         }

@@ -110,6 +110,8 @@ pub struct GatewayState {
     model_lists: Vec<(TtlCell<Vec<ModelEntry>>, FetchGate)>,
     metrics: Metrics,
     history: crate::history::History,
+    /// Token budgets (keys' `tpm`), when some key has one.
+    token_limiter: Option<Arc<dyn scira2api_limiter::TokenLimiter>>,
     /// Each client key's own policy, in the order of `config.auth.api_keys`.
     key_policies: Vec<Option<Arc<crate::client::KeyPolicy>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -199,6 +201,12 @@ impl GatewayState {
         let state = Arc::new(GatewayState {
             history,
             key_policies: crate::client::policies(&config),
+            token_limiter: crate::client::token_limits(&config).then(|| match &shared {
+                Some(s) => s.token_limiter(config.limiter.max_keys),
+                None => Arc::new(scira2api_limiter::MemoryTokens::new(
+                    config.limiter.max_keys,
+                )) as Arc<dyn scira2api_limiter::TokenLimiter>,
+            }),
             model_lists: (0..inst.upstreams.len())
                 .map(|_| (TtlCell::new(config.cache.model_ttl), FetchGate::default()))
                 .collect(),
@@ -225,6 +233,11 @@ impl GatewayState {
         crate::history::start(&state);
         crate::shared::start_rest_sync(&state);
         state
+    }
+
+    /// Token budgets (keys' `tpm`), when some key has one.
+    pub fn token_limiter(&self) -> Option<&Arc<dyn scira2api_limiter::TokenLimiter>> {
+        self.token_limiter.as_ref()
     }
 
     /// The policy of client key number `index` (of `config().auth.api_keys`), if it has one.
@@ -457,6 +470,7 @@ impl Gateway {
             }
             status = CacheStatus::Miss;
         }
+        let tokens = self.reserve_tokens(req, internal).await?;
         let retries = Cell::new(0);
         let started = Instant::now();
         let (result, served) = match group {
@@ -501,6 +515,9 @@ impl Gateway {
                     if let Some(d) = &deployment {
                         d.record_tokens(u.total_tokens, Instant::now());
                     }
+                    if let Some(t) = tokens {
+                        t.settle(u.total_tokens);
+                    }
                 }
                 usage = u;
                 if let (Some(store), Some(key)) = (store, key) {
@@ -521,6 +538,7 @@ impl Gateway {
                 let s = ObservedStream::new(frames, state.clone(), req, internal)
                     .caching(store.cloned().zip(key))
                     .charging(deployment)
+                    .reserving(tokens)
                     .observed_by(ctx.observation.clone());
                 ChatReply::Stream(Box::pin(s))
             }

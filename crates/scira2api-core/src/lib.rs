@@ -32,6 +32,7 @@ mod responses;
 mod sections;
 mod settings;
 mod shared;
+mod tpm;
 mod translated_stream;
 mod uploads;
 

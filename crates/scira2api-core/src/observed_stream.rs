@@ -105,6 +105,8 @@ pub(crate) struct ObservedStream {
     observation: Option<Rc<Observation>>,
     /// The routed deployment that answered, charged its tokens (for `tpm`) when usage is known.
     deployment: Option<Arc<scira2api_models::Deployment>>,
+    /// The key's token reservation, settled when the stream ends.
+    tokens: Option<crate::tpm::TokenReservation>,
     /// The answer rebuilt frame by frame (text only, never the frames), while it is needed and
     /// within [`STREAM_KEEP_MAX`] and the gateway-wide [`KEEP_GLOBAL_MAX`].
     builder: Option<AnswerBuilder>,
@@ -141,6 +143,13 @@ impl ObservedStream {
     /// Stores the complete answer under this key when the stream ends well.
     pub(crate) fn caching(mut self, cache: Option<(Arc<dyn ResponseStore>, CacheKey)>) -> Self {
         self.cache = cache;
+        self
+    }
+
+    /// Settles the request's token reservation (a key's `tpm`) when the stream ends: with its
+    /// usage, or for a stream that broke, with an estimate of what it produced.
+    pub(crate) fn reserving(mut self, r: Option<crate::tpm::TokenReservation>) -> Self {
+        self.tokens = r;
         self
     }
 
@@ -183,6 +192,7 @@ impl ObservedStream {
             replay: false,
             observation: None,
             deployment: None,
+            tokens: None,
             builder: Some(AnswerBuilder::default()),
             first: None,
             kept_bytes: 0,
@@ -300,7 +310,25 @@ impl ObservedStream {
             return;
         }
         self.finished = true;
-        self.builder = None;
+        let partial = self.builder.take();
+        if let Some(t) = self.tokens.take() {
+            match usage {
+                Some((u, _)) => t.settle(u.total_tokens),
+                // Broken before its usage: what it produced, estimated on a blocking thread.
+                None => {
+                    let (req, model) = (self.req.clone(), self.internal_model.clone());
+                    let answer = partial.map(AnswerBuilder::finish);
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn_blocking(move || {
+                            let used = answer.map_or(0, |a| {
+                                crate::gateway::estimate(&req, &model, &a).total_tokens
+                            });
+                            t.settle(used);
+                        });
+                    }
+                }
+            }
+        }
         self.state.stream_memory().release(self.kept_bytes);
         self.kept_bytes = 0;
         let m = self.state.metrics();

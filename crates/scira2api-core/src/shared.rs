@@ -76,6 +76,18 @@ impl SharedStore {
         })
     }
 
+    /// Token budgets in Redis, with the same fail mode as the request limits.
+    pub(crate) fn token_limiter(
+        &self,
+        max_keys: usize,
+    ) -> Arc<dyn scira2api_limiter::TokenLimiter> {
+        Arc::new(scira2api_redis::RedisTokens::new(
+            self.redis.clone(),
+            self.fail_mode,
+            max_keys,
+        ))
+    }
+
     pub(crate) fn limiter(&self) -> Option<Arc<dyn RateLimiter>> {
         self.limiter.clone().map(|l| l as Arc<dyn RateLimiter>)
     }

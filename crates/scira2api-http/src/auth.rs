@@ -7,7 +7,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{http::Method, web};
 use scira2api_core::Gateway;
-use scira2api_core::client::KeyPolicy;
+use scira2api_core::client::{ClientScope, KeyPolicy};
 use scira2api_types::Error;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -114,10 +114,15 @@ async fn call_as<B: MessageBody>(
             o.client(name);
         }
     }
-    match policy {
-        Some(policy) => scira2api_core::client::scope(policy, next.call(req)).await,
-        None => next.call(req).await,
+    let Some(policy) = policy else {
+        return next.call(req).await;
+    };
+    let scope = ClientScope::new(policy);
+    let mut res = scira2api_core::client::scope(scope.clone(), next.call(req)).await?;
+    if let Some(d) = scope.tokens() {
+        crate::limit::add_token_headers(res.headers_mut(), &d);
     }
+    Ok(res)
 }
 
 /// Middleware: lets public paths and preflights through, otherwise demands a valid key.

@@ -57,12 +57,15 @@ pub fn tcp_nodelay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensio
 /// The response headers a browser client may read: the gateway's own (request id, rate limits,
 /// cache and usage facts, retry hints). A fixed list is encoded once; "expose any header" would
 /// make actix-cors collect every response's header names anew on every response.
-pub const EXPOSED_HEADERS: [&str; 12] = [
+pub const EXPOSED_HEADERS: [&str; 15] = [
     "x-request-id",
     "x-gateway-provider",
     "x-ratelimit-limit-requests",
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
     "x-cache",
     "x-usage-source",
     "x-gateway-overhead-ms",

@@ -23,16 +23,32 @@ fn exempt(path: &str) -> bool {
 
 /// Adds OpenAI's rate-limit headers for `d` (none when no bucket applied).
 fn add_headers(headers: &mut HeaderMap, d: &Decision) {
-    if d.limit == u64::MAX {
-        return;
-    }
     const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
     const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
     const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
-    headers.insert(LIMIT, HeaderValue::from(d.limit));
-    headers.insert(REMAINING, HeaderValue::from(d.remaining));
+    write_headers(headers, d, [LIMIT, REMAINING, RESET]);
+}
+
+/// Adds OpenAI's token rate-limit headers (`x-ratelimit-*-tokens`) for a key's token budget.
+pub(crate) fn add_token_headers(headers: &mut HeaderMap, d: &Decision) {
+    const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+    const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+    const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+    write_headers(headers, d, [LIMIT, REMAINING, RESET]);
+}
+
+fn write_headers(
+    headers: &mut HeaderMap,
+    d: &Decision,
+    [limit, remaining, reset]: [HeaderName; 3],
+) {
+    if d.limit == u64::MAX {
+        return;
+    }
+    headers.insert(limit, HeaderValue::from(d.limit));
+    headers.insert(remaining, HeaderValue::from(d.remaining));
     if let Ok(v) = HeaderValue::from_str(&format_reset(d.reset)) {
-        headers.insert(RESET, v);
+        headers.insert(reset, v);
     }
 }
 

@@ -10,8 +10,10 @@
 #![deny(missing_docs)]
 
 mod settings;
+mod tokens;
 
 pub use settings::{LimiterSettings, RateLimitScope};
+pub use tokens::{MemoryTokens, TokenLimiter, token_decision};
 
 use quick_cache::sync::Cache;
 use ratelimit::{Ratelimiter, TryWaitError};

@@ -28,6 +28,9 @@ pub struct LimiterSettings {
     pub global: Option<BucketConfig>,
     /// Most keys with a bucket at once (least recently used are evicted).
     pub max_keys: usize,
+    /// The completion a token reservation (a key's `tpm`) counts for a request that sets no
+    /// `max_tokens` (`TPM_DEFAULT_MAX_TOKENS`).
+    pub tpm_default_max_tokens: u64,
 }
 
 impl Default for LimiterSettings {
@@ -41,6 +44,7 @@ impl Default for LimiterSettings {
             },
             global: None,
             max_keys: DEFAULT_MAX_KEYS,
+            tpm_default_max_tokens: 1024,
         }
     }
 }

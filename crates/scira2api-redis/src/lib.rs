@@ -11,11 +11,13 @@ mod conn;
 mod limiter;
 mod rests;
 mod store;
+mod tokens;
 
 pub use conn::{BREAKER_FAILURES, BREAKER_OPEN, Failure, Redis, RedisState, masked};
 pub use limiter::{FailMode, RedisLimiter};
 pub use rests::RestBoard;
 pub use store::RedisStore;
+pub use tokens::RedisTokens;
 
 use std::time::Duration;
 

@@ -45,7 +45,7 @@ impl FailMode {
 /// Checks every bucket in `KEYS` (each with its rate per ms and burst in `ARGV`, after the cost)
 /// and consumes the cost from all of them, or from none. Returns `{allowed, bucket, tokens left
 /// (floor), wait ms}`; `bucket` is the 1-based index of the bucket that refused, or 1.
-const BUCKETS: &str = r"
+pub(crate) const BUCKETS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cost = tonumber(ARGV[1])
