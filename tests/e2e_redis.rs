@@ -501,3 +501,68 @@ async fn a_token_budget_holds_in_total_across_replicas_and_is_settled() {
     }
     assert!(ok, "the settlements never reached Redis");
 }
+
+#[actix_rt::test]
+async fn a_deployments_rpm_and_tpm_hold_in_total_across_replicas() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b, c, d) = (
+        MockServer::start().unwrap(),
+        MockServer::start().unwrap(),
+        MockServer::start().unwrap(),
+        MockServer::start().unwrap(),
+    );
+    let dir = std::env::temp_dir().join(format!("scira2api-dlimits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("limits.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "providers:\n  - {{name: a, base_url: \"{}\"}}\n  - {{name: b, base_url: \"{}\"}}\n  - {{name: c, base_url: \"{}\"}}\n  - {{name: d, base_url: \"{}\"}}\nmodels:\n  - name: g\n    deployments:\n      - {{provider: a, model: m, rpm: 3}}\n      - {{provider: b, model: m, order: 1}}\n  - name: h\n    deployments:\n      - {{provider: c, model: m, tpm: 250}}\n      - {{provider: d, model: m, order: 1}}\n",
+            a.url(),
+            b.url(),
+            c.url(),
+            d.url()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let env = [
+        ("CONFIG_FILE", cfg.as_str()),
+        ("REQUESTS_PER_SECOND", "1000"),
+    ];
+    let (r1, r2) = (replica(&a, &redis, &env), replica(&a, &redis, &env));
+    // rpm 3 in total: eight requests over both replicas, three reach `a`, the rest `b`.
+    for i in 0..8 {
+        let gw = if i % 2 == 0 { &r1 } else { &r2 };
+        let r = post_chat(
+            gw,
+            r#"{"model":"g","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(chat_requests(&a), 3, "a's rpm holds across the replicas");
+    assert_eq!(chat_requests(&b), 5);
+    // tpm 250 in total: four at once reserving prompt + 100 each, while `c` takes 400 ms: two
+    // fit in c's budget, the others go to `d`.
+    let slow = r#"{"model":"h","max_tokens":100,"messages":[{"role":"user","content":"hi"}],"mock":{"latency_ms":400}}"#;
+    let replies =
+        join_all((0..4).map(|i| post_chat(if i % 2 == 0 { &r1 } else { &r2 }, slow))).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(chat_requests(&c), 2, "c's tpm holds across the replicas");
+    assert_eq!(chat_requests(&d), 2);
+}
+
+/// A chat request with the replicas' key.
+async fn post_chat(gw: &Gateway, body: &str) -> Reply {
+    send(
+        client()
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .insert_header(("authorization", "Bearer sk-shared"))
+            .insert_header(("content-type", "application/json")),
+        Some(body),
+    )
+    .await
+}

@@ -310,7 +310,7 @@ impl Gateway {
         }
         let retries = Cell::new(0);
         let started = Instant::now();
-        let (result, (served, internal, deployment)) = match (group, model.as_deref()) {
+        let (result, (served, internal, deployment, _)) = match (group, model.as_deref()) {
             (Some(_), Some(m)) => {
                 let send = async |up: &Upstream, internal: &str, attempts: u32| {
                     up.forward_json(
@@ -360,7 +360,7 @@ impl Gateway {
                     )
                     .await
                 };
-                (r, (state.default_instance, internal, None))
+                (r, (state.default_instance, internal, None, None))
             }
         };
         let upstream_time = started.elapsed();

@@ -72,7 +72,14 @@ impl Drop for FetchTicket<'_> {
 }
 
 /// Which instance and model answered, and the deployment when a group's router chose it.
-type Served = (usize, String, Option<Arc<Deployment>>);
+/// Which instance and model served a routed request, the deployment, and the tokens reserved
+/// from its shared `tpm`.
+type Served = (
+    usize,
+    String,
+    Option<Arc<Deployment>>,
+    Option<crate::tpm::TokenReservation>,
+);
 
 /// The 503 for a group whose deployments (and fallbacks) all rest.
 fn all_resting(u: &Unavailable) -> Error {
@@ -112,6 +119,8 @@ pub struct GatewayState {
     history: crate::history::History,
     /// Token budgets (keys' `tpm`), when some key has one.
     token_limiter: Option<Arc<dyn scira2api_limiter::TokenLimiter>>,
+    /// The deployments' `rpm`/`tpm` shared through Redis, when some deployment has one.
+    deployment_limits: Option<crate::shared::DeploymentLimits>,
     /// Each client key's own policy, in the order of `config.auth.api_keys`.
     key_policies: Vec<Option<Arc<crate::client::KeyPolicy>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -198,7 +207,11 @@ impl GatewayState {
             config.server.status_interval,
             config.server.status_history,
         );
+        let deployment_limits = shared.as_ref().and_then(|s| {
+            crate::shared::DeploymentLimits::of(s, &inst.router, config.limiter.max_keys)
+        });
         let state = Arc::new(GatewayState {
+            deployment_limits,
             history,
             key_policies: crate::client::policies(&config),
             token_limiter: crate::client::token_limits(&config).then(|| match &shared {
@@ -233,6 +246,11 @@ impl GatewayState {
         crate::history::start(&state);
         crate::shared::start_rest_sync(&state);
         state
+    }
+
+    /// The deployments' limits shared through Redis.
+    pub(crate) fn deployment_limits(&self) -> Option<&crate::shared::DeploymentLimits> {
+        self.deployment_limits.as_ref()
     }
 
     /// Token budgets (keys' `tpm`), when some key has one.
@@ -470,23 +488,36 @@ impl Gateway {
             }
             status = CacheStatus::Miss;
         }
-        let tokens = self.reserve_tokens(req, internal).await?;
+        let asked = if self.counts_tokens(req) {
+            Some(self.tokens_asked(req, internal).await)
+        } else {
+            None
+        };
+        let tokens = self.reserve_tokens(asked).await?;
         let retries = Cell::new(0);
         let started = Instant::now();
         let (result, served) = match group {
             None => {
                 let up = &self.upstreams[state.default_instance];
                 let result = up.chat(req, internal, &retries).await;
-                (result, (state.default_instance, internal.to_owned(), None))
+                (
+                    result,
+                    (state.default_instance, internal.to_owned(), None, None),
+                )
             }
             Some(_) => {
                 let send = async |up: &Upstream, model: &str, attempts: u32| {
                     up.chat_with(req, model, &retries, Some(attempts)).await
                 };
-                self.route(&req.model, &retries, send).await
+                let tokens = asked.map(|(p, c)| p.saturating_add(c));
+                self.route_within(&req.model, &retries, state.route_attempts, tokens, send)
+                    .await
             }
         };
-        let (instance, served_model, deployment) = served;
+        let (instance, served_model, deployment, held) = served;
+        // The key's reservation and the deployment's, settled together.
+        let reservations: Vec<crate::tpm::TokenReservation> =
+            tokens.into_iter().chain(held).collect();
         let internal = served_model.as_str();
         let provider = state.instance_names[instance].clone();
         let dropped = self.upstreams[instance].dropped_params(req);
@@ -515,7 +546,7 @@ impl Gateway {
                     if let Some(d) = &deployment {
                         d.record_tokens(u.total_tokens, Instant::now());
                     }
-                    if let Some(t) = tokens {
+                    for t in reservations {
                         t.settle(u.total_tokens);
                     }
                 }
@@ -538,7 +569,7 @@ impl Gateway {
                 let s = ObservedStream::new(frames, state.clone(), req, internal)
                     .caching(store.cloned().zip(key))
                     .charging(deployment)
-                    .reserving(tokens)
+                    .reserving(reservations)
                     .observed_by(ctx.observation.clone());
                 ChatReply::Stream(Box::pin(s))
             }
@@ -567,22 +598,25 @@ impl Gateway {
         retries: &Cell<u32>,
         send: impl AsyncFn(&Upstream, &str, u32) -> Result<T, Error>,
     ) -> (Result<T, Error>, Served) {
-        self.route_within(model, retries, self.state.route_attempts, send)
+        self.route_within(model, retries, self.state.route_attempts, None, send)
             .await
     }
 
     /// [`Gateway::route`] with at most `budget` attempts in all (1 for a body that can be sent
-    /// only once: the router's pick, and no other).
+    /// only once: the router's pick, and no other), reserving `tokens` from a picked
+    /// deployment's shared `tpm` (deployments at their shared `rpm`/`tpm` are passed over).
     pub(crate) async fn route_within<T>(
         &self,
         model: &str,
         retries: &Cell<u32>,
         budget: u32,
+        tokens: Option<u64>,
         send: impl AsyncFn(&Upstream, &str, u32) -> Result<T, Error>,
     ) -> (Result<T, Error>, Served) {
         let state = &self.state;
         let router = &state.router;
         let mut tried: Vec<*const Deployment> = Vec::new();
+        let mut limited = 0usize;
         let mut used = 0u32;
         let mut last: Option<(Error, usize, String)> = None;
         loop {
@@ -590,25 +624,50 @@ impl Gateway {
                 Ok(Some(t)) => t,
                 Ok(None) | Err(_) if last.is_some() => {
                     let (e, i, m) = last.take().unwrap_or_else(|| unreachable!());
-                    return (Err(e.exhausted()), (i, m, None));
+                    return (Err(e.exhausted()), (i, m, None, None));
                 }
                 Ok(None) => {
                     return (
                         Err(Error::Internal(format!("no group `{model}`"))),
-                        (state.default_instance, model.to_owned(), None),
+                        (state.default_instance, model.to_owned(), None, None),
                     );
                 }
                 Err(u) => {
                     return (
                         Err(all_resting(&u)),
-                        (state.default_instance, model.to_owned(), None),
+                        (state.default_instance, model.to_owned(), None, None),
                     );
                 }
             };
             let d = ticket.deployment().clone();
+            let chain_size = router.chain_size(model);
+            let mut held = None;
+            if let Some(limits) = &state.deployment_limits {
+                match limits.admit(&d, tokens).await {
+                    crate::shared::Admit::Yes(r) => held = r,
+                    crate::shared::Admit::No => {
+                        debug!(
+                            "deployment {}/{} is at its rpm/tpm across the replicas; trying the next",
+                            d.instance_name, d.model
+                        );
+                        drop(ticket);
+                        limited += 1;
+                        if limited >= chain_size {
+                            let e = Error::RateLimited {
+                                message: format!(
+                                    "Every deployment of `{model}` is at its rpm or tpm limit; please try again shortly."
+                                ),
+                                retry_after: Some(Duration::from_secs(1)),
+                            };
+                            return (Err(e), (d.instance, d.model.clone(), None, None));
+                        }
+                        tried.push(Arc::as_ptr(&d));
+                        continue;
+                    }
+                }
+            }
             // Another untried deployment to move to: one attempt here. Otherwise what is left
             // of the budget, with backoff, on this one.
-            let chain_size = router.chain_size(model);
             let left = budget.saturating_sub(used).max(1);
             let attempts = if tried.len() + 1 < chain_size {
                 1
@@ -621,7 +680,7 @@ impl Gateway {
             match result {
                 Ok(reply) => {
                     ticket.finish(Outcome::Success, &router.policy);
-                    return (Ok(reply), (d.instance, d.model.clone(), Some(d)));
+                    return (Ok(reply), (d.instance, d.model.clone(), Some(d), held));
                 }
                 Err(e) => {
                     let outcome = match (e.status(), e.should_retry()) {
@@ -637,7 +696,7 @@ impl Gateway {
                         } else {
                             e
                         };
-                        return (Err(e), (d.instance, d.model.clone(), None));
+                        return (Err(e), (d.instance, d.model.clone(), None, None));
                     }
                     debug!(
                         "deployment {}/{} failed ({}); trying the next",

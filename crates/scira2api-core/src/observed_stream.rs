@@ -105,8 +105,8 @@ pub(crate) struct ObservedStream {
     observation: Option<Rc<Observation>>,
     /// The routed deployment that answered, charged its tokens (for `tpm`) when usage is known.
     deployment: Option<Arc<scira2api_models::Deployment>>,
-    /// The key's token reservation, settled when the stream ends.
-    tokens: Option<crate::tpm::TokenReservation>,
+    /// The token reservations (the key's, the deployment's), settled when the stream ends.
+    tokens: Vec<crate::tpm::TokenReservation>,
     /// The answer rebuilt frame by frame (text only, never the frames), while it is needed and
     /// within [`STREAM_KEEP_MAX`] and the gateway-wide [`KEEP_GLOBAL_MAX`].
     builder: Option<AnswerBuilder>,
@@ -148,7 +148,7 @@ impl ObservedStream {
 
     /// Settles the request's token reservation (a key's `tpm`) when the stream ends: with its
     /// usage, or for a stream that broke, with an estimate of what it produced.
-    pub(crate) fn reserving(mut self, r: Option<crate::tpm::TokenReservation>) -> Self {
+    pub(crate) fn reserving(mut self, r: Vec<crate::tpm::TokenReservation>) -> Self {
         self.tokens = r;
         self
     }
@@ -192,7 +192,7 @@ impl ObservedStream {
             replay: false,
             observation: None,
             deployment: None,
-            tokens: None,
+            tokens: Vec::new(),
             builder: Some(AnswerBuilder::default()),
             first: None,
             kept_bytes: 0,
@@ -311,9 +311,10 @@ impl ObservedStream {
         }
         self.finished = true;
         let partial = self.builder.take();
-        if let Some(t) = self.tokens.take() {
+        let tokens = std::mem::take(&mut self.tokens);
+        if !tokens.is_empty() {
             match usage {
-                Some((u, _)) => t.settle(u.total_tokens),
+                Some((u, _)) => tokens.into_iter().for_each(|t| t.settle(u.total_tokens)),
                 // Broken before its usage: what it produced, estimated on a blocking thread.
                 None => {
                     let (req, model) = (self.req.clone(), self.internal_model.clone());
@@ -323,7 +324,7 @@ impl ObservedStream {
                             let used = answer.map_or(0, |a| {
                                 crate::gateway::estimate(&req, &model, &a).total_tokens
                             });
-                            t.settle(used);
+                            tokens.into_iter().for_each(|t| t.settle(used));
                         });
                     }
                 }

@@ -140,14 +140,14 @@ impl Gateway {
         let state = self.state();
         let retries = Cell::new(0);
         let started = Instant::now();
-        let (result, (served, _, deployment)) = match state.router.group(&model) {
+        let (result, (served, _, deployment, _)) = match state.router.group(&model) {
             None => {
                 let internal = state.catalog.map().to_internal(&model).to_owned();
                 let up = &self.upstreams[state.default_instance];
                 let r = up
                     .responses_native(&raw, &model, &internal, stream, &retries, None)
                     .await;
-                (r, (state.default_instance, internal, None))
+                (r, (state.default_instance, internal, None, None))
             }
             Some(_) => {
                 let send = async |up: &Upstream, internal: &str, attempts: u32| {

@@ -19,6 +19,22 @@ pub(crate) struct TokenReservation {
 }
 
 impl TokenReservation {
+    /// `reserved` tokens taken from `key`'s budget of `tpm` in `limiter`.
+    pub(crate) fn new(
+        limiter: Arc<dyn TokenLimiter>,
+        key: Arc<str>,
+        tpm: u64,
+        reserved: u64,
+    ) -> TokenReservation {
+        TokenReservation {
+            limiter,
+            key,
+            tpm,
+            reserved,
+            settled: false,
+        }
+    }
+
     /// Settles with what the answer used.
     pub(crate) fn settle(mut self, used: u64) {
         self.settled = true;
@@ -43,26 +59,29 @@ impl Drop for TokenReservation {
 }
 
 impl Gateway {
-    /// Reserves the tokens `req` may use from its key's `tpm` budget (`None`: no token limit
-    /// applies), or refuses with 429 (503 when the shared store cannot decide and fails
-    /// closed). The decision is noted for the `x-ratelimit-*-tokens` headers.
-    pub(crate) async fn reserve_tokens(
-        &self,
-        req: &ChatRequest,
-        internal_model: &str,
-    ) -> Result<Option<TokenReservation>, Error> {
-        let Some(policy) = crate::client::current() else {
-            return Ok(None);
-        };
-        let (Some(tpm), Some(limiter)) = (policy.tpm, self.state().token_limiter()) else {
-            return Ok(None);
-        };
+    /// Whether a chat request for `req` needs its token count: its key has a budget, or a
+    /// deployment that may answer it has a shared `tpm`.
+    pub(crate) fn counts_tokens(&self, req: &ChatRequest) -> bool {
+        let state = self.state();
+        let key = state.token_limiter().is_some()
+            && crate::client::current().is_some_and(|p| p.tpm.is_some());
+        key || (state.deployment_limits().is_some()
+            && state
+                .router()
+                .chain(&req.model)
+                .iter()
+                .any(|g| g.deployments.iter().any(|d| d.tpm.is_some())))
+    }
+
+    /// What `req` may use: its prompt's token count (on a blocking thread, as every estimate:
+    /// a long prompt is real work) and the completion it allows (`max_completion_tokens`,
+    /// `max_tokens`, else `TPM_DEFAULT_MAX_TOKENS`).
+    pub(crate) async fn tokens_asked(&self, req: &ChatRequest, internal_model: &str) -> (u64, u64) {
         let asked = ["max_completion_tokens", "max_tokens"]
             .iter()
             .find_map(|k| req.object().get::<u64>(k).and_then(Result::ok));
         let completion = asked.unwrap_or(self.state().config().limiter.tpm_default_max_tokens);
         let (r, m) = (req.clone(), internal_model.to_owned());
-        // Counted on a blocking thread, as every estimate is: a long prompt is real work.
         let prompt = actix_rt::task::spawn_blocking(move || {
             let messages = r.messages().unwrap_or_default();
             let tools = r
@@ -73,6 +92,22 @@ impl Gateway {
         })
         .await
         .unwrap_or(0);
+        (prompt, completion)
+    }
+
+    /// Reserves `(prompt, completion)` tokens from the request's key's `tpm` budget (`None`:
+    /// no key budget applies), or refuses with 429 (503 when the shared store cannot decide
+    /// and fails closed). The decision is noted for the `x-ratelimit-*-tokens` headers.
+    pub(crate) async fn reserve_tokens(
+        &self,
+        asked: Option<(u64, u64)>,
+    ) -> Result<Option<TokenReservation>, Error> {
+        let (Some((prompt, completion)), Some(policy)) = (asked, crate::client::current()) else {
+            return Ok(None);
+        };
+        let (Some(tpm), Some(limiter)) = (policy.tpm, self.state().token_limiter()) else {
+            return Ok(None);
+        };
         let tokens = prompt.saturating_add(completion);
         let d = match limiter.reserve(&policy.id, tpm, tokens) {
             Check::Now(d) => d,
@@ -98,12 +133,11 @@ impl Gateway {
                 retry_after: Some(wait),
             });
         }
-        Ok(Some(TokenReservation {
-            limiter: limiter.clone(),
-            key: policy.id.clone(),
+        Ok(Some(TokenReservation::new(
+            limiter.clone(),
+            policy.id.clone(),
             tpm,
-            reserved: tokens.min(tpm),
-            settled: false,
-        }))
+            tokens.min(tpm),
+        )))
     }
 }

@@ -108,7 +108,7 @@ impl Gateway {
                 .await
         };
         let (result, served) = if state.router.group(&model).is_some() {
-            let (r, (i, _, _)) = self.route_within(&model, &retries, 1, send).await;
+            let (r, (i, _, _, _)) = self.route_within(&model, &retries, 1, None, send).await;
             (r, i)
         } else {
             let internal = state.catalog.map().to_internal(&model).to_owned();

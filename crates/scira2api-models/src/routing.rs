@@ -435,7 +435,7 @@ impl Router {
     }
 
     /// The group and its fallbacks, in the order they are tried (each once).
-    fn chain<'a>(&'a self, name: &str) -> Vec<&'a Group> {
+    pub fn chain<'a>(&'a self, name: &str) -> Vec<&'a Group> {
         let mut out: Vec<&Group> = Vec::new();
         let mut queue = vec![name.to_owned()];
         while let Some(n) = queue.first().cloned() {
