@@ -566,3 +566,63 @@ async fn post_chat(gw: &Gateway, body: &str) -> Reply {
     )
     .await
 }
+
+#[actix_rt::test]
+async fn a_stored_response_is_read_continued_and_deleted_on_any_replica() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockServer::start().unwrap();
+    let env = [("REQUESTS_PER_SECOND", "1000")];
+    let (a, b) = (replica(&mock, &redis, &env), replica(&mock, &redis, &env));
+    let with_key = |req: awc::ClientRequest| {
+        req.insert_header(("authorization", "Bearer sk-shared"))
+            .insert_header(("content-type", "application/json"))
+    };
+    let created = send(
+        with_key(client().post(format!("{}/v1/responses", a.url))),
+        Some(r#"{"model":"gpt-4o","input":"remember 42"}"#),
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    // Replica B reads it …
+    let got = send(
+        with_key(client().get(format!("{}/v1/responses/{id}", b.url))),
+        None,
+    )
+    .await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["id"], id);
+    assert_eq!(got.json()["output"], created.json()["output"]);
+    // … continues the conversation (its history comes from Redis) …
+    let next = send(
+        with_key(client().post(format!("{}/v1/responses", b.url))),
+        Some(&format!(
+            r#"{{"model":"gpt-4o","input":"and now?","previous_response_id":"{id}"}}"#
+        )),
+    )
+    .await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    let last = mock.requests().last().cloned().unwrap();
+    let sent: Value = serde_json::from_slice(&last.body).unwrap();
+    assert!(
+        sent["messages"].to_string().contains("remember 42"),
+        "{sent}"
+    );
+    // … and deletes it: gone for A too.
+    let deleted = send(
+        with_key(client().delete(format!("{}/v1/responses/{id}", b.url))),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let gone = send(
+        with_key(client().get(format!("{}/v1/responses/{id}", a.url))),
+        None,
+    )
+    .await;
+    gone.assert_error(404, None);
+    let keys = redis.command(&["KEYS", "scira2api:resp:*"]);
+    assert!(!keys.contains(&id), "{keys}");
+}

@@ -200,7 +200,10 @@ impl GatewayState {
             MODELS_CREATED,
         );
         let inst = crate::instances::build(&config);
-        let responses = config.cache.memory_responses();
+        let responses = match &shared {
+            Some(s) => s.responses.clone(),
+            None => config.cache.memory_responses(),
+        };
         let mut catalog = catalog;
         catalog.add_groups(inst.router.groups().iter().map(|g| g.name.clone()));
         let history = crate::history::History::new(

@@ -18,6 +18,8 @@ pub struct SharedStore {
     redis: Redis,
     limiter: Option<Arc<RedisLimiter>>,
     pub(crate) store: Option<Arc<dyn ResponseStore>>,
+    /// Stored Responses API responses.
+    pub(crate) responses: Arc<dyn scira2api_cache::ResponseObjects>,
     fail_mode: FailMode,
 }
 
@@ -62,17 +64,27 @@ impl SharedStore {
             )) as Arc<dyn ResponseStore>
         });
         log::info!(
-            "shared store: Redis {} (timeout {:?}, rate limits {}, cache {}, RATE_LIMIT_FAIL_MODE={})",
+            "shared store: Redis {} (timeout {:?}, rate limits {}, cache {}, stored responses and cool-downs shared, RATE_LIMIT_FAIL_MODE={})",
             scira2api_redis::masked(url),
             s.timeout,
             if limiter.is_some() { "shared" } else { "off" },
             if store.is_some() { "shared" } else { "off" },
             s.fail_mode.as_str()
         );
+        let responses = Arc::new(scira2api_redis::RedisResponses::new(
+            redis.clone(),
+            c.responses_ttl,
+            scira2api_cache::MemoryResponses::new(
+                c.responses_ttl,
+                c.responses_max_entries,
+                c.responses_max_bytes,
+            ),
+        ));
         Some(SharedStore {
             redis,
             limiter,
             store,
+            responses,
             fail_mode: s.fail_mode,
         })
     }

@@ -9,12 +9,14 @@
 
 mod conn;
 mod limiter;
+mod responses;
 mod rests;
 mod store;
 mod tokens;
 
 pub use conn::{BREAKER_FAILURES, BREAKER_OPEN, Failure, Redis, RedisState, masked};
 pub use limiter::{FailMode, RedisLimiter};
+pub use responses::RedisResponses;
 pub use rests::RestBoard;
 pub use store::RedisStore;
 pub use tokens::RedisTokens;
