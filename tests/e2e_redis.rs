@@ -626,3 +626,39 @@ async fn a_stored_response_is_read_continued_and_deleted_on_any_replica() {
     let keys = redis.command(&["KEYS", "scira2api:resp:*"]);
     assert!(!keys.contains(&id), "{keys}");
 }
+
+#[actix_rt::test]
+async fn a_front_cache_serves_repeated_answers_without_redis() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockServer::start().unwrap();
+    let on = [("CACHE_ENABLED", "true"), ("RATE_LIMIT_ENABLED", "false")];
+    let front = [
+        ("CACHE_ENABLED", "true"),
+        ("RATE_LIMIT_ENABLED", "false"),
+        ("CACHE_FRONT_ENTRIES", "100"),
+    ];
+    let (a, b) = (replica(&mock, &redis, &on), replica(&mock, &redis, &front));
+    assert_eq!(
+        chat(&a, "front").await.header("x-cache").as_deref(),
+        Some("MISS")
+    );
+    // B reads it from Redis once and keeps a copy in front …
+    assert_eq!(
+        chat(&b, "front").await.header("x-cache").as_deref(),
+        Some("HIT")
+    );
+    redis.stop();
+    // … which answers with Redis gone; A, without a front, misses and asks the upstream.
+    for _ in 0..3 {
+        let r = chat(&b, "front").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-cache").as_deref(), Some("HIT"));
+    }
+    assert_eq!(chat_requests(&mock), 1);
+    let r = chat(&a, "front").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-cache").as_deref(), Some("MISS"));
+    assert_eq!(chat_requests(&mock), 2);
+}

@@ -13,9 +13,11 @@
 
 mod settings;
 mod stored;
+mod tiered;
 
 pub use settings::{CacheScope, CacheSettings};
 pub use stored::{MemoryResponses, ResponseObjects, StoredResponse};
+pub use tiered::{FRONT_TTL, TieredStore};
 
 use futures_util::future::{BoxFuture, ready};
 use quick_cache::Weighter;

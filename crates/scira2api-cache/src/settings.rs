@@ -36,6 +36,8 @@ pub struct CacheSettings {
     pub responses_max_entries: u64,
     /// About how many bytes stored responses may take (`RESPONSES_STORE_MAX_BYTES`).
     pub responses_max_bytes: u64,
+    /// Answers kept in this process in front of a shared cache (`CACHE_FRONT_ENTRIES`; 0: none).
+    pub front_entries: u64,
 }
 
 impl Default for CacheSettings {
@@ -50,6 +52,7 @@ impl Default for CacheSettings {
             responses_ttl: Duration::from_secs(3600),
             responses_max_entries: 10_000,
             responses_max_bytes: 64 * 1024 * 1024,
+            front_entries: 0,
         }
     }
 }

@@ -306,6 +306,7 @@ fn read_cache(raw: &Raw) -> Result<CacheSettings, ConfigError> {
             d.responses_max_bytes,
             1024,
         )?,
+        front_entries: raw.u64_min("CACHE_FRONT_ENTRIES", d.front_entries, 0)?,
         scope: match raw.str("CACHE_SCOPE").as_deref() {
             None => d.scope,
             Some("shared") => CacheScope::Shared,

@@ -56,12 +56,21 @@ impl SharedStore {
         });
         let c = &config.cache;
         let store = c.enabled.then(|| {
-            Arc::new(RedisStore::new(
+            let shared = Arc::new(RedisStore::new(
                 redis.clone(),
                 c.answer_ttl,
                 c.max_entries,
                 c.max_bytes,
-            )) as Arc<dyn ResponseStore>
+            )) as Arc<dyn ResponseStore>;
+            match c.front_entries {
+                0 => shared,
+                n => Arc::new(scira2api_cache::TieredStore::new(
+                    shared,
+                    n,
+                    c.max_bytes,
+                    c.answer_ttl,
+                )) as Arc<dyn ResponseStore>,
+            }
         });
         log::info!(
             "shared store: Redis {} (timeout {:?}, rate limits {}, cache {}, stored responses and cool-downs shared, RATE_LIMIT_FAIL_MODE={})",
