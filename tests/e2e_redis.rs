@@ -4,7 +4,9 @@
 //! another; a Redis that stops fails each `RATE_LIMIT_FAIL_MODE` as it says, without a request
 //! ever waiting past `REDIS_TIMEOUT`; scripts flushed (`NOSCRIPT`) are loaded again; a Redis that
 //! comes back is used again; a deployment or an upstream key one replica rests is rested by
-//! the others. (`.ci/run` installs redis-server; without it these tests skip.)
+//! the others; a key's token budget holds in total and is settled (a cut stream too); a
+//! deployment's rpm and tpm hold in total; a stored response is read, continued and deleted on
+//! any replica; a front cache answers with Redis gone. (`.ci/run` installs redis-server; without it these tests skip.)
 
 mod common;
 
@@ -452,7 +454,7 @@ async fn a_token_budget_holds_in_total_across_replicas_and_is_settled() {
     let cfg = dir.join("keys.yaml");
     std::fs::write(
         &cfg,
-        "keys:\n  - {key: sk-tokens, name: tokens, tpm: 300}\n",
+        "keys:\n  - {key: sk-tokens, name: tokens, tpm: 300}\n  - {key: sk-stream, tpm: 300}\n",
     )
     .unwrap();
     let cfg = cfg.display().to_string();
@@ -500,6 +502,42 @@ async fn a_token_budget_holds_in_total_across_replicas_and_is_settled() {
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "the settlements never reached Redis");
+
+    // A stream cut mid-way on A settles (in Redis) what it produced: then B can reserve 250.
+    mock.push_fault(Fault::CutAfter(2));
+    let stream = send(
+        client()
+            .post(format!("{}/v1/chat/completions", a.url))
+            .insert_header(("authorization", "Bearer sk-stream"))
+            .insert_header(("content-type", "application/json")),
+        Some(r#"{"model":"gpt-4o","stream":true,"max_tokens":200,"messages":[{"role":"user","content":"hi"}],"mock":{"chunks":8,"delay_ms":20}}"#),
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    assert!(
+        sse_json(&stream.body).last().unwrap()["error"].is_object(),
+        "cut"
+    );
+    let mut ok = false;
+    for _ in 0..20 {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        let r = send(
+            client()
+                .post(format!("{}/v1/chat/completions", b.url))
+                .insert_header(("authorization", "Bearer sk-stream"))
+                .insert_header(("content-type", "application/json")),
+            Some(r#"{"model":"gpt-4o","max_tokens":250,"messages":[{"role":"user","content":"hi"}]}"#),
+        )
+        .await;
+        if r.status == 200 {
+            ok = true;
+            break;
+        }
+    }
+    assert!(
+        ok,
+        "the cut stream's reservation was never settled in Redis"
+    );
 }
 
 #[actix_rt::test]
