@@ -32,6 +32,21 @@ impl FailMode {
         }
     }
 
+    /// The decision without Redis: let through (`open`), refuse as unavailable (`closed`), or
+    /// what this replica's own memory says (`local`).
+    pub(crate) fn decide(self, local: impl FnOnce() -> Decision) -> Decision {
+        match self {
+            FailMode::Open => Decision::UNLIMITED,
+            FailMode::Closed => Decision {
+                allowed: false,
+                unavailable: true,
+                retry_after: Some(Duration::from_secs(1)),
+                ..Decision::UNLIMITED
+            },
+            FailMode::Local => local(),
+        }
+    }
+
     /// The setting's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -138,16 +153,7 @@ impl RedisLimiter {
     /// What the fail mode decides.
     fn without_redis(&self, key: &str, own: Option<BucketConfig>) -> Decision {
         self.unshared.fetch_add(1, Ordering::Relaxed);
-        match self.fail {
-            FailMode::Open => Decision::UNLIMITED,
-            FailMode::Closed => Decision {
-                allowed: false,
-                unavailable: true,
-                retry_after: Some(Duration::from_secs(1)),
-                ..Decision::UNLIMITED
-            },
-            FailMode::Local => self.local.decide(key, own),
-        }
+        self.fail.decide(|| self.local.decide(key, own))
     }
 
     async fn decide(&self, key: &str, own: Option<BucketConfig>) -> Decision {

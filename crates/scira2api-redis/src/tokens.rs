@@ -59,16 +59,7 @@ impl RedisTokens {
 
     fn without_redis(&self, key: &str, tpm: u64, tokens: u64) -> Decision {
         self.unshared.fetch_add(1, Ordering::Relaxed);
-        match self.fail {
-            FailMode::Open => Decision::UNLIMITED,
-            FailMode::Closed => Decision {
-                allowed: false,
-                unavailable: true,
-                retry_after: Some(Duration::from_secs(1)),
-                ..Decision::UNLIMITED
-            },
-            FailMode::Local => self.local.take(key, tpm, tokens),
-        }
+        self.fail.decide(|| self.local.take(key, tpm, tokens))
     }
 
     fn bucket(&self, key: &str) -> String {
