@@ -1,6 +1,7 @@
 //! Several upstreams through one gateway (`CONFIG_FILE`): routing by model, weights, orders,
 //! fallbacks (500, 429, connection refused), no fallback after the first byte, cool-downs with
-//! a half-open probe, rpm skipping, the 503 when everything rests, a LiteLLM `config.yaml` with
+//! a half-open probe, rpm and tpm skipping (tpm reserved at admission: a burst cannot overshoot
+//! it), the 503 when everything rests, a LiteLLM `config.yaml` with
 //! `os.environ/` keys, and startup errors naming the file and the key.
 
 mod common;
@@ -473,4 +474,27 @@ async fn the_model_list_names_the_instance_of_each_upstream_entry() {
         .find(|m| m["id"] == "mock-gpt")
         .unwrap_or_else(|| panic!("{list}"));
     assert_eq!(mock["owned_by"], "a");
+}
+
+#[actix_rt::test]
+async fn a_burst_cannot_overshoot_a_deployments_tpm() {
+    let (a, b) = (MockServer::start().unwrap(), MockServer::start().unwrap());
+    let cfg = format!(
+        "{}models:\n  - name: g\n    deployments:\n      - {{provider: a, model: m, tpm: 250}}\n      - {{provider: b, model: m, order: 1}}\n",
+        providers(&[("a", &a), ("b", &b)])
+    );
+    let gw = with_config("tpm-burst.yaml", &cfg, &[]);
+    // Four at once, each reserving its prompt + 100 while `a` takes 400 ms to answer: two fit
+    // in a's budget; the others go to `b` (counted after the answers, all four would reach a).
+    let slow = r#"{"model":"g","max_tokens":100,"messages":[{"role":"user","content":"hi"}],"mock":{"latency_ms":400}}"#;
+    let replies =
+        futures_util::future::join_all((0..4).map(|_| post(&gw, "/v1/chat/completions", slow)))
+            .await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(calls(&a), 2, "reserved at admission");
+    assert_eq!(calls(&b), 2);
+    // Settled with the real usage: a takes requests again.
+    let small = r#"{"model":"g","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = post(&gw, "/v1/chat/completions", small).await;
+    assert_eq!(r.header("x-gateway-provider").as_deref(), Some("a"));
 }

@@ -119,8 +119,8 @@ pub struct GatewayState {
     history: crate::history::History,
     /// Token budgets (keys' `tpm`), when some key has one.
     token_limiter: Option<Arc<dyn scira2api_limiter::TokenLimiter>>,
-    /// The deployments' `rpm`/`tpm` shared through Redis, when some deployment has one.
-    deployment_limits: Option<crate::shared::DeploymentLimits>,
+    /// The deployments' `rpm`/`tpm` buckets (in Redis with `REDIS_URL`), when some has one.
+    deployment_limits: Option<crate::deployment_limits::DeploymentLimits>,
     /// Each client key's own policy, in the order of `config.auth.api_keys`.
     key_policies: Vec<Option<Arc<crate::client::KeyPolicy>>>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -210,9 +210,11 @@ impl GatewayState {
             config.server.status_interval,
             config.server.status_history,
         );
-        let deployment_limits = shared.as_ref().and_then(|s| {
-            crate::shared::DeploymentLimits::of(s, &inst.router, config.limiter.max_keys)
-        });
+        let deployment_limits = crate::deployment_limits::DeploymentLimits::of(
+            &inst.router,
+            shared.as_ref(),
+            config.limiter.max_keys,
+        );
         let state = Arc::new(GatewayState {
             deployment_limits,
             history,
@@ -251,8 +253,8 @@ impl GatewayState {
         state
     }
 
-    /// The deployments' limits shared through Redis.
-    pub(crate) fn deployment_limits(&self) -> Option<&crate::shared::DeploymentLimits> {
+    /// The deployments' `rpm`/`tpm` buckets.
+    pub(crate) fn deployment_limits(&self) -> Option<&crate::deployment_limits::DeploymentLimits> {
         self.deployment_limits.as_ref()
     }
 
@@ -607,7 +609,7 @@ impl Gateway {
 
     /// [`Gateway::route`] with at most `budget` attempts in all (1 for a body that can be sent
     /// only once: the router's pick, and no other), reserving `tokens` from a picked
-    /// deployment's shared `tpm` (deployments at their shared `rpm`/`tpm` are passed over).
+    /// deployment's `tpm` (deployments at their `rpm`/`tpm` are passed over).
     pub(crate) async fn route_within<T>(
         &self,
         model: &str,
@@ -647,10 +649,10 @@ impl Gateway {
             let mut held = None;
             if let Some(limits) = &state.deployment_limits {
                 match limits.admit(&d, tokens).await {
-                    crate::shared::Admit::Yes(r) => held = r,
-                    crate::shared::Admit::No => {
+                    crate::deployment_limits::Admit::Yes(r) => held = r,
+                    crate::deployment_limits::Admit::No => {
                         debug!(
-                            "deployment {}/{} is at its rpm/tpm across the replicas; trying the next",
+                            "deployment {}/{} is at its rpm/tpm; trying the next",
                             d.instance_name, d.model
                         );
                         drop(ticket);

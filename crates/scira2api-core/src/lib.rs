@@ -16,6 +16,7 @@ mod activity;
 pub mod client;
 mod config;
 pub mod config_file;
+mod deployment_limits;
 mod endpoints;
 mod gateway;
 pub mod history;

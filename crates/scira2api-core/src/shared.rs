@@ -4,7 +4,6 @@
 
 use crate::GatewayState;
 use crate::config::Config;
-use crate::tpm::TokenReservation;
 use scira2api_cache::ResponseStore;
 use scira2api_limiter::{RateLimitScope, RateLimiter};
 use scira2api_models::{Deployment, HealthState};
@@ -96,6 +95,31 @@ impl SharedStore {
             responses,
             fail_mode: s.fail_mode,
         })
+    }
+
+    /// Request buckets and token budgets of deployments in Redis; without Redis they let
+    /// everything through (each replica's own window then decides).
+    pub(crate) fn deployment_stores(
+        &self,
+        max_keys: usize,
+    ) -> (
+        Arc<dyn RateLimiter>,
+        Arc<dyn scira2api_limiter::TokenLimiter>,
+    ) {
+        (
+            Arc::new(RedisLimiter::new(
+                self.redis.clone(),
+                None,
+                None,
+                FailMode::Open,
+                max_keys,
+            )),
+            Arc::new(scira2api_redis::RedisTokens::new(
+                self.redis.clone(),
+                FailMode::Open,
+                max_keys,
+            )),
+        )
     }
 
     /// Token budgets in Redis, with the same fail mode as the request limits.
@@ -267,96 +291,5 @@ fn apply_rest(state: &GatewayState, field: &str, left: Duration, now: Instant) {
                 ring.rest_from_peer(i, left);
             }
         }
-    }
-}
-
-/// The `rpm` and `tpm` of the model groups' deployments, shared by every replica: a request
-/// bucket (`rpm` a minute, holding `rpm`) and a token budget per deployment in Redis, checked
-/// when a deployment is picked (one call for each limit it has). Each replica's own minute
-/// window still applies beside them; when Redis cannot answer, that window is all there is.
-pub(crate) struct DeploymentLimits {
-    requests: RedisLimiter,
-    tokens: Arc<scira2api_redis::RedisTokens>,
-    /// Each deployment's name in Redis (`group|instance|model`), by its address.
-    ids: HashMap<usize, Arc<str>>,
-}
-
-/// What the shared limits say about one pick.
-pub(crate) enum Admit {
-    /// It may take the request (with its tokens reserved, when it has a `tpm`).
-    Yes(Option<TokenReservation>),
-    /// It is at its `rpm` or `tpm` across the replicas.
-    No,
-}
-
-impl DeploymentLimits {
-    /// The shared limits of `router`'s deployments, or `None` when none has an `rpm`/`tpm`.
-    pub(crate) fn of(
-        shared: &SharedStore,
-        router: &scira2api_models::Router,
-        max_keys: usize,
-    ) -> Option<Self> {
-        let mut ids = HashMap::new();
-        for g in router.groups() {
-            for d in g
-                .deployments
-                .iter()
-                .filter(|d| d.rpm.is_some() || d.tpm.is_some())
-            {
-                ids.insert(
-                    Arc::as_ptr(d) as usize,
-                    Arc::from(format!("d:{}|{}|{}", g.name, d.instance_name, d.model)),
-                );
-            }
-        }
-        if ids.is_empty() {
-            return None;
-        }
-        // Open: without Redis, each replica's own window decides.
-        Some(DeploymentLimits {
-            requests: RedisLimiter::new(shared.redis.clone(), None, None, FailMode::Open, max_keys),
-            tokens: Arc::new(scira2api_redis::RedisTokens::new(
-                shared.redis.clone(),
-                FailMode::Open,
-                max_keys,
-            )),
-            ids,
-        })
-    }
-
-    /// Takes one request from `d`'s shared `rpm` and reserves `tokens` from its shared `tpm`.
-    pub(crate) async fn admit(&self, d: &Arc<Deployment>, tokens: Option<u64>) -> Admit {
-        let Some(id) = self.ids.get(&(Arc::as_ptr(d) as usize)) else {
-            return Admit::Yes(None);
-        };
-        if let Some(rpm) = d.rpm {
-            let own = scira2api_limiter::BucketConfig {
-                per_second: rpm as f64 / 60.0,
-                burst: rpm,
-            };
-            let decision = match self.requests.check(id, Some(own)) {
-                scira2api_limiter::Check::Now(d) => d,
-                scira2api_limiter::Check::Later(f) => f.await,
-            };
-            if !decision.allowed {
-                return Admit::No;
-            }
-        }
-        let (Some(tpm), Some(n)) = (d.tpm, tokens) else {
-            return Admit::Yes(None);
-        };
-        let decision = match scira2api_limiter::TokenLimiter::reserve(&*self.tokens, id, tpm, n) {
-            scira2api_limiter::Check::Now(d) => d,
-            scira2api_limiter::Check::Later(f) => f.await,
-        };
-        if !decision.allowed {
-            return Admit::No;
-        }
-        Admit::Yes(Some(TokenReservation::new(
-            self.tokens.clone(),
-            id.clone(),
-            tpm,
-            n.min(tpm),
-        )))
     }
 }

@@ -60,7 +60,7 @@ impl Drop for TokenReservation {
 
 impl Gateway {
     /// Whether a chat request for `req` needs its token count: its key has a budget, or a
-    /// deployment that may answer it has a shared `tpm`.
+    /// deployment that may answer it has a `tpm`.
     pub(crate) fn counts_tokens(&self, req: &ChatRequest) -> bool {
         let state = self.state();
         let key = state.token_limiter().is_some()
