@@ -7,6 +7,9 @@
 #   bench/run.sh --smoke    a couple of seconds per path (CI runs this; no targets enforced)
 #   bench/run.sh --litellm  also LiteLLM 1.82.6 from PyPI (installed into target/bench/venv)
 #
+# Then bench/fast.sh: the same proxies against an upstream that is not the bottleneck (nginx
+# answering from memory), beside a bare actix-web + awc proxy, with CPU time per request.
+#
 # Pinning: with 2+ CPUs the proxy under test (gateway, nginx or LiteLLM) runs on CPU 0, the mock
 # upstream and the load tools on CPU 1. Results: target/bench/results.json and results.md.
 set -euo pipefail
@@ -44,7 +47,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-cargo build --release -q -p scira2api-server -p scira2api-mock -p scira2api-loadgen
+cargo build --release -q -p scira2api-server -p scira2api-mock -p scira2api-loadgen -p scira2api-bare
 BIN=target/release
 
 if [ "$(nproc)" -ge 2 ]; then
@@ -357,3 +360,9 @@ md += ["", "| ratio / added | value |", "|---|---:|"] + [f"| {k} | {v} |" for k,
 open(f"{out}/results.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 EOF
+
+# --- fast upstream: what the gateway itself costs, against its HTTP stack's floor ------------
+# The mock-path servers stop first, so nothing else shares the proxies' CPU.
+cleanup
+trap - EXIT
+bash bench/fast.sh $([ "$SMOKE" = 1 ] && echo --smoke)

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The fast-upstream path of the benchmark: an upstream that is not the bottleneck (nginx
+# answering a fixed chat completion from memory), measured direct, through nginx (proxy_pass
+# with upstream keep-alive), through a bare actix-web + awc proxy (bench/bare: this HTTP stack
+# with no gateway logic, the floor of what the gateway can reach) and through the gateway (auth,
+# model mapping and metrics on; rate limits and cache off). Requests/s and latency at c=16 and
+# c=64 (wrk, interleaved rounds), and each proxy's CPU time per request read from /proc, so a
+# noisy shared machine still compares like with like.
+#
+#   bench/fast.sh            3 interleaved rounds of 4 s per path and concurrency
+#   bench/fast.sh --smoke    1 round of 2 s (bench/run.sh --smoke runs this)
+#
+# Pinning: the proxy under test on CPU 0; the upstream nginx and wrk on CPU 1.
+# Results: target/bench/fast/results.json and results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMOKE=0
+[ "${1:-}" = --smoke ] && SMOKE=1
+OUT=target/bench/fast
+mkdir -p "$OUT/up" "$OUT/px"
+rm -f "$OUT"/*.jsonl "$OUT"/*.txt
+if [ "$SMOKE" = 1 ]; then DURATION=2s; ROUNDS=1; else DURATION=4s; ROUNDS=3; fi
+CONCURRENCY="16 64"
+
+for t in wrk /usr/sbin/nginx; do
+  command -v "$t" >/dev/null 2>&1 || { echo "fast.sh needs $t (bench/run.sh installs it)" >&2; exit 1; }
+done
+cargo build --release -q -p scira2api-server -p scira2api-bare
+BIN=target/release
+if [ "$(nproc)" -ge 2 ]; then
+  PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; PINNING="proxy on CPU 0; upstream nginx and wrk on CPU 1"
+  taskset -p -c 1 $$ > /dev/null
+else
+  PROXY_CPU=""; LOAD_CPU=""; PINNING="none (1 CPU)"
+fi
+
+UP=127.0.0.1:19120
+NGINX=127.0.0.1:19121
+GW=127.0.0.1:19122
+BARE=127.0.0.1:19123
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for f in "$OUT/up/nginx.pid" "$OUT/px/nginx.pid"; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1" >&2; return 1
+}
+
+# A chat completion as an OpenAI-compatible upstream answers it (usage included).
+ANSWER='{"id":"chatcmpl-fast","object":"chat.completion","created":1767225600,"model":"mock-gpt","choices":[{"index":0,"message":{"role":"assistant","content":"Hello to the benchmark!"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":6,"total_tokens":20}}'
+nginx_conf() { # dir, server block
+  cat <<EOF
+worker_processes 1;
+daemon on;
+pid $PWD/$1/nginx.pid;
+error_log $PWD/$1/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $PWD/$1/body;
+  proxy_temp_path $PWD/$1/proxy;
+  fastcgi_temp_path $PWD/$1/fastcgi;
+  uwsgi_temp_path $PWD/$1/uwsgi;
+  scgi_temp_path $PWD/$1/scgi;
+  keepalive_requests 1000000;
+  $2
+}
+EOF
+}
+nginx_conf "$OUT/up" "server { listen $UP; location / { default_type application/json; return 200 '$ANSWER'; } }" > "$OUT/up/nginx.conf"
+nginx_conf "$OUT/px" "upstream fast { server $UP; keepalive 128; keepalive_requests 1000000; }
+  server { listen $NGINX; location / { proxy_pass http://fast; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }" > "$OUT/px/nginx.conf"
+$LOAD_CPU /usr/sbin/nginx -c "$PWD/$OUT/up/nginx.conf" -p "$PWD/$OUT/up" 2>"$OUT/up/start.log"
+$PROXY_CPU /usr/sbin/nginx -c "$PWD/$OUT/px/nginx.conf" -p "$PWD/$OUT/px" 2>"$OUT/px/start.log"
+wait_port "$UP"; wait_port "$NGINX"
+
+env -i PATH="$PATH" HOST="${GW%:*}" PORT="${GW#*:}" WORKERS=1 BASE_URL="http://$UP" APIKEY=bench \
+  MODEL_MAPPINGS=gpt-4o:mock-gpt LOG_LEVEL=warn RETRY=1 MAX_CONNS_PER_HOST=2048 \
+  RATE_LIMIT_ENABLED=false CACHE_ENABLED=false \
+  $PROXY_CPU "$BIN/scira2api-server" > "$OUT/gateway.log" 2>&1 &
+pids+=($!); GW_PID=$!
+$PROXY_CPU "$BIN/scira2api-bare" --addr "$BARE" --upstream "http://$UP" > "$OUT/bare.log" 2>&1 &
+pids+=($!); BARE_PID=$!
+wait_port "$GW"; wait_port "$BARE"
+# nginx's work is done by its worker process (the master only supervises).
+worker_of() { pgrep -P "$(cat "$1")" | head -n 1; }
+NGINX_PID=$(worker_of "$OUT/px/nginx.pid")
+UP_PID=$(worker_of "$OUT/up/nginx.pid")
+
+url_of() { case "$1" in direct) echo "http://$UP" ;; nginx) echo "http://$NGINX" ;; bare) echo "http://$BARE" ;; gateway) echo "http://$GW" ;; esac; }
+pid_of() { case "$1" in direct) echo "$UP_PID" ;; nginx) echo "$NGINX_PID" ;; bare) echo "$BARE_PID" ;; gateway) echo "$GW_PID" ;; esac; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TCK=$(getconf CLK_TCK)
+
+cat > "$OUT/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench"
+wrk.body = '{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello to the benchmark."}]}'
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format('{"requests":%d,"errors":%d,"rps":%.1f,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, errors, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50), latency:percentile(99)))
+end
+EOF
+
+for path in direct nginx bare gateway; do
+  curl -fs -o /dev/null -H 'content-type: application/json' -H 'authorization: Bearer bench' \
+    -d '{"model":"gpt-4o","messages":[{"role":"user","content":"warm"}]}' "$(url_of $path)/v1/chat/completions"
+done
+for c in $CONCURRENCY; do
+  for round in $(seq 1 "$ROUNDS"); do
+    for path in direct nginx bare gateway; do
+      pid=$(pid_of "$path")
+      t0=$(cpu_ticks "$pid")
+      $LOAD_CPU wrk -t1 -c"$c" -d"$DURATION" -s "$OUT/post.lua" "$(url_of $path)/v1/chat/completions" \
+        > "$OUT/wrk-$path-$c-$round.txt"
+      t1=$(cpu_ticks "$pid")
+      tail -n 1 "$OUT/wrk-$path-$c-$round.txt" \
+        | sed "s/^{/{\"path\":\"$path\",\"concurrency\":$c,\"round\":$round,\"cpu_ticks\":$(( t1 - t0 )),\"clk_tck\":$TCK,/" \
+        >> "$OUT/rounds.jsonl"
+    done
+  done
+done
+
+python3 - "$OUT" "$PINNING" "$SMOKE" <<'EOF'
+import json, sys, statistics, datetime
+out, pinning, smoke = sys.argv[1:4]
+rows = [json.loads(l) for l in open(f"{out}/rounds.jsonl")]
+order = ["direct", "nginx", "bare", "gateway"]
+merged = {}
+for r in rows:
+    merged.setdefault((r["path"], r["concurrency"]), []).append(r)
+table = []
+for (path, c), rs in sorted(merged.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]))):
+    reqs = sum(r["requests"] for r in rs)
+    ticks = sum(r["cpu_ticks"] for r in rs)
+    table.append({"path": path, "concurrency": c, "rounds": len(rs),
+                  "rps": statistics.median(r["rps"] for r in rs),
+                  "p50_us": statistics.median(r["p50_us"] for r in rs),
+                  "p99_us": statistics.median(r["p99_us"] for r in rs),
+                  "errors": sum(r["errors"] for r in rs), "requests": reqs,
+                  # CPU of the process serving this path (for direct: the upstream nginx itself).
+                  "cpu_us_per_request": round(ticks / rs[0]["clk_tck"] / reqs * 1e6, 1) if reqs else None})
+by = {(r["path"], r["concurrency"]): r for r in table}
+ratios = {}
+for c in sorted({r["concurrency"] for r in table}):
+    g, n, b = by.get(("gateway", c)), by.get(("nginx", c)), by.get(("bare", c))
+    for name, other in (("nginx", n), ("bare", b)):
+        if g and other and other["rps"]:
+            ratios[f"rps_gateway_over_{name}_c{c}"] = round(g["rps"] / other["rps"], 3)
+        if g and other and other["cpu_us_per_request"]:
+            ratios[f"cpu_gateway_over_{name}_c{c}"] = round(g["cpu_us_per_request"] / other["cpu_us_per_request"], 3)
+    if b and n and n["rps"]:
+        ratios[f"rps_bare_over_nginx_c{c}"] = round(b["rps"] / n["rps"], 3)
+res = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "pinning": pinning,
+       "smoke": smoke == "1", "rows": table, "ratios": ratios, "rounds": rows}
+json.dump(res, open(f"{out}/results.json", "w"), indent=2)
+md = [f"Fast upstream (nginx answering from memory), {res['date']}; pinning: {pinning}{' (smoke run)' if smoke == '1' else ''}; median of {table[0]['rounds'] if table else 0} interleaved rounds", "",
+      "| path | conc. | req/s | p50 µs | p99 µs | CPU µs/request | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+for r in table:
+    md.append(f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_us']} | {r['p99_us']} | {r['cpu_us_per_request']} | {r['errors']} |")
+md += ["", "| ratio | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in ratios.items()]
+open(f"{out}/results.md", "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+EOF
