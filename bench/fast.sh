@@ -28,7 +28,8 @@ for t in wrk /usr/sbin/nginx; do
 done
 cargo build --release -q -p scira2api-server -p scira2api-bare
 BIN=target/release
-if [ "$(nproc)" -ge 2 ]; then
+# `nproc --all`: bench/run.sh runs this from a shell it has pinned to one CPU.
+if [ "$(nproc --all)" -ge 2 ]; then
   PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; PINNING="proxy on CPU 0; upstream nginx and wrk on CPU 1"
   taskset -p -c 1 $$ > /dev/null
 else
