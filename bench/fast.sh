@@ -28,13 +28,9 @@ for t in wrk /usr/sbin/nginx; do
 done
 cargo build --release -q -p scira2api-server -p scira2api-bare
 BIN=target/release
-# `nproc --all`: bench/run.sh runs this from a shell it has pinned to one CPU.
-if [ "$(nproc --all)" -ge 2 ]; then
-  PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; PINNING="proxy on CPU 0; upstream nginx and wrk on CPU 1"
-  taskset -p -c 1 $$ > /dev/null
-else
-  PROXY_CPU=""; LOAD_CPU=""; PINNING="none (1 CPU)"
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+pin_cpus "upstream nginx and wrk"
 
 UP=127.0.0.1:19120
 NGINX=127.0.0.1:19121
@@ -47,13 +43,6 @@ cleanup() {
   for f in "$OUT/up/nginx.pid" "$OUT/px/nginx.pid"; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on $1" >&2; return 1
-}
 
 # A chat completion as an OpenAI-compatible upstream answers it (usage included).
 ANSWER='{"id":"chatcmpl-fast","object":"chat.completion","created":1767225600,"model":"mock-gpt","choices":[{"index":0,"message":{"role":"assistant","content":"Hello to the benchmark!"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":6,"total_tokens":20}}'
@@ -98,7 +87,6 @@ UP_PID=$(worker_of "$OUT/up/nginx.pid")
 
 url_of() { case "$1" in direct) echo "http://$UP" ;; nginx) echo "http://$NGINX" ;; bare) echo "http://$BARE" ;; gateway) echo "http://$GW" ;; esac; }
 pid_of() { case "$1" in direct) echo "$UP_PID" ;; nginx) echo "$NGINX_PID" ;; bare) echo "$BARE_PID" ;; gateway) echo "$GW_PID" ;; esac; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
 cat > "$OUT/post.lua" <<'EOF'

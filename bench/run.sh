@@ -50,13 +50,10 @@ fi
 cargo build --release -q -p scira2api-server -p scira2api-mock -p scira2api-loadgen -p scira2api-bare
 BIN=target/release
 
-if [ "$(nproc)" -ge 2 ]; then
-  PROXY_CPU="taskset -c 0"; LOAD_CPU="taskset -c 1"; PINNING="proxy on CPU 0; mock and load tools on CPU 1"
-  # This script's own work (RSS sampling) stays off the proxy's CPU too.
-  taskset -p -c 1 $$ > /dev/null
-else
-  PROXY_CPU=""; LOAD_CPU=""; PINNING="none (1 CPU)"
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+# This script's own work (RSS sampling) stays off the proxy's CPU too.
+pin_cpus "mock and load tools"
 
 MOCK=127.0.0.1:19100
 GW=127.0.0.1:19101
@@ -73,13 +70,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_port() { # host:port
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on $1" >&2; return 1
-}
 
 # --- servers ----------------------------------------------------------------------------------
 $LOAD_CPU "$BIN/scira2api-mock" --addr "$MOCK" --workers 1 --chunks 4 > "$OUT/mock.log" 2>&1 &
@@ -178,7 +168,6 @@ rss_kb() {
     if [ "$k" = VmRSS: ]; then echo "$v"; return; fi
   done < "/proc/$1/status"
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TCK=$(getconf CLK_TCK)
 
 # --- non-stream load (wrk) ---------------------------------------------------------------------
