@@ -47,7 +47,7 @@ impl DeploymentLimits {
             {
                 ids.insert(
                     Arc::as_ptr(d) as usize,
-                    Arc::from(format!("d:{}|{}|{}", g.name, d.instance_name, d.model)),
+                    Arc::from(crate::shared::deployment_field(&g.name, d)),
                 );
             }
         }

@@ -313,13 +313,10 @@ impl Metrics {
         for g in state.router().groups() {
             for d in &g.deployments {
                 let st = d.state(now);
-                let timed = d.timed.load(std::sync::atomic::Ordering::Relaxed);
-                let micros = d.latency_micros.load(std::sync::atomic::Ordering::Relaxed);
-                let latency_ms = if timed == 0 {
-                    0.0
-                } else {
-                    micros as f64 / timed as f64 / 1000.0
-                };
+                let latency_ms = mean_ms(
+                    d.latency_micros.load(Ordering::Relaxed),
+                    d.timed.load(Ordering::Relaxed),
+                );
                 out.push(serde_json::json!({
                     "group": g.name,
                     "provider": d.instance_name,
@@ -395,57 +392,46 @@ impl Metrics {
             .sum();
         t.streams_active = self.streams_active.get();
         t.in_flight = self.in_flight.get();
-        t.rss_bytes = rss_bytes().unwrap_or(0);
-        t.cpu_seconds = cpu_seconds().unwrap_or(0.0);
+        (t.cpu_seconds, t.rss_bytes) = own_usage().unwrap_or_default();
         t
     }
 
-    /// Each provider instance: kind, host (never its userinfo), state (resting when every
-    /// deployment it serves rests, probing when one probes), with the requests, failures and
-    /// average latency of its deployments (or of the whole gateway when it is the only
-    /// instance and there are no model groups).
-    pub fn providers_json(state: &GatewayState) -> Value {
-        use scira2api_models::HealthState;
+    /// Each provider instance's name, kind, host (never its userinfo) and state: what the
+    /// public `/health` shows (no counters, nothing collected from the registry).
+    pub fn provider_states_json(state: &GatewayState) -> Value {
         let now = std::time::Instant::now();
-        let groups = state.router().groups();
-        let only = state.instances().count() == 1 && groups.is_empty();
         let providers = state.instances().map(|(name, upstream)| {
-            let deps: Vec<_> = groups
-                .iter()
-                .flat_map(|g| g.deployments.iter())
-                .filter(|d| d.instance_name == name)
-                .collect();
-            let states: Vec<HealthState> = deps.iter().map(|d| d.state(now)).collect();
-            let resting =
-                !states.is_empty() && states.iter().all(|s| matches!(s, HealthState::Resting(_)));
-            let (state_word, rest) = if resting {
-                let left = states
-                    .iter()
-                    .filter_map(|s| match s {
-                        HealthState::Resting(d) => Some(d.as_secs_f64()),
-                        _ => None,
-                    })
-                    .fold(f64::INFINITY, f64::min);
-                ("resting", left)
-            } else if states.iter().any(|s| matches!(s, HealthState::Probing)) {
-                ("probing", 0.0)
-            } else {
-                ("healthy", 0.0)
-            };
-            let requests = upstream.stats().requests.load(Ordering::Relaxed);
+            let (word, _) = instance_state(&deployments_of(state, name), now);
+            json!({
+                "name": name,
+                "kind": upstream.settings().provider.as_str(),
+                "host": upstream.host(),
+                "state": word,
+            })
+        });
+        Value::Array(providers.collect())
+    }
+
+    /// Each provider instance: kind, host (never its userinfo), state (see
+    /// [`instance_state`]) and the rest left, with the requests, failures and average latency
+    /// of its deployments (or of the whole gateway when it is the only instance and there are
+    /// no model groups).
+    pub fn providers_json(state: &GatewayState) -> Value {
+        let now = std::time::Instant::now();
+        let only = state.instances().count() == 1 && state.router().groups().is_empty();
+        let providers = state.instances().map(|(name, upstream)| {
+            let deps = deployments_of(state, name);
+            let (word, rest) = instance_state(&deps, now);
             let (failures, latency) = if !deps.is_empty() {
                 let sum = |f: fn(&scira2api_models::Deployment) -> u64| -> u64 {
                     deps.iter().map(|d| f(d)).sum()
                 };
-                let timed = sum(|d| d.timed.load(Ordering::Relaxed));
-                let micros = sum(|d| d.latency_micros.load(Ordering::Relaxed));
                 (
                     json!(sum(|d| d.failures.load(Ordering::Relaxed))),
-                    json!(if timed == 0 {
-                        0.0
-                    } else {
-                        micros as f64 / timed as f64 / 1000.0
-                    }),
+                    json!(mean_ms(
+                        sum(|d| d.latency_micros.load(Ordering::Relaxed)),
+                        sum(|d| d.timed.load(Ordering::Relaxed)),
+                    )),
                 )
             } else if only {
                 (
@@ -459,9 +445,9 @@ impl Metrics {
                 "name": name,
                 "kind": upstream.settings().provider.as_str(),
                 "host": upstream.host(),
-                "state": state_word,
+                "state": word,
                 "resting_for_s": rest,
-                "requests": requests,
+                "requests": upstream.stats().requests.load(Ordering::Relaxed),
                 "failures": failures,
                 "latency_ms_avg": latency,
                 "in_flight": deps.iter().map(|d| d.in_flight()).sum::<usize>(),
@@ -584,7 +570,7 @@ impl Metrics {
             "process": {
                 "rss_bytes": scalar("process_resident_memory_bytes") as u64,
                 "virtual_memory_bytes": scalar("process_virtual_memory_bytes") as u64,
-                "cpu_seconds": cpu_seconds().unwrap_or_else(|| scalar("process_cpu_seconds_total")),
+                "cpu_seconds": own_usage().map_or_else(|| scalar("process_cpu_seconds_total"), |u| u.0),
                 "threads": scalar("process_threads") as u64,
                 "open_fds": scalar("process_open_fds") as u64,
             },
@@ -649,29 +635,65 @@ impl Metrics {
     }
 }
 
-/// CPU time used by this process (user + system), in seconds with tick precision. The process
-/// collector's own counter has whole seconds only.
+/// CPU time used by this process (user + system) in seconds with tick precision (the process
+/// collector's own counter has whole seconds only), and its resident memory in bytes: one read
+/// of `/proc/self/stat`.
 #[cfg(target_os = "linux")]
-fn cpu_seconds() -> Option<f64> {
+fn own_usage() -> Option<(f64, u64)> {
     let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
-    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+    Some((
+        (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64,
+        stat.rss * procfs::page_size(),
+    ))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn cpu_seconds() -> Option<f64> {
+fn own_usage() -> Option<(f64, u64)> {
     None
 }
 
-/// Resident memory of this process, bytes.
-#[cfg(target_os = "linux")]
-fn rss_bytes() -> Option<u64> {
-    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
-    Some(stat.rss * procfs::page_size())
+/// The deployments of every group that `instance` serves.
+fn deployments_of<'a>(
+    state: &'a GatewayState,
+    instance: &str,
+) -> Vec<&'a std::sync::Arc<scira2api_models::Deployment>> {
+    state
+        .router()
+        .groups()
+        .iter()
+        .flat_map(|g| g.deployments.iter())
+        .filter(|d| d.instance_name == instance)
+        .collect()
 }
 
-#[cfg(not(target_os = "linux"))]
-fn rss_bytes() -> Option<u64> {
-    None
+/// An instance's state from its deployments': `resting` (with the shortest rest left) when
+/// every one rests, `probing` when one probes, else `healthy` (also with none).
+fn instance_state(
+    deps: &[&std::sync::Arc<scira2api_models::Deployment>],
+    now: std::time::Instant,
+) -> (&'static str, f64) {
+    use scira2api_models::HealthState;
+    let states: Vec<HealthState> = deps.iter().map(|d| d.state(now)).collect();
+    let rests = states.iter().filter_map(|s| match s {
+        HealthState::Resting(d) => Some(d.as_secs_f64()),
+        _ => None,
+    });
+    if !states.is_empty() && states.iter().all(|s| matches!(s, HealthState::Resting(_))) {
+        ("resting", rests.fold(f64::INFINITY, f64::min))
+    } else if states.iter().any(|s| matches!(s, HealthState::Probing)) {
+        ("probing", 0.0)
+    } else {
+        ("healthy", 0.0)
+    }
+}
+
+/// An average in milliseconds from a sum of microseconds over `n` timings (0 with none).
+fn mean_ms(micros: u64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        micros as f64 / n as f64 / 1000.0
+    }
 }
 
 /// Upstream failures of the whole gateway (what a lone instance has failed).

@@ -209,8 +209,9 @@ pub(crate) fn start_rest_sync(state: &Arc<GatewayState>) {
     }
 }
 
-/// The board's name of a deployment.
-fn deployment_field(group: &str, d: &Deployment) -> String {
+/// A deployment's name in Redis (the board of rests, its limits' buckets): group, instance and
+/// model, the same on every replica.
+pub(crate) fn deployment_field(group: &str, d: &Deployment) -> String {
     format!("d:{group}|{}|{}", d.instance_name, d.model)
 }
 

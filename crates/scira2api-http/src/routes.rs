@@ -25,15 +25,10 @@ pub async fn health(gw: web::Data<Gateway>) -> HttpResponse {
     let config = state.config();
     // An instance rests when every deployment it serves rests; one with none never does.
     // Public: names and states only (the counters are the metrics', behind their key).
-    let providers: Vec<serde_json::Value> =
-        match scira2api_core::metrics::Metrics::providers_json(state) {
-            serde_json::Value::Array(ps) => ps
-                .into_iter()
-                .map(|p| json!({"name": p["name"], "kind": p["kind"], "host": p["host"], "state": p["state"]}))
-                .collect(),
-            _ => Vec::new(),
-        };
-    let serving = providers.iter().any(|p| p["state"] != "resting");
+    let providers = scira2api_core::metrics::Metrics::provider_states_json(state);
+    let serving = providers
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["state"] != "resting"));
     let body = json!({
         "status": if serving { "ok" } else { "degraded" },
         "uptime": humantime::format_duration(std::time::Duration::from_secs(up.as_secs())).to_string(),
