@@ -111,16 +111,68 @@ for c in $CONCURRENCY; do
   for round in $(seq 1 "$ROUNDS"); do
     for path in direct nginx bare gateway; do
       pid=$(pid_of "$path")
-      t0=$(cpu_ticks "$pid")
+      read -r u0 s0 < <(cpu_split "$pid")
       $LOAD_CPU wrk -t1 -c"$c" -d"$DURATION" -s "$OUT/post.lua" "$(url_of $path)/v1/chat/completions" \
         > "$OUT/wrk-$path-$c-$round.txt"
-      t1=$(cpu_ticks "$pid")
+      read -r u1 s1 < <(cpu_split "$pid")
       tail -n 1 "$OUT/wrk-$path-$c-$round.txt" \
-        | sed "s/^{/{\"path\":\"$path\",\"concurrency\":$c,\"round\":$round,\"cpu_ticks\":$(( t1 - t0 )),\"clk_tck\":$TCK,/" \
+        | sed "s/^{/{\"path\":\"$path\",\"concurrency\":$c,\"round\":$round,\"cpu_ticks\":$(( u1 - u0 + s1 - s0 )),\"user_ticks\":$(( u1 - u0 )),\"sys_ticks\":$(( s1 - s0 )),\"clk_tck\":$TCK,/" \
         >> "$OUT/rounds.jsonl"
     done
   done
 done
+
+# --- user-space instructions per request (callgrind) ------------------------------------------
+# CPU time on a shared VM moves with the neighbours; the instructions a proxy executes per
+# request do not. Each proxy in turn runs alone under callgrind on CPU 0 (one worker, as above),
+# takes a warm-up, then its counters are zeroed, it serves wrk -c4 for CG_DURATION, and the
+# counters are dumped: instructions (Ir) / requests served. Kernel work is not counted (see the
+# sys column above for that part). Skipped when valgrind is not installed.
+CG=127.0.0.1:19124
+rm -f "$OUT/instructions.jsonl"
+if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/null 2>&1; then
+  if [ "$SMOKE" = 1 ]; then CG_DURATION=2s; else CG_DURATION=5s; fi
+  mkdir -p "$OUT/cg"
+  nginx_conf "$OUT/cg" "upstream fast { server $UP; keepalive 128; keepalive_requests 1000000; }
+  server { listen $CG; location / { proxy_pass http://fast; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }" \
+    | sed 's/^daemon on;/daemon off;\nmaster_process off;/' > "$OUT/cg/nginx.conf"
+  # valgrind names its control pipe after USER and HOST: the same (empty) environment on both sides.
+  vg() { env -i PATH="$PATH" HOST="${CG%:*}" "$@"; }
+  for path in nginx bare gateway; do
+    rm -f "$OUT/cg/$path.out"*
+    case $path in
+      nginx) vg $PROXY_CPU valgrind --tool=callgrind --callgrind-out-file="$PWD/$OUT/cg/$path.out" \
+               /usr/sbin/nginx -c "$PWD/$OUT/cg/nginx.conf" -p "$PWD/$OUT/cg" > "$OUT/cg/$path.log" 2>&1 & ;;
+      bare) vg $PROXY_CPU valgrind --tool=callgrind --callgrind-out-file="$OUT/cg/$path.out" \
+               "$BIN/scira2api-bare" --addr "$CG" --upstream "http://$UP" > "$OUT/cg/$path.log" 2>&1 & ;;
+      gateway) vg PORT="${CG#*:}" WORKERS=1 BASE_URL="http://$UP" APIKEY=bench MODEL_MAPPINGS=gpt-4o:mock-gpt \
+               LOG_LEVEL=warn RETRY=1 MAX_CONNS_PER_HOST=2048 RATE_LIMIT_ENABLED=false CACHE_ENABLED=false \
+               $PROXY_CPU valgrind --tool=callgrind --callgrind-out-file="$OUT/cg/$path.out" \
+               "$BIN/scira2api-server" > "$OUT/cg/$path.log" 2>&1 & ;;
+    esac
+    pids+=($!)
+    for _ in $(seq 1 300); do
+      curl -fs -o /dev/null -H 'content-type: application/json' -H 'authorization: Bearer bench' \
+        -d '{"model":"gpt-4o","messages":[{"role":"user","content":"warm"}]}' "http://$CG/v1/chat/completions" && break
+      sleep 0.1
+    done
+    $LOAD_CPU wrk -t1 -c4 -d1s -s "$OUT/post.lua" "http://$CG/v1/chat/completions" > /dev/null
+    # valgrind's own process (its launcher may be a script with a pid of its own).
+    vpid=$(pgrep -f -- "--callgrind-out-file=[^ ]*cg/$path.out" | head -n 1)
+    pids+=("$vpid")
+    vg callgrind_control -z "$vpid" > /dev/null
+    $LOAD_CPU wrk -t1 -c4 -d"$CG_DURATION" -s "$OUT/post.lua" "http://$CG/v1/chat/completions" > "$OUT/cg/$path.wrk"
+    vg callgrind_control -d "$vpid" > /dev/null
+    kill "$vpid" 2>/dev/null || true
+    wait "$vpid" 2>/dev/null || true
+    dump=$(ls -S "$OUT/cg/$path.out".* 2>/dev/null | head -n 1 || true)
+    ir=$([ -n "$dump" ] && callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}' || true)
+    reqs=$(tail -n 1 "$OUT/cg/$path.wrk" | python3 -c 'import json, sys; print(json.load(sys.stdin)["requests"])')
+    echo "{\"path\":\"$path\",\"instructions\":${ir:-0},\"requests\":$reqs}" >> "$OUT/instructions.jsonl"
+  done
+else
+  echo "valgrind not installed: no instruction counts (bench/run.sh installs it)" >&2
+fi
 
 python3 - "$OUT" "$PINNING" "$SMOKE" <<'EOF'
 import json, sys, statistics, datetime
@@ -140,7 +192,9 @@ for (path, c), rs in sorted(merged.items(), key=lambda kv: (kv[0][1], order.inde
                   "p99_us": statistics.median(r["p99_us"] for r in rs),
                   "errors": sum(r["errors"] for r in rs), "requests": reqs,
                   # CPU of the process serving this path (for direct: the upstream nginx itself).
-                  "cpu_us_per_request": round(ticks / rs[0]["clk_tck"] / reqs * 1e6, 1) if reqs else None})
+                  "cpu_us_per_request": round(ticks / rs[0]["clk_tck"] / reqs * 1e6, 1) if reqs else None,
+                  "user_us_per_request": round(sum(r["user_ticks"] for r in rs) / rs[0]["clk_tck"] / reqs * 1e6, 1) if reqs else None,
+                  "sys_us_per_request": round(sum(r["sys_ticks"] for r in rs) / rs[0]["clk_tck"] / reqs * 1e6, 1) if reqs else None})
 by = {(r["path"], r["concurrency"]): r for r in table}
 ratios = {}
 for c in sorted({r["concurrency"] for r in table}):
@@ -152,13 +206,26 @@ for c in sorted({r["concurrency"] for r in table}):
             ratios[f"cpu_gateway_over_{name}_c{c}"] = round(g["cpu_us_per_request"] / other["cpu_us_per_request"], 3)
     if b and n and n["rps"]:
         ratios[f"rps_bare_over_nginx_c{c}"] = round(b["rps"] / n["rps"], 3)
+import os
+instr = {}
+if os.path.exists(f"{out}/instructions.jsonl"):
+    for l in open(f"{out}/instructions.jsonl"):
+        r = json.loads(l)
+        if r["requests"] and r["instructions"]:
+            instr[r["path"]] = {"requests": r["requests"], "instructions_per_request": round(r["instructions"] / r["requests"])}
+for a, b2 in (("gateway", "bare"), ("gateway", "nginx"), ("bare", "nginx")):
+    if a in instr and b2 in instr:
+        ratios[f"instructions_{a}_over_{b2}"] = round(instr[a]["instructions_per_request"] / instr[b2]["instructions_per_request"], 3)
 res = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "pinning": pinning,
-       "smoke": smoke == "1", "rows": table, "ratios": ratios, "rounds": rows}
+       "smoke": smoke == "1", "rows": table, "instructions": instr, "ratios": ratios, "rounds": rows}
 json.dump(res, open(f"{out}/results.json", "w"), indent=2)
 md = [f"Fast upstream (nginx answering from memory), {res['date']}; pinning: {pinning}{' (smoke run)' if smoke == '1' else ''}; median of {table[0]['rounds'] if table else 0} interleaved rounds", "",
-      "| path | conc. | req/s | p50 µs | p99 µs | CPU µs/request | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+      "| path | conc. | req/s | p50 µs | p99 µs | CPU µs/request | user | sys | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in table:
-    md.append(f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_us']} | {r['p99_us']} | {r['cpu_us_per_request']} | {r['errors']} |")
+    md.append(f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_us']} | {r['p99_us']} | {r['cpu_us_per_request']} | {r['user_us_per_request']} | {r['sys_us_per_request']} | {r['errors']} |")
+if instr:
+    md += ["", "| path (callgrind, wrk -c4) | requests | user-space instructions/request |", "|---|---:|---:|"]
+    md += [f"| {p} | {v['requests']} | {v['instructions_per_request']} |" for p, v in instr.items()]
 md += ["", "| ratio | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in ratios.items()]
 open(f"{out}/results.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))

@@ -24,3 +24,6 @@ wait_port() {
 
 # User + system CPU ticks a process has used (see CLK_TCK).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# User and system CPU ticks a process has used, as "user system" (see CLK_TCK).
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }

@@ -12,6 +12,10 @@ use awc::http::Uri;
 use futures_util::future::LocalBoxFuture;
 use std::time::Duration;
 
+/// The same allocator as the gateway's binary, so the floor is built the same way.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Plain TCP to the upstream with Nagle off, as the gateway's own connector does.
 #[derive(Clone)]
 struct NoDelay;

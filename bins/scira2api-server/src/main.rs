@@ -10,6 +10,12 @@ use scira2api_core::{Config, Gateway, GatewayState};
 use std::io::Write;
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: an answer's path allocates and frees many small
+/// buffers (headers, JSON spans, futures), and glibc's malloc was about a tenth of the user CPU
+/// per proxied request (measured in docs/benchmarks.md, "Against a fast upstream").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: scira2api-server [--demo] [--help] [--version]
 
 Settings come from the environment and from .env in the working directory (see .env.example).

@@ -38,13 +38,13 @@ pub fn from_client(header: Option<&str>) -> Arc<str> {
 /// need to be unique, not secret, and minting one must not cost a system call).
 pub fn mint() -> Arc<str> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(36);
-    id.push_str("req_");
+    // On the stack, then one allocation for the `Arc` (this runs for every request).
+    let mut id = *b"req_00000000000000000000000000000000";
     let bits = fastrand::u128(..);
-    for shift in (0..32).rev() {
-        id.push(char::from(HEX[((bits >> (shift * 4)) & 0xf) as usize]));
+    for (i, b) in id[4..].iter_mut().enumerate() {
+        *b = HEX[((bits >> ((31 - i) * 4)) & 0xf) as usize];
     }
-    Arc::from(id)
+    Arc::from(std::str::from_utf8(&id).unwrap_or("req_"))
 }
 
 #[cfg(test)]

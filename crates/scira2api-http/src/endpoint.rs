@@ -151,10 +151,10 @@ pub(crate) async fn answer(
     crate::routes::dropped_params_header(&mut resp, &outcome.dropped);
     if let Some(o) = &observation {
         let overhead = o.start().elapsed().saturating_sub(outcome.upstream_time);
-        let us = overhead.as_micros();
-        if let Ok(v) = HeaderValue::try_from(format!("{}.{:03}", us / 1000, us % 1000)) {
-            resp.insert_header((X_OVERHEAD, v));
-        }
+        resp.insert_header((
+            X_OVERHEAD,
+            crate::routes::overhead_value(overhead.as_micros()),
+        ));
     }
     Ok(match outcome.reply {
         EndpointReply::Json(body) => resp

@@ -39,6 +39,7 @@ pub use error::{AnthropicError, ApiError, anthropic_error_response, error_respon
 pub use sse::{KEEPALIVE, SseBody};
 
 use actix_cors::Cors;
+use actix_web::middleware::Condition;
 use actix_web::middleware::from_fn;
 use actix_web::web;
 use scira2api_core::{Config, Gateway};
@@ -102,8 +103,11 @@ fn resource(r: &route_table::RouteSpec) -> actix_web::Resource {
 pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         let cors = cors(gateway.state().config());
+        // Without a limiter (no global limit, no key with its own) the layer is left out: a
+        // layer that would only pass requests on still costs a boxed call per request.
+        let limited = gateway.state().limiter().is_some();
         let mut scope = web::scope("")
-            .wrap(from_fn(limit::rate_limit))
+            .wrap(Condition::new(limited, from_fn(limit::rate_limit)))
             .wrap(from_fn(auth::require_key))
             .wrap(cors)
             .wrap(from_fn(observe::observe));

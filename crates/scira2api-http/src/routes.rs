@@ -178,6 +178,29 @@ pub(crate) fn answer_headers(
     }
 }
 
+/// The `x-gateway-overhead-ms` value for `us` microseconds: milliseconds with three decimals
+/// (`0.042`), written by hand rather than through `format!` (this is set on every answer).
+pub(crate) fn overhead_value(us: u128) -> HeaderValue {
+    let mut buf = [0u8; 48];
+    let mut i = buf.len();
+    let (mut ms, frac) = (us / 1000, us % 1000);
+    for d in [frac % 10, frac / 10 % 10, frac / 100] {
+        i -= 1;
+        buf[i] = b'0' + d as u8;
+    }
+    i -= 1;
+    buf[i] = b'.';
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (ms % 10) as u8;
+        ms /= 10;
+        if ms == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&buf[i..]).unwrap_or(HeaderValue::from_static("0.000"))
+}
+
 /// Response headers the chat route sets (names parsed once, at compile time).
 pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub(crate) const X_OVERHEAD: HeaderName = HeaderName::from_static("x-gateway-overhead-ms");
@@ -310,10 +333,7 @@ pub async fn chat(
             .metrics()
             .overhead
             .observe(overhead.as_secs_f64());
-        let us = overhead.as_micros();
-        if let Ok(v) = HeaderValue::try_from(format!("{}.{:03}", us / 1000, us % 1000)) {
-            resp.insert_header((X_OVERHEAD, v));
-        }
+        resp.insert_header((X_OVERHEAD, overhead_value(overhead.as_micros())));
     }
     dropped_params_header(&mut resp, &outcome.dropped);
     match outcome.reply {
@@ -401,5 +421,28 @@ pub fn method_not_allowed(
         resp.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         std::future::ready(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overhead_value;
+
+    #[test]
+    fn overhead_values_are_milliseconds_with_three_decimals() {
+        for (us, text) in [
+            (0, "0.000"),
+            (7, "0.007"),
+            (42, "0.042"),
+            (1234, "1.234"),
+            (60_000_001, "60000.001"),
+        ] {
+            assert_eq!(overhead_value(us).to_str().unwrap(), text);
+        }
+        let max = u128::MAX;
+        assert_eq!(
+            overhead_value(max).to_str().unwrap(),
+            format!("{}.{:03}", max / 1000, max % 1000)
+        );
     }
 }

@@ -28,4 +28,4 @@ pub use response::{
     ChunkEncoder, Completion, DONE_FRAME, Usage, new_completion_id, sse_frame, sse_json_frame,
     unix_now,
 };
-pub use scan::{is_json_object, top_level_value};
+pub use scan::{is_json_object, object_field, top_level_value};

@@ -116,35 +116,43 @@ pub fn top_level_value(json: &[u8], key: &str) -> Option<Range<usize>> {
 /// so that checking an upstream's non-stream answer costs a fraction of a parse. It catches what
 /// matters there: an HTML or text body, and a body cut short.
 pub fn is_json_object(json: &[u8]) -> bool {
+    object_field(json, "").is_some()
+}
+
+/// [`is_json_object`] and [`top_level_value`] in one pass: `None` when `json` is not one whole
+/// JSON object, else the byte range of the top-level field `key` (`None` when it has none), so
+/// that an answer is checked and its `model` found without walking it twice.
+pub fn object_field(json: &[u8], key: &str) -> Option<Option<Range<usize>>> {
     let b = json;
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'{') {
-        return false;
+        return None;
     }
     i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
-        return skip_ws(b, i + 1) == b.len();
+        return (skip_ws(b, i + 1) == b.len()).then_some(None);
     }
+    let mut found = None;
     loop {
         if b.get(i) != Some(&b'"') {
-            return false;
+            return None;
         }
-        let Some(key_end) = skip_string(b, i) else {
-            return false;
-        };
+        let key_end = skip_string(b, i)?;
+        let wanted = found.is_none() && !key.is_empty() && &b[i + 1..key_end - 1] == key.as_bytes();
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
-            return false;
+            return None;
         }
         let start = skip_ws(b, i + 1);
-        let Some(end) = skip_value(b, start) else {
-            return false;
-        };
+        let end = skip_value(b, start)?;
+        if wanted {
+            found = Some(start..end);
+        }
         i = skip_ws(b, end);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return skip_ws(b, i + 1) == b.len(),
-            _ => return false,
+            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(found),
+            _ => return None,
         }
     }
 }
@@ -152,6 +160,19 @@ pub fn is_json_object(json: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checks_and_finds_in_one_pass() {
+        let j = br#" {"id":"x","meta":{"model":"n"},"model":"int-1","usage":{"a":[1]}} "#;
+        let r = object_field(j, "model").unwrap().unwrap();
+        assert_eq!(&j[r], br#""int-1""#);
+        let r = object_field(j, "usage").unwrap().unwrap();
+        assert_eq!(&j[r], br#"{"a":[1]}"#);
+        assert_eq!(object_field(j, "missing"), Some(None));
+        assert_eq!(object_field(b"{}", "model"), Some(None));
+        assert_eq!(object_field(br#"{"model":"m","choices":[{"#, "model"), None);
+        assert_eq!(object_field(br#"{"model":"m"}{}"#, "model"), None);
+    }
 
     #[test]
     fn whole_objects_only() {

@@ -153,12 +153,17 @@ impl Upstream {
                 match build(key.map(|k| k.value)).send_body(body.clone()).await {
                     Ok(mut resp) => {
                         let status = resp.status().as_u16();
-                        let wait = retry_after(resp.headers()).or_else(|| {
-                            // The official Scira API's quota resets at midnight UTC: its 429
-                            // rests the key until then.
-                            (status == 429 && self.settings().provider == ProviderKind::SciraApi)
-                                .then(scira_api::until_reset)
-                        });
+                        // A success has nothing to wait for: its headers are not searched.
+                        let wait = (!resp.status().is_success())
+                            .then(|| retry_after(resp.headers()))
+                            .flatten()
+                            .or_else(|| {
+                                // The official Scira API's quota resets at midnight UTC: its 429
+                                // rests the key until then.
+                                (status == 429
+                                    && self.settings().provider == ProviderKind::SciraApi)
+                                    .then(scira_api::until_reset)
+                            });
                         if let Some(k) = key {
                             ring.report(k.index, key_outcome(status, wait));
                         }
@@ -362,7 +367,7 @@ impl Upstream {
                 return Ok(ChatReply::Stream(stream.boxed()));
             }
             let body = self.read_body(resp).await?;
-            check_json_object(&body, self.config.host())?;
+            check_json_object(&body, || self.config.host())?;
             let message: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| Error::upstream(format!("the Anthropic answer is not JSON: {e}")))?;
             if message["type"] != "message" {
@@ -687,7 +692,7 @@ impl Upstream {
         };
         let accept = async |resp: awc::ClientResponse| {
             let body = self.read_body(resp).await?;
-            check_json_object(&body, self.config.host())?;
+            check_json_object(&body, || self.config.host())?;
             Ok(body)
         };
         let once = RetryPolicy {
@@ -731,8 +736,8 @@ impl Upstream {
             }
             None => {
                 let body = self.read_body(resp).await?;
-                check_json_object(&body, self.config.host())?;
-                Ok(ChatReply::Json(rewrite.apply(body)))
+                let model = check_json_object(&body, || self.config.host())?;
+                Ok(ChatReply::Json(rewrite.apply_at(body, model)))
             }
         }
     }
@@ -780,20 +785,28 @@ impl Upstream {
 
 /// Checks that a non-stream answer is one whole JSON object before it is passed on as success:
 /// an HTML page, plain text or a cut-off body with a 200 is an upstream failure (502, retryable).
-pub(crate) fn check_json_object(body: &[u8], host: &str) -> Result<(), Error> {
+/// Gives the range of its top-level `model`, found in the same pass; `host` is asked for only
+/// to word an error.
+pub(crate) fn check_json_object<'a>(
+    body: &[u8],
+    host: impl FnOnce() -> &'a str,
+) -> Result<Option<std::ops::Range<usize>>, Error> {
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(Error::upstream(format!(
-            "{host} answered 200 with {} instead of a JSON object",
+            "{} answered 200 with {} instead of a JSON object",
+            host(),
             describe_body(body)
         )));
     }
-    if !scira2api_types::is_json_object(body) {
-        return Err(Error::upstream(format!(
-            "{host} answered 200 with a body that is not one complete JSON object ({} bytes); it was probably cut off",
+    // The check and the search for `model` (which the answer's rewrite needs) in one pass.
+    match scira2api_types::object_field(body, "model") {
+        Some(model) => Ok(model),
+        None => Err(Error::upstream(format!(
+            "{} answered 200 with a body that is not one complete JSON object ({} bytes); it was probably cut off",
+            host(),
             body.len()
-        )));
+        ))),
     }
-    Ok(())
 }
 
 fn parse_model_list(body: &[u8]) -> Result<Vec<ModelEntry>, Error> {
@@ -838,7 +851,7 @@ mod tests {
 
     #[test]
     fn non_stream_answers_must_be_whole_json_objects() {
-        assert!(check_json_object(br#" {"id":"x","choices":[]}"#, "h").is_ok());
+        assert!(check_json_object(br#" {"id":"x","choices":[]}"#, || "h").is_ok());
         for bad in [
             &b"<html>oops</html>"[..],
             b"plain text",
@@ -846,7 +859,7 @@ mod tests {
             b"",
             br#"[1,2]"#,
         ] {
-            let e = check_json_object(bad, "h").unwrap_err();
+            let e = check_json_object(bad, || "h").unwrap_err();
             assert_eq!(e.status(), 502, "{e}");
             assert!(e.should_retry());
         }

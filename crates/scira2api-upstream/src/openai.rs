@@ -32,6 +32,23 @@ impl ModelRewrite {
             None => json,
         }
     }
+
+    /// [`ModelRewrite::apply`] with the range of the object's top-level `model` already found
+    /// (by the check of the whole answer), so the answer is not walked a second time.
+    pub(crate) fn apply_at(&self, json: Bytes, model: Option<std::ops::Range<usize>>) -> Bytes {
+        match (&self.literal, model) {
+            (None, _) => json,
+            (Some(lit), Some(r)) if json[r.start] == b'"' => {
+                let mut out = Vec::with_capacity(json.len() + lit.len());
+                out.extend_from_slice(&json[..r.start]);
+                out.extend_from_slice(lit.as_bytes());
+                out.extend_from_slice(&json[r.end..]);
+                Bytes::from(out)
+            }
+            // No plain `model` (or not a string): the general rule decides.
+            _ => self.apply(json),
+        }
+    }
 }
 
 /// Whether a chunk carries a non-null `finish_reason`.
