@@ -16,7 +16,9 @@ use scira2api_cache::CacheScope;
 use scira2api_cache::{CacheStats, ResponseStore, TtlCell, cache_key};
 use scira2api_limiter::{LimiterStats, RateLimiter};
 use scira2api_models::{Catalog, Deployment, ModelEntry, Outcome, Router, Unavailable};
-use scira2api_types::{Answer, ChatRequest, Error, RawObject, Usage, log_safe, top_level_value};
+use scira2api_types::{
+    Answer, ChatRequest, Error, RawObject, Usage, last_field_value, log_safe, top_level_value,
+};
 use scira2api_upstream::{ChatReply, Upstream, UpstreamConfig};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -725,8 +727,11 @@ impl Gateway {
         internal: &str,
         body: Bytes,
     ) -> (Bytes, Option<Answer>, Option<(Usage, UsageSource)>) {
-        // The common case, the upstream reported usage, costs a scan and a tiny parse.
-        if let Some(r) = top_level_value(&body, "usage") {
+        // The common case, the upstream reported usage, costs a scan and a tiny parse; from
+        // the end first, where an answer keeps it (the body is one checked JSON object).
+        if let Some(r) =
+            last_field_value(&body, "usage").or_else(|| top_level_value(&body, "usage"))
+        {
             if let Ok(u) = serde_json::from_slice::<Usage>(&body[r]) {
                 return (body, None, Some((u, UsageSource::Upstream)));
             }

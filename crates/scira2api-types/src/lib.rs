@@ -28,4 +28,6 @@ pub use response::{
     ChunkEncoder, Completion, DONE_FRAME, Usage, new_completion_id, sse_frame, sse_json_frame,
     unix_now,
 };
-pub use scan::{is_json_object, object_field, top_level_value};
+pub use scan::{
+    is_json_object, last_field_value, object_field, objects_with_string_field, top_level_value,
+};

@@ -317,45 +317,11 @@ impl ChatRequest {
             }
             Some(Ok(m)) => m,
         };
-        #[derive(Deserialize)]
-        struct RoleOnly<'a> {
-            #[serde(borrow, rename = "role")]
-            _role: std::borrow::Cow<'a, str>,
-        }
-        // One pass in the common case; the slower per-message pass only to name a bad message.
-        match obj.get::<Vec<RoleOnly>>("messages") {
-            Some(Ok(list)) if !list.is_empty() => {}
-            None => {
-                return Err(Error::invalid(
-                    "you must provide a messages parameter",
-                    Some("messages"),
-                ));
-            }
-            Some(Ok(_)) => {
-                return Err(Error::invalid(
-                    "`messages` must contain at least one message",
-                    Some("messages"),
-                ));
-            }
-            Some(Err(_)) => match obj.get::<Vec<&RawValue>>("messages") {
-                Some(Ok(list)) => {
-                    for (i, m) in list.iter().enumerate() {
-                        if serde_json::from_str::<RoleOnly>(m.get()).is_err() {
-                            return Err(Error::invalid(
-                                format!("`messages[{i}]` must be an object with a string `role`"),
-                                Some(&format!("messages[{i}].role")),
-                            ));
-                        }
-                    }
-                    return Err(Error::invalid("`messages` is not valid", Some("messages")));
-                }
-                _ => {
-                    return Err(Error::invalid(
-                        "`messages` must be an array",
-                        Some("messages"),
-                    ));
-                }
-            },
+        // The common case is shown by a scan of the span serde has just validated; otherwise
+        // serde decides, and a slower per-message pass names a bad message.
+        let messages = obj.field("messages").map(|f| &obj.body[f.value.clone()]);
+        if !messages.is_some_and(|m| crate::scan::objects_with_string_field(m, "role")) {
+            Self::check_messages(&obj)?;
         }
         let stream = match obj.get::<Option<bool>>("stream") {
             None => false,
@@ -380,6 +346,44 @@ impl ChatRequest {
             stream,
             include_usage,
         })
+    }
+
+    /// The messages checked by serde: a non-empty array of objects with a string `role`, or
+    /// a 400 naming what is wrong (the bad message's index when one is).
+    fn check_messages(obj: &RawObject) -> Result<(), Error> {
+        #[derive(Deserialize)]
+        struct RoleOnly<'a> {
+            #[serde(borrow, rename = "role")]
+            _role: std::borrow::Cow<'a, str>,
+        }
+        match obj.get::<Vec<RoleOnly>>("messages") {
+            Some(Ok(list)) if !list.is_empty() => Ok(()),
+            None => Err(Error::invalid(
+                "you must provide a messages parameter",
+                Some("messages"),
+            )),
+            Some(Ok(_)) => Err(Error::invalid(
+                "`messages` must contain at least one message",
+                Some("messages"),
+            )),
+            Some(Err(_)) => match obj.get::<Vec<&RawValue>>("messages") {
+                Some(Ok(list)) => {
+                    for (i, m) in list.iter().enumerate() {
+                        if serde_json::from_str::<RoleOnly>(m.get()).is_err() {
+                            return Err(Error::invalid(
+                                format!("`messages[{i}]` must be an object with a string `role`"),
+                                Some(&format!("messages[{i}].role")),
+                            ));
+                        }
+                    }
+                    Err(Error::invalid("`messages` is not valid", Some("messages")))
+                }
+                _ => Err(Error::invalid(
+                    "`messages` must be an array",
+                    Some("messages"),
+                )),
+            },
+        }
     }
 
     /// The request's top-level fields as raw spans.

@@ -123,22 +123,43 @@ pub fn is_json_object(json: &[u8]) -> bool {
 /// JSON object, else the byte range of the top-level field `key` (`None` when it has none), so
 /// that an answer is checked and its `model` found without walking it twice.
 pub fn object_field(json: &[u8], key: &str) -> Option<Option<Range<usize>>> {
-    let b = json;
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
+    let i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
         return None;
     }
-    i = skip_ws(b, i + 1);
+    let walked = walk_object(json, i, key.as_bytes())?;
+    (skip_ws(json, walked.end) == json.len()).then_some(walked.first)
+}
+
+/// What [`walk_object`] saw of one object.
+struct Walked {
+    /// The index just past the object's closing brace.
+    end: usize,
+    /// How many top-level fields are named `key`.
+    count: usize,
+    /// The value of the first of them.
+    first: Option<Range<usize>>,
+}
+
+/// Walks the object whose `{` is at `b[i]`: `key: value` pairs, nested values skipped. An empty
+/// `key` is looked for nowhere.
+fn walk_object(b: &[u8], i: usize, key: &[u8]) -> Option<Walked> {
+    let mut walked = Walked {
+        end: 0,
+        count: 0,
+        first: None,
+    };
+    let mut i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
-        return (skip_ws(b, i + 1) == b.len()).then_some(None);
+        walked.end = i + 1;
+        return Some(walked);
     }
-    let mut found = None;
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
         }
         let key_end = skip_string(b, i)?;
-        let wanted = found.is_none() && !key.is_empty() && &b[i + 1..key_end - 1] == key.as_bytes();
+        let wanted = !key.is_empty() && &b[i + 1..key_end - 1] == key;
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return None;
@@ -146,20 +167,133 @@ pub fn object_field(json: &[u8], key: &str) -> Option<Option<Range<usize>>> {
         let start = skip_ws(b, i + 1);
         let end = skip_value(b, start)?;
         if wanted {
-            found = Some(start..end);
+            walked.count += 1;
+            walked.first.get_or_insert(start..end);
         }
         i = skip_ws(b, end);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => return (skip_ws(b, i + 1) == b.len()).then_some(found),
+            Some(b'}') => {
+                walked.end = i + 1;
+                return Some(walked);
+            }
             _ => return None,
         }
     }
 }
 
+/// Whether `json` is a non-empty array of objects that each have the top-level field `key`
+/// exactly once, with a string value (a chat request's `messages`, each with its `role`). A
+/// structural check for JSON a parser has already validated: `false` means "not shown this way"
+/// (a key spelled with escapes, say), and the caller then asks the parser.
+pub fn objects_with_string_field(json: &[u8], key: &str) -> bool {
+    let b = json;
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return false;
+    }
+    i = skip_ws(b, i + 1);
+    loop {
+        if b.get(i) != Some(&b'{') {
+            return false;
+        }
+        let Some(w) = walk_object(b, i, key.as_bytes()) else {
+            return false;
+        };
+        if w.count != 1 || w.first.is_none_or(|r| b[r.start] != b'"') {
+            return false;
+        }
+        i = skip_ws(b, w.end);
+        match b.get(i) {
+            Some(b',') => i = skip_ws(b, i + 1),
+            Some(b']') => return skip_ws(b, i + 1) == b.len(),
+            _ => return false,
+        }
+    }
+}
+
+/// The byte range of the value of `key` when it is the last field of the JSON object `json`,
+/// found from the end: an OpenAI answer ends with its `usage`, so the choices before it are not
+/// walked. Only for a `json` already known to be one whole JSON object (see [`object_field`]);
+/// `None` means "not found this way", and the caller walks from the start.
+///
+/// Why a match is the top-level field: an unescaped `"` cannot occur inside a JSON string, so
+/// `"key"` followed by `:` — and preceded by `{` or `,`, which rules out a key that merely ends
+/// in an escaped quote and `key` — is a key; its object closes with the `}` that ends `json`,
+/// so it is the top-level object.
+pub fn last_field_value(json: &[u8], key: &str) -> Option<Range<usize>> {
+    let b = json;
+    let k = key.as_bytes();
+    let at = memchr::memmem::rfind(b, k)?;
+    if at == 0 || b[at - 1] != b'"' || b.get(at + k.len()) != Some(&b'"') {
+        return None;
+    }
+    let before = b[..at - 1].iter().rposition(|c| !c.is_ascii_whitespace())?;
+    if !matches!(b[before], b'{' | b',') {
+        return None;
+    }
+    let colon = skip_ws(b, at + k.len() + 1);
+    if b.get(colon) != Some(&b':') {
+        return None;
+    }
+    let start = skip_ws(b, colon + 1);
+    let end = skip_value(b, start)?;
+    let close = skip_ws(b, end);
+    (b.get(close) == Some(&b'}') && skip_ws(b, close + 1) == b.len()).then_some(start..end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_each_with_one_string_role() {
+        for good in [
+            r#"[{"role":"user","content":"hi"}]"#,
+            r#" [ {"content":"a \"role\": 1","role":"system"} , {"role":"user"} ] "#,
+        ] {
+            assert!(objects_with_string_field(good.as_bytes(), "role"), "{good}");
+        }
+        for bad in [
+            "[]",
+            "{}",
+            r#"[{"content":"no role"}]"#,
+            r#"[{"role":1}]"#,
+            r#"[{"role":"user","role":"system"}]"#,
+            r#"[{"role":"user"},"text"]"#,
+            r#"[{"r\u006fle":"user"}]"#,
+            r#"[{"meta":{"role":"x"}}]"#,
+            r#"[{"role":"user"}] x"#,
+        ] {
+            assert!(!objects_with_string_field(bad.as_bytes(), "role"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn last_field_from_the_end() {
+        let last = |j: &str| last_field_value(j.as_bytes(), "usage").map(|r| j[r].to_owned());
+        assert_eq!(
+            last(r#"{"id":"x","choices":[{"usage":1}],"usage":{"total_tokens":3}}"#).as_deref(),
+            Some(r#"{"total_tokens":3}"#)
+        );
+        assert_eq!(last("{\"usage\" : null \n}\n").as_deref(), Some("null"));
+        // Not the last field, nested, or a key that only ends in `usage`: not found this way.
+        for other in [
+            r#"{"usage":{"a":1},"id":"x"}"#,
+            r#"{"id":"x","meta":{"usage":{"a":1}}}"#,
+            r#"{"id":"x","x\"usage":{"a":1}}"#,
+            r#"{"usage":{"note":"usage"}}"#,
+            r#"{"id":"usage"}"#,
+        ] {
+            assert_eq!(last(other), None, "{other}");
+        }
+        // Whatever it finds, the walk from the start finds too.
+        let j = r#"{"model":"m","usage":{"prompt_tokens":1}}"#;
+        assert_eq!(
+            last_field_value(j.as_bytes(), "usage"),
+            top_level_value(j.as_bytes(), "usage")
+        );
+    }
 
     #[test]
     fn checks_and_finds_in_one_pass() {
