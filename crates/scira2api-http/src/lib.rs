@@ -21,6 +21,7 @@
 
 mod auth;
 mod conn;
+mod cors;
 mod endpoint;
 mod error;
 mod forward;
@@ -35,14 +36,14 @@ mod status;
 
 pub use auth::key_matches;
 pub use conn::{ConnWatch, on_connect};
+pub use cors::{EXPOSED_HEADERS, cors};
 pub use error::{AnthropicError, ApiError, anthropic_error_response, error_response};
 pub use sse::{KEEPALIVE, SseBody};
 
-use actix_cors::Cors;
 use actix_web::middleware::Condition;
 use actix_web::middleware::from_fn;
 use actix_web::web;
-use scira2api_core::{Config, Gateway};
+use scira2api_core::Gateway;
 
 /// An `HttpServer::on_connect` callback that turns Nagle's algorithm off on every accepted
 /// connection. actix-web leaves it on, which holds small writes — a streamed event — back until
@@ -53,44 +54,6 @@ pub fn tcp_nodelay(conn: &dyn std::any::Any, _ext: &mut actix_web::dev::Extensio
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let _ = tcp.set_nodelay(true);
     }
-}
-
-/// The response headers a browser client may read: the gateway's own (request id, rate limits,
-/// cache and usage facts, retry hints). A fixed list is encoded once; "expose any header" would
-/// make actix-cors collect every response's header names anew on every response.
-pub const EXPOSED_HEADERS: [&str; 15] = [
-    "x-request-id",
-    "x-gateway-provider",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
-    "x-cache",
-    "x-usage-source",
-    "x-gateway-overhead-ms",
-    "x-should-retry",
-    "x-dropped-params",
-    "retry-after",
-    "retry-after-ms",
-];
-
-/// CORS from the settings: any origin with `*`, otherwise exactly the listed origins.
-pub fn cors(config: &Config) -> Cors {
-    let mut cors = Cors::default()
-        .allowed_methods(["GET", "POST", "DELETE", "OPTIONS"])
-        .allow_any_header()
-        .expose_headers(EXPOSED_HEADERS)
-        .max_age(86_400);
-    if config.server.cors_origins.iter().any(|o| o == "*") {
-        cors = cors.allow_any_origin();
-    } else {
-        for origin in &config.server.cors_origins {
-            cors = cors.allowed_origin(origin);
-        }
-    }
-    cors
 }
 
 /// `path` served by `route`; any other method gets a 405 in OpenAI form with `Allow: allow`.
@@ -109,7 +72,7 @@ pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
         let mut scope = web::scope("")
             .wrap(Condition::new(limited, from_fn(limit::rate_limit)))
             .wrap(from_fn(auth::require_key))
-            .wrap(cors)
+            .wrap(cors::CrossOrigin::new(cors))
             .wrap(from_fn(observe::observe));
         for r in route_table::ROUTES {
             scope = scope.service(resource(r));
