@@ -732,7 +732,7 @@ impl Gateway {
         if let Some(r) =
             last_field_value(&body, "usage").or_else(|| top_level_value(&body, "usage"))
         {
-            if let Ok(u) = serde_json::from_slice::<Usage>(&body[r]) {
+            if let Some(u) = Usage::from_json(&body[r]) {
                 return (body, None, Some((u, UsageSource::Upstream)));
             }
         }

@@ -44,6 +44,38 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// A `usage` object's counts, or `None` when it is not one. Every answer carries one, so the
+    /// usual shape (plain integers, other fields such as `*_details` skipped) is read by a scan;
+    /// anything else (a key written with escapes, a duplicate, a number with a fraction) is
+    /// left to serde, so what is accepted is what serde accepts.
+    pub fn from_json(json: &[u8]) -> Option<Usage> {
+        Self::scan(json).or_else(|| serde_json::from_slice(json).ok())
+    }
+
+    fn scan(json: &[u8]) -> Option<Usage> {
+        let mut counts = [None::<u64>; 3];
+        let whole = crate::scan::each_field(json, |key, value| {
+            let slot = match key {
+                b"prompt_tokens" => 0,
+                b"completion_tokens" => 1,
+                b"total_tokens" => 2,
+                _ => return !key.contains(&b'\\'),
+            };
+            counts[slot].is_none() && {
+                counts[slot] = plain_u64(&json[value]);
+                counts[slot].is_some()
+            }
+        });
+        match (whole, counts) {
+            (true, [Some(p), Some(c), Some(t)]) => Some(Usage {
+                prompt_tokens: p,
+                completion_tokens: c,
+                total_tokens: t,
+            }),
+            _ => None,
+        }
+    }
+
     /// Usage from prompt and completion counts, with the total computed.
     pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
         Usage {
@@ -52,6 +84,18 @@ impl Usage {
             total_tokens: prompt_tokens + completion_tokens,
         }
     }
+}
+
+/// A JSON integer that fits a `u64`, written plainly (digits, no leading zero).
+fn plain_u64(n: &[u8]) -> Option<u64> {
+    if n.is_empty() || (n.len() > 1 && n[0] == b'0') {
+        return None;
+    }
+    n.iter().try_fold(0u64, |acc, &d| {
+        d.is_ascii_digit()
+            .then(|| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })
 }
 
 /// A fresh completion id, `chatcmpl-<32 hex>`.
@@ -403,6 +447,39 @@ mod tests {
             .strip_suffix("\n\n")
             .unwrap();
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn usage_scan_agrees_with_serde() {
+        let cases = [
+            r#"{"prompt_tokens":14,"completion_tokens":6,"total_tokens":20}"#,
+            r#"{ "total_tokens" : 20 , "prompt_tokens":14, "completion_tokens":6 }"#,
+            r#"{"prompt_tokens":14,"completion_tokens":6,"total_tokens":20,"prompt_tokens_details":{"cached_tokens":0},"x":[1,"}"]}"#,
+            r#"{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}"#,
+            r#"{"prompt_tokens":18446744073709551615,"completion_tokens":0,"total_tokens":1}"#,
+            r#"{"prompt_tokens":18446744073709551616,"completion_tokens":0,"total_tokens":1}"#,
+            r#"{"prompt_tokens":14,"completion_tokens":6}"#,
+            r#"{"prompt_tokens":14,"prompt_tokens":15,"completion_tokens":6,"total_tokens":20}"#,
+            r#"{"prompt\u005ftokens":14,"completion_tokens":6,"total_tokens":20}"#,
+            r#"{"prompt_tokens":14.0,"completion_tokens":6,"total_tokens":20}"#,
+            r#"{"prompt_tokens":1e2,"completion_tokens":6,"total_tokens":20}"#,
+            r#"{"prompt_tokens":-1,"completion_tokens":6,"total_tokens":20}"#,
+            r#"{"prompt_tokens":014,"completion_tokens":6,"total_tokens":20}"#,
+            r#"{"prompt_tokens":"14","completion_tokens":6,"total_tokens":20}"#,
+            r#"{"prompt_tokens":null,"completion_tokens":6,"total_tokens":20}"#,
+            r#"{"prompt_tokens":14,"completion_tokens":6,"total_tokens":20"#,
+            r#"{"prompt_tokens":14,"completion_tokens":6,"total_tokens":20} x"#,
+            r#"[14,6,20]"#,
+            r#"{}"#,
+            "",
+        ];
+        for case in cases {
+            let serde = serde_json::from_str::<Usage>(case).ok();
+            assert_eq!(Usage::from_json(case.as_bytes()), serde, "{case}");
+        }
+        // The common shape is the scan's, not serde's.
+        assert!(Usage::scan(cases[0].as_bytes()).is_some());
+        assert!(Usage::scan(cases[2].as_bytes()).is_some());
     }
 
     #[test]

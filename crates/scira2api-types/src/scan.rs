@@ -123,60 +123,59 @@ pub fn is_json_object(json: &[u8]) -> bool {
 /// JSON object, else the byte range of the top-level field `key` (`None` when it has none), so
 /// that an answer is checked and its `model` found without walking it twice.
 pub fn object_field(json: &[u8], key: &str) -> Option<Option<Range<usize>>> {
+    let mut first = None;
+    each_field(json, |k, v| {
+        if first.is_none() && !key.is_empty() && k == key.as_bytes() {
+            first = Some(v);
+        }
+        true
+    })
+    .then_some(first)
+}
+
+/// Calls `each(key, value)` for every top-level field of the JSON object `json` in order: the
+/// key's bytes as written (escapes not decoded), the value's byte range. `false` when `json` is
+/// not one whole JSON object (nothing after it but whitespace), or when `each` answered `false`
+/// (stop).
+pub(crate) fn each_field(json: &[u8], each: impl FnMut(&[u8], Range<usize>) -> bool) -> bool {
     let i = skip_ws(json, 0);
     if json.get(i) != Some(&b'{') {
-        return None;
+        return false;
     }
-    let walked = walk_object(json, i, key.as_bytes())?;
-    (skip_ws(json, walked.end) == json.len()).then_some(walked.first)
+    walk_object(json, i, each).is_some_and(|end| skip_ws(json, end) == json.len())
 }
 
-/// What [`walk_object`] saw of one object.
-struct Walked {
-    /// The index just past the object's closing brace.
-    end: usize,
-    /// How many top-level fields are named `key`.
-    count: usize,
-    /// The value of the first of them.
-    first: Option<Range<usize>>,
-}
-
-/// Walks the object whose `{` is at `b[i]`: `key: value` pairs, nested values skipped. An empty
-/// `key` is looked for nowhere.
-fn walk_object(b: &[u8], i: usize, key: &[u8]) -> Option<Walked> {
-    let mut walked = Walked {
-        end: 0,
-        count: 0,
-        first: None,
-    };
+/// Walks the object whose `{` is at `b[i]`: `key: value` pairs, nested values skipped, each
+/// pair given to `each` (see [`each_field`]). The index just past the closing brace, or `None`
+/// when the object is malformed or `each` said stop.
+fn walk_object(
+    b: &[u8],
+    i: usize,
+    mut each: impl FnMut(&[u8], Range<usize>) -> bool,
+) -> Option<usize> {
     let mut i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
-        walked.end = i + 1;
-        return Some(walked);
+        return Some(i + 1);
     }
     loop {
         if b.get(i) != Some(&b'"') {
             return None;
         }
         let key_end = skip_string(b, i)?;
-        let wanted = !key.is_empty() && &b[i + 1..key_end - 1] == key;
+        let key = &b[i + 1..key_end - 1];
         i = skip_ws(b, key_end);
         if b.get(i) != Some(&b':') {
             return None;
         }
         let start = skip_ws(b, i + 1);
         let end = skip_value(b, start)?;
-        if wanted {
-            walked.count += 1;
-            walked.first.get_or_insert(start..end);
+        if !each(key, start..end) {
+            return None;
         }
         i = skip_ws(b, end);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
-            Some(b'}') => {
-                walked.end = i + 1;
-                return Some(walked);
-            }
+            Some(b'}') => return Some(i + 1),
             _ => return None,
         }
     }
@@ -197,13 +196,19 @@ pub fn objects_with_string_field(json: &[u8], key: &str) -> bool {
         if b.get(i) != Some(&b'{') {
             return false;
         }
-        let Some(w) = walk_object(b, i, key.as_bytes()) else {
+        // How many fields named `key` the object has, and whether each is a string.
+        let (mut count, mut strings) = (0, true);
+        let end = walk_object(b, i, |k, v| {
+            if k == key.as_bytes() {
+                count += 1;
+                strings &= b[v.start] == b'"';
+            }
+            true
+        });
+        let Some(end) = end.filter(|_| count == 1 && strings) else {
             return false;
         };
-        if w.count != 1 || w.first.is_none_or(|r| b[r.start] != b'"') {
-            return false;
-        }
-        i = skip_ws(b, w.end);
+        i = skip_ws(b, end);
         match b.get(i) {
             Some(b',') => i = skip_ws(b, i + 1),
             Some(b']') => return skip_ws(b, i + 1) == b.len(),
