@@ -133,28 +133,32 @@ pub(crate) fn check_content_type(req: &HttpRequest) -> Result<(), Error> {
     let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let ct = ct.to_str().unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") || essence.is_empty() {
+    let raw = ct.as_bytes();
+    let essence = raw[..raw.iter().position(|&b| b == b';').unwrap_or(raw.len())].trim_ascii();
+    if essence.eq_ignore_ascii_case(b"application/json") || essence.is_empty() {
         Ok(())
     } else {
-        Err(Error::UnsupportedMediaType(ct.to_owned()))
+        Err(Error::UnsupportedMediaType(
+            String::from_utf8_lossy(raw).into_owned(),
+        ))
     }
 }
 
 /// The client's wish about the cache: `Cache-Control: no-store` (neither read nor write) or
 /// `no-cache` (do not read).
 pub(crate) fn cache_control(req: &HttpRequest) -> CacheControl {
-    let value = req
-        .headers()
-        .get(header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let has = |d: &str| value.split(',').any(|p| p.trim() == d);
-    if has("no-store") {
+    let Some(value) = req.headers().get(header::CACHE_CONTROL) else {
+        return CacheControl::Default;
+    };
+    let has = |d: &[u8]| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|p| p.trim_ascii().eq_ignore_ascii_case(d))
+    };
+    if has(b"no-store") {
         CacheControl::NoStore
-    } else if has("no-cache") {
+    } else if has(b"no-cache") {
         CacheControl::NoCache
     } else {
         CacheControl::Default
@@ -426,7 +430,50 @@ pub fn method_not_allowed(
 
 #[cfg(test)]
 mod tests {
-    use super::overhead_value;
+    use super::{CacheControl, cache_control, check_content_type, overhead_value};
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn content_types_json_with_parameters_or_none() {
+        let with = |ct: &str| {
+            let req = TestRequest::default()
+                .insert_header(("content-type", ct))
+                .to_http_request();
+            check_content_type(&req).is_ok()
+        };
+        assert!(check_content_type(&TestRequest::default().to_http_request()).is_ok());
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;x=1",
+            "",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+        ] {
+            assert!(!with(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_control_directives_in_any_case() {
+        let of = |v: Option<&str>| {
+            let mut req = TestRequest::default();
+            if let Some(v) = v {
+                req = req.insert_header(("cache-control", v));
+            }
+            cache_control(&req.to_http_request())
+        };
+        assert!(of(None) == CacheControl::Default);
+        assert!(of(Some("max-age=0, No-Store")) == CacheControl::NoStore);
+        assert!(of(Some("no-cache")) == CacheControl::NoCache);
+        assert!(of(Some("no-cache, no-store")) == CacheControl::NoStore);
+        assert!(of(Some("no-storex, private")) == CacheControl::Default);
+    }
 
     #[test]
     fn overhead_values_are_milliseconds_with_three_decimals() {
