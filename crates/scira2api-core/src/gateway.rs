@@ -545,9 +545,10 @@ impl Gateway {
                 .inc();
         })?;
         let mut usage = None;
-        let reply = match reply {
+        let reported = reply.usage;
+        let reply = match reply.reply {
             ChatReply::Json(body) => {
-                let (body, answer, u) = self.settle_usage(req, internal, body).await;
+                let (body, answer, u) = self.settle_usage(req, internal, body, reported).await;
                 if let Some((u, source)) = u {
                     state.record_usage(&req.model, &u, source);
                     if let Some(d) = &deployment {
@@ -719,16 +720,21 @@ impl Gateway {
         }
     }
 
-    /// The usage of a non-stream answer: the upstream's, or estimated (on a blocking thread, so a
-    /// vocabulary still loading never stalls this worker) and written into the body.
+    /// The usage of a non-stream answer: the upstream's (`reported` when the upstream read it
+    /// on its way), or estimated (on a blocking thread, so a vocabulary still loading never
+    /// stalls this worker) and written into the body.
     async fn settle_usage(
         &self,
         req: &ChatRequest,
         internal: &str,
         body: Bytes,
+        reported: Option<Usage>,
     ) -> (Bytes, Option<Answer>, Option<(Usage, UsageSource)>) {
-        // The common case, the upstream reported usage, costs a scan and a tiny parse; from
-        // the end first, where an answer keeps it (the body is one checked JSON object).
+        if let Some(u) = reported {
+            return (body, None, Some((u, UsageSource::Upstream)));
+        }
+        // Not read on the way (a translated answer, say): a scan and a tiny parse; from the
+        // end first, where such an answer keeps it (the body is one checked JSON object).
         if let Some(r) =
             last_field_value(&body, "usage").or_else(|| top_level_value(&body, "usage"))
         {

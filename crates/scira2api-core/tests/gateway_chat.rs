@@ -58,6 +58,41 @@ async fn answers_maps_the_model_and_serves_the_second_from_the_cache() {
 }
 
 #[actix_rt::test]
+async fn reads_the_upstreams_usage_wherever_the_answer_puts_it() {
+    let mock = MockServer::start().unwrap();
+    // As OpenAI writes an answer: `usage`, then more fields after it.
+    mock.push_fault(Fault::Status {
+        status: 200,
+        headers: vec![],
+        body: Bytes::from_static(
+            br#"{"id":"c1","object":"chat.completion","created":1,"model":"mock-gpt","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9},"service_tier":"default","system_fingerprint":"fp_1"}"#,
+        ),
+    });
+    let gw = Gateway::new(GatewayState::new(config(&[
+        ("BASE_URL", mock.url()),
+        ("MODEL_MAPPINGS", "gpt-4o:mock-gpt".into()),
+    ])));
+    let out = gw
+        .chat(&request("gpt-4o"), ChatContext::default())
+        .await
+        .unwrap();
+    let (usage, source) = out.usage.unwrap();
+    assert_eq!(source, UsageSource::Upstream);
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens
+        ),
+        (7, 2, 9)
+    );
+    let v = json(&out.reply);
+    assert_eq!(v["model"], "gpt-4o");
+    assert_eq!(v["usage"]["total_tokens"], 9, "the body is left as it came");
+    assert_eq!(v["system_fingerprint"], "fp_1");
+}
+
+#[actix_rt::test]
 async fn a_group_falls_back_to_its_next_deployment() {
     let (a, b) = (MockServer::start().unwrap(), MockServer::start().unwrap());
     a.push_fault(Fault::Status {

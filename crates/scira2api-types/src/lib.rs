@@ -29,5 +29,6 @@ pub use response::{
     unix_now,
 };
 pub use scan::{
-    is_json_object, last_field_value, object_field, objects_with_string_field, top_level_value,
+    is_json_object, last_field_value, object_field, object_fields, objects_with_string_field,
+    top_level_value,
 };

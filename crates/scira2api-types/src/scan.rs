@@ -157,14 +157,27 @@ pub fn is_json_object(json: &[u8]) -> bool {
 /// JSON object, else the byte range of the top-level field `key` (`None` when it has none), so
 /// that an answer is checked and its `model` found without walking it twice.
 pub fn object_field(json: &[u8], key: &str) -> Option<Option<Range<usize>>> {
-    let mut first = None;
+    object_fields(json, [key]).map(|[r]| r)
+}
+
+/// [`object_field`] for several keys in the same pass: the range of the first top-level field
+/// named by each of `keys` (an empty key names none), so that an answer is checked and its
+/// `model` and `usage` found without walking it more than once.
+pub fn object_fields<const N: usize>(
+    json: &[u8],
+    keys: [&str; N],
+) -> Option<[Option<Range<usize>>; N]> {
+    let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
     each_field(json, |k, v| {
-        if first.is_none() && !key.is_empty() && k == key.as_bytes() {
-            first = Some(v);
+        for (key, slot) in keys.iter().zip(found.iter_mut()) {
+            if slot.is_none() && !key.is_empty() && k == key.as_bytes() {
+                *slot = Some(v);
+                break;
+            }
         }
         true
     })
-    .then_some(first)
+    .then_some(found)
 }
 
 /// Calls `each(key, value)` for every top-level field of the JSON object `json` in order: the
@@ -345,6 +358,22 @@ mod tests {
         assert_eq!(object_field(b"{}", "model"), Some(None));
         assert_eq!(object_field(br#"{"model":"m","choices":[{"#, "model"), None);
         assert_eq!(object_field(br#"{"model":"m"}{}"#, "model"), None);
+    }
+
+    #[test]
+    fn finds_several_fields_in_one_pass() {
+        // As OpenAI orders an answer: `usage` is not the last field.
+        let j = br#"{"model":"int-1","choices":[{"message":{"model":"x","usage":1}}],"usage":{"total_tokens":3},"system_fingerprint":"fp","model":"again"}"#;
+        let [model, usage, none] = object_fields(j, ["model", "usage", ""]).unwrap();
+        assert_eq!(
+            &j[model.unwrap()],
+            br#""int-1""#,
+            "the first, top-level copy"
+        );
+        assert_eq!(&j[usage.unwrap()], br#"{"total_tokens":3}"#);
+        assert_eq!(none, None, "an empty key names no field");
+        assert_eq!(object_fields(j, []), Some([]));
+        assert_eq!(object_fields(br#"{"usage":{}"#, ["usage"]), None, "cut off");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The per-worker upstream client: sending with retries and credential rotation, and the two
 //! providers' request paths.
 
-use crate::ChatReply;
 use crate::anthropic::{
     ANTHROPIC_VERSION, AnthropicHeaders, ChatFromMessagesDecoder, MessagesStreamDecoder,
 };
@@ -18,6 +17,7 @@ use crate::retry::{RetryPolicy, retryable_status};
 use crate::scira::{self, SciraStreamDecoder};
 use crate::scira_api;
 use crate::stream::{DecodedStream, LineDecoder};
+use crate::{ChatReply, Reply};
 use awc::http::Uri;
 use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use bytes::Bytes;
@@ -236,7 +236,7 @@ impl Upstream {
         req: &ChatRequest,
         internal_model: &str,
         retries: &Cell<u32>,
-    ) -> Result<ChatReply, Error> {
+    ) -> Result<Reply, Error> {
         self.chat_with(req, internal_model, retries, None).await
     }
 
@@ -248,22 +248,25 @@ impl Upstream {
         internal_model: &str,
         retries: &Cell<u32>,
         attempts: Option<u32>,
-    ) -> Result<ChatReply, Error> {
+    ) -> Result<Reply, Error> {
         let mut policy = self.settings().retry;
         if let Some(n) = attempts {
             policy.attempts = n.max(1);
         }
         match self.settings().provider {
             ProviderKind::OpenAi => self.chat_openai(req, internal_model, retries, policy).await,
-            ProviderKind::Scira => self.chat_scira(req, internal_model, retries, policy).await,
-            ProviderKind::Anthropic => {
-                self.chat_anthropic(req, internal_model, retries, policy)
-                    .await
-            }
-            ProviderKind::SciraApi => {
-                self.chat_scira_api(req, internal_model, retries, policy)
-                    .await
-            }
+            ProviderKind::Scira => self
+                .chat_scira(req, internal_model, retries, policy)
+                .await
+                .map(Reply::from),
+            ProviderKind::Anthropic => self
+                .chat_anthropic(req, internal_model, retries, policy)
+                .await
+                .map(Reply::from),
+            ProviderKind::SciraApi => self
+                .chat_scira_api(req, internal_model, retries, policy)
+                .await
+                .map(Reply::from),
         }
     }
 
@@ -367,7 +370,7 @@ impl Upstream {
                 return Ok(ChatReply::Stream(stream.boxed()));
             }
             let body = self.read_body(resp).await?;
-            check_json_object(&body, || self.config.host())?;
+            check_json_object(&body, [], || self.config.host())?;
             let message: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| Error::upstream(format!("the Anthropic answer is not JSON: {e}")))?;
             if message["type"] != "message" {
@@ -480,8 +483,9 @@ impl Upstream {
         };
         let accept = async |resp: awc::ClientResponse| {
             let decoder = || MessagesStreamDecoder::new(client_model, internal_model);
-            self.accept_openai(resp, stream.then_some(decoder), &rewrite)
+            self.accept_openai(resp, stream.then_some(decoder), &rewrite, false)
                 .await
+                .map(|r| r.reply)
         };
         self.send(
             policy,
@@ -509,7 +513,7 @@ impl Upstream {
         internal_model: &str,
         retries: &Cell<u32>,
         policy: RetryPolicy,
-    ) -> Result<ChatReply, Error> {
+    ) -> Result<Reply, Error> {
         let rewrite = ModelRewrite::new(&req.model, internal_model);
         let body = req.upstream_body(internal_model);
         let build = |key: Option<&str>| {
@@ -523,7 +527,7 @@ impl Upstream {
         };
         let accept = async |resp: awc::ClientResponse| {
             let decoder = || OpenAiStreamDecoder::new(rewrite.clone());
-            self.accept_openai(resp, req.stream.then_some(decoder), &rewrite)
+            self.accept_openai(resp, req.stream.then_some(decoder), &rewrite, true)
                 .await
         };
         self.send(
@@ -663,8 +667,9 @@ impl Upstream {
         };
         let accept = async |resp: awc::ClientResponse| {
             let decoder = || ResponsesStreamDecoder::new(client_model, internal_model);
-            self.accept_openai(resp, stream.then_some(decoder), &rewrite)
+            self.accept_openai(resp, stream.then_some(decoder), &rewrite, false)
                 .await
+                .map(|r| r.reply)
         };
         self.send(
             policy,
@@ -692,7 +697,7 @@ impl Upstream {
         };
         let accept = async |resp: awc::ClientResponse| {
             let body = self.read_body(resp).await?;
-            check_json_object(&body, || self.config.host())?;
+            check_json_object(&body, [], || self.config.host())?;
             Ok(body)
         };
         let once = RetryPolicy {
@@ -713,13 +718,15 @@ impl Upstream {
 
     /// A 2xx answer of an OpenAI-protocol endpoint: a stream decoded by the decoder `stream`
     /// makes (primed: its first event read), or a whole body that must be one JSON object; the
-    /// model set back to the client's name either way.
+    /// model set back to the client's name either way. For a chat completion (`chat_usage`),
+    /// a whole body's `usage` is read in the same pass that checks it.
     async fn accept_openai<D: LineDecoder + Unpin + 'static>(
         &self,
         resp: awc::ClientResponse,
         stream: Option<impl FnOnce() -> D>,
         rewrite: &ModelRewrite,
-    ) -> Result<ChatReply, Error> {
+        chat_usage: bool,
+    ) -> Result<Reply, Error> {
         let s = self.settings();
         match stream {
             Some(decoder) => {
@@ -732,12 +739,18 @@ impl Upstream {
                 .redacting(self.config.secrets.clone())
                 .primed()
                 .await?;
-                Ok(ChatReply::Stream(stream.boxed()))
+                Ok(ChatReply::Stream(stream.boxed()).into())
             }
             None => {
                 let body = self.read_body(resp).await?;
-                let model = check_json_object(&body, || self.config.host())?;
-                Ok(ChatReply::Json(rewrite.apply_at(body, model)))
+                let usage_key = if chat_usage { "usage" } else { "" };
+                let [model, usage] =
+                    check_json_object(&body, ["model", usage_key], || self.config.host())?;
+                let usage = usage.and_then(|r| scira2api_types::Usage::from_json(&body[r]));
+                Ok(Reply {
+                    reply: ChatReply::Json(rewrite.apply_at(body, model)),
+                    usage,
+                })
             }
         }
     }
@@ -785,12 +798,13 @@ impl Upstream {
 
 /// Checks that a non-stream answer is one whole JSON object before it is passed on as success:
 /// an HTML page, plain text or a cut-off body with a 200 is an upstream failure (502, retryable).
-/// Gives the range of its top-level `model`, found in the same pass; `host` is asked for only
-/// to word an error.
-pub(crate) fn check_json_object<'a>(
+/// Gives the ranges of the top-level fields named by `keys` (`model`, to set it back; `usage`),
+/// found in the same pass; `host` is asked for only to word an error.
+pub(crate) fn check_json_object<'a, const N: usize>(
     body: &[u8],
+    keys: [&str; N],
     host: impl FnOnce() -> &'a str,
-) -> Result<Option<std::ops::Range<usize>>, Error> {
+) -> Result<[Option<std::ops::Range<usize>>; N], Error> {
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err(Error::upstream(format!(
             "{} answered 200 with {} instead of a JSON object",
@@ -798,9 +812,8 @@ pub(crate) fn check_json_object<'a>(
             describe_body(body)
         )));
     }
-    // The check and the search for `model` (which the answer's rewrite needs) in one pass.
-    match scira2api_types::object_field(body, "model") {
-        Some(model) => Ok(model),
+    match scira2api_types::object_fields(body, keys) {
+        Some(found) => Ok(found),
         None => Err(Error::upstream(format!(
             "{} answered 200 with a body that is not one complete JSON object ({} bytes); it was probably cut off",
             host(),
@@ -851,7 +864,7 @@ mod tests {
 
     #[test]
     fn non_stream_answers_must_be_whole_json_objects() {
-        assert!(check_json_object(br#" {"id":"x","choices":[]}"#, || "h").is_ok());
+        assert!(check_json_object(br#" {"id":"x","choices":[]}"#, [], || "h").is_ok());
         for bad in [
             &b"<html>oops</html>"[..],
             b"plain text",
@@ -859,7 +872,7 @@ mod tests {
             b"",
             br#"[1,2]"#,
         ] {
-            let e = check_json_object(bad, || "h").unwrap_err();
+            let e = check_json_object(bad, [], || "h").unwrap_err();
             assert_eq!(e.status(), 502, "{e}");
             assert!(e.should_retry());
         }

@@ -168,7 +168,7 @@ impl Upstream {
             }
             Answer::Json => {
                 let body = self.read_body(resp).await?;
-                crate::client::check_json_object(&body, || self.config().host())?;
+                crate::client::check_json_object(&body, [], || self.config().host())?;
                 Ok(ForwardReply::Json(rewrite.apply(body)))
             }
         };

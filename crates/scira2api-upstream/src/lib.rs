@@ -56,6 +56,23 @@ pub enum ChatReply {
     Stream(FrameStream),
 }
 
+/// What [`Upstream::chat`] gives back: the answer, and the `usage` a JSON answer reported,
+/// read in the one pass that checked the answer (and found its `model`), so that the caller
+/// need not walk the body again to find it. `None` when the answer is a stream, has no
+/// `usage` of the usual shape, or was built by the gateway (a translated provider's answer).
+pub struct Reply {
+    /// The answer.
+    pub reply: ChatReply,
+    /// The upstream's `usage`, when read on the way.
+    pub usage: Option<scira2api_types::Usage>,
+}
+
+impl From<ChatReply> for Reply {
+    fn from(reply: ChatReply) -> Self {
+        Reply { reply, usage: None }
+    }
+}
+
 /// Decodes a whole Scira answer body (any of its three formats) into one completion, as the
 /// Scira provider does for a non-stream request (its sources as citations). Errors inside the
 /// body become an [`Error`].
