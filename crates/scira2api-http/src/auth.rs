@@ -90,6 +90,21 @@ pub(crate) fn client_key(headers: &actix_web::http::header::HeaderMap) -> Option
     })
 }
 
+/// The client's key as the answer cache needs it: only when the cache is on and scoped per key
+/// (`CACHE_SCOPE=per_key`), its one reader, so that other requests neither look it up again
+/// nor copy it.
+pub(crate) fn key_for_cache(
+    config: &scira2api_core::Config,
+    headers: &actix_web::http::header::HeaderMap,
+) -> Option<String> {
+    if !config.cache.enabled || config.cache.scope != scira2api_core::CacheScope::PerKey {
+        return None;
+    }
+    client_key(headers)
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .map(str::to_owned)
+}
+
 /// The client key a request was let in with: its position in `config.auth.api_keys`, for its
 /// policy and its rate-limit bucket (kept in the request's extensions).
 #[derive(Debug, Clone, Copy)]

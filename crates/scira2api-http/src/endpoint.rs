@@ -63,9 +63,9 @@ impl CallContext {
     pub(crate) fn of(req: &HttpRequest) -> CallContext {
         CallContext {
             observation: req.extensions().get::<Rc<Observation>>().cloned(),
-            client_key: crate::auth::client_key(req.headers())
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .map(str::to_owned),
+            client_key: req
+                .app_data::<web::Data<Gateway>>()
+                .and_then(|gw| crate::auth::key_for_cache(gw.state().config(), req.headers())),
             cache_control: cache_control(req),
             anthropic: anthropic_headers(req),
         }

@@ -257,9 +257,7 @@ pub async fn chat(
     if let Some(o) = &observation {
         o.chat(&chat.model, chat.stream);
     }
-    let client_key = crate::auth::client_key(req.headers())
-        .and_then(|k| std::str::from_utf8(k).ok())
-        .map(str::to_owned);
+    let client_key = crate::auth::key_for_cache(config, req.headers());
     let cache_control = cache_control(&req);
     let stream = chat.stream;
     let mut call = {
