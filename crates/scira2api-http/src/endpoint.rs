@@ -60,12 +60,10 @@ impl CallContext {
         }
     }
 
-    pub(crate) fn of(req: &HttpRequest) -> CallContext {
+    pub(crate) fn of(gw: &Gateway, req: &HttpRequest) -> CallContext {
         CallContext {
             observation: req.extensions().get::<Rc<Observation>>().cloned(),
-            client_key: req
-                .app_data::<web::Data<Gateway>>()
-                .and_then(|gw| crate::auth::key_for_cache(gw.state().config(), req.headers())),
+            client_key: crate::auth::key_for_cache(gw.state().config(), req.headers()),
             cache_control: cache_control(req),
             anthropic: anthropic_headers(req),
         }

@@ -27,7 +27,7 @@ async fn json_endpoint(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = json_body(&gw, &req, payload).await?;
-    let cx = CallContext::of(&req);
+    let cx = CallContext::of(&gw, &req);
     let outcome = gw.forward(endpoint, body, cx.chat()).await?;
     let mut resp = HttpResponse::Ok();
     answer_headers(
@@ -182,7 +182,7 @@ async fn upload(
         .to_owned();
     let body = upload_body(&req, payload, &gw)?;
     let limit = gw.state().config().server.max_upload_bytes;
-    let cx = CallContext::of(&req);
+    let cx = CallContext::of(&gw, &req);
     let outcome = gw
         .forward_upload(endpoint, &content_type, body, limit, cx.chat())
         .await?;
@@ -241,7 +241,7 @@ pub async fn files(
     } else {
         None
     };
-    let cx = CallContext::of(&req);
+    let cx = CallContext::of(&gw, &req);
     let outcome = gw
         .forward_files(
             req.method().as_str(),

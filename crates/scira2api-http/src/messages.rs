@@ -17,7 +17,7 @@ pub async fn create(
     let stream = scira2api_types::RawObject::parse(body.clone())
         .ok()
         .is_some_and(|r| matches!(r.get::<bool>("stream"), Some(Ok(true))));
-    let cx = CallContext::of(&req);
+    let cx = CallContext::of(&gw, &req);
     let observation = cx.observation.clone();
     let call = {
         let gw = gw.clone();

@@ -22,7 +22,7 @@ pub async fn create(
     let model = raw
         .and_then(|r| r.get::<String>("model").and_then(Result::ok))
         .unwrap_or_default();
-    let cx = CallContext::of(&req);
+    let cx = CallContext::of(&gw, &req);
     let observation = cx.observation.clone();
     let call = {
         let gw = gw.clone();

@@ -150,7 +150,7 @@ pub fn top_level_value(json: &[u8], key: &str) -> Option<Range<usize>> {
 /// so that checking an upstream's non-stream answer costs a fraction of a parse. It catches what
 /// matters there: an HTML or text body, and a body cut short.
 pub fn is_json_object(json: &[u8]) -> bool {
-    object_field(json, "").is_some()
+    object_fields(json, []).is_some()
 }
 
 /// [`is_json_object`] and [`top_level_value`] in one pass: `None` when `json` is not one whole
