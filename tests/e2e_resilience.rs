@@ -229,48 +229,58 @@ async fn sequential(gw: &Gateway, n: usize) {
     }
 }
 
+/// Both upstream clients (the lean HTTP/1.1 one and awc) keep the same pool promises.
+const CLIENTS: [&str; 2] = ["true", "false"];
+
 #[actix_rt::test]
 async fn pool_reuses_one_connection_and_without_it_each_request_opens_one() {
-    let mock = MockServer::start().unwrap();
-    let gw = Gateway::openai(&mock, &[]);
-    sequential(&gw, 100).await;
-    assert_eq!(
-        mock.state().connections.load(Ordering::SeqCst),
-        1,
-        "100 requests, 1 connection"
-    );
-    drop(gw);
+    for lean in CLIENTS {
+        let mock = MockServer::start().unwrap();
+        let gw = Gateway::openai(&mock, &[("LEAN_HTTP1", lean)]);
+        sequential(&gw, 100).await;
+        assert_eq!(
+            mock.state().connections.load(Ordering::SeqCst),
+            1,
+            "100 requests, 1 connection (LEAN_HTTP1={lean})"
+        );
+        drop(gw);
 
-    let mock = MockServer::start().unwrap();
-    let gw = Gateway::openai(&mock, &[("CONN_POOL_ENABLED", "false")]);
-    sequential(&gw, 100).await;
-    assert_eq!(
-        mock.state().connections.load(Ordering::SeqCst),
-        100,
-        "one connection per request"
-    );
+        let mock = MockServer::start().unwrap();
+        let gw = Gateway::openai(
+            &mock,
+            &[("CONN_POOL_ENABLED", "false"), ("LEAN_HTTP1", lean)],
+        );
+        sequential(&gw, 100).await;
+        assert_eq!(
+            mock.state().connections.load(Ordering::SeqCst),
+            100,
+            "one connection per request (LEAN_HTTP1={lean})"
+        );
+    }
 }
 
 #[actix_rt::test]
 async fn finished_streams_give_their_connection_back_to_the_pool() {
-    let mock = MockServer::start().unwrap();
-    let gw = Gateway::openai(&mock, &[]);
-    let c = client();
-    for _ in 0..20 {
-        let req = c
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .insert_header(("content-type", "application/json"));
-        let r = send(req, Some(STREAM)).await;
+    for lean in CLIENTS {
+        let mock = MockServer::start().unwrap();
+        let gw = Gateway::openai(&mock, &[("LEAN_HTTP1", lean)]);
+        let c = client();
+        for _ in 0..20 {
+            let req = c
+                .post(format!("{}/v1/chat/completions", gw.url))
+                .insert_header(("content-type", "application/json"));
+            let r = send(req, Some(STREAM)).await;
+            assert_eq!(
+                sse_json(&r.body).last().unwrap()["choices"][0]["finish_reason"],
+                "stop"
+            );
+        }
         assert_eq!(
-            sse_json(&r.body).last().unwrap()["choices"][0]["finish_reason"],
-            "stop"
+            mock.state().connections.load(Ordering::SeqCst),
+            1,
+            "20 streams, 1 upstream connection (LEAN_HTTP1={lean})"
         );
     }
-    assert_eq!(
-        mock.state().connections.load(Ordering::SeqCst),
-        1,
-        "20 streams, 1 upstream connection"
-    );
 }
 
 #[actix_rt::test]

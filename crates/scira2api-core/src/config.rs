@@ -239,6 +239,7 @@ fn read_upstream(
         extra_roots,
         scira: read_scira(raw)?,
         responses_native,
+        lean_http1: raw.bool("LEAN_HTTP1", d.lean_http1)?,
     })
 }
 
@@ -427,7 +428,7 @@ impl fmt::Display for Config {
             f,
             "listen={}:{} workers={} provider={} base_url={} apikey={} admin_key={} upstream_api_key={} client_timeout={} \
              connect_timeout={} retry={} proxy={} cache={} model_cache_ttl={} \
-             resp_cache_ttl={} conn_pool={} max_conns_per_host={} rate_limit={} requests_per_second={} \
+             resp_cache_ttl={} conn_pool={} max_conns_per_host={} lean_http1={} rate_limit={} requests_per_second={} \
              burst={} model_mappings={} max_body_bytes={} max_upload_bytes={} body_read_timeout={} max_connections={} shutdown_timeout={} heartbeat={} log_level={} redis={} redis_timeout={} redis_key_prefix={} rate_limit_fail_mode={}",
             s.host,
             s.port,
@@ -450,6 +451,7 @@ impl fmt::Display for Config {
             d(c.answer_ttl),
             u.pool.enabled,
             u.pool.max_conns_per_host,
+            u.lean_http1,
             l.enabled,
             l.bucket.per_second,
             l.bucket.burst,

@@ -611,6 +611,7 @@ impl Metrics {
             },
             "connection_pool": {
                 "enabled": state.config().upstream.pool.enabled,
+                "lean_http1": state.config().upstream.lean_http1,
                 "open": scalar("upstream_connections_open") as u64,
                 "created": opened as u64,
                 "upstream_requests": upstream_requests as u64,

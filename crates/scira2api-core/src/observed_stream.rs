@@ -288,7 +288,16 @@ impl ObservedStream {
             answer.usage_estimated = source == UsageSource::Estimated;
             if answer.is_complete() && answer.usage.is_some() {
                 let (store, key) = (store.clone(), *key);
-                actix_rt::spawn(async move { store.put(key, answer).await });
+                let mut put: Pin<Box<dyn Future<Output = ()>>> =
+                    Box::pin(async move { store.put(key, answer).await });
+                // Stored before the client sees the stream end when the store answers at once
+                // (the memory store, the memory tier of a shared one), so that the client's
+                // next identical request hits; a store that has to wait (Redis) finishes in
+                // the background rather than hold back the stream's end.
+                let mut now = Context::from_waker(std::task::Waker::noop());
+                if put.as_mut().poll(&mut now).is_pending() {
+                    actix_rt::spawn(put);
+                }
             }
         }
         self.finish(StreamOutcome::Completed, self.usage.map(|u| (u, source)));

@@ -10,14 +10,17 @@ use crate::errors::{
     body_error, describe_body, map_openai_error, redirect_error, retry_after, retryable_send_error,
     send_error,
 };
+use crate::h1::{H1Client, H1Settings};
 use crate::keys::{KeyOutcome, KeyRing};
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
+use crate::received::Received;
 use crate::responses::ResponsesStreamDecoder;
 use crate::retry::{RetryPolicy, retryable_status};
 use crate::scira::{self, SciraStreamDecoder};
 use crate::scira_api;
 use crate::stream::{DecodedStream, LineDecoder};
 use crate::{ChatReply, Reply};
+use awc::error::SendRequestError;
 use awc::http::Uri;
 use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use bytes::Bytes;
@@ -57,6 +60,9 @@ pub struct Upstream {
     /// `chat_url` parsed once (awc would otherwise parse the string on every request); `None`
     /// when it does not parse, and then awc reports the error per request.
     chat_uri: Option<Uri>,
+    /// The lean HTTP/1.1 client, for a plain-`http://` upstream reached without a proxy
+    /// (`LEAN_HTTP1`); `None` sends everything through awc.
+    h1: Option<H1Client>,
 }
 
 impl Upstream {
@@ -86,12 +92,55 @@ impl Upstream {
             ProviderKind::SciraApi => format!("{}/api/search", config.base_url),
         };
         let chat_uri = Uri::try_from(chat_url.as_str()).ok();
+        let h1 = Self::lean_client(&config);
         Upstream {
             client,
             config,
             chat_url,
             chat_uri,
+            h1,
         }
+    }
+
+    /// The lean client for this instance, when it is on and can serve it: the base URL is
+    /// `http://` and no proxy stands in the way.
+    fn lean_client(config: &UpstreamConfig) -> Option<H1Client> {
+        let s = &config.settings;
+        if !s.lean_http1 || config.proxied().is_some() {
+            return None;
+        }
+        let uri = Uri::try_from(config.base_url.as_str()).ok()?;
+        let settings = H1Settings {
+            keep_alive: s.pool.enabled,
+            max_conns: s.pool.max_conns_per_host,
+            idle_timeout: s.pool.idle_timeout,
+            lifetime: s.pool.lifetime,
+            connect_timeout: s.connect_timeout,
+        };
+        H1Client::for_uri(&uri, settings, config.stats.connections.clone())
+    }
+
+    /// Sends `req` with `body` through the lean client when it serves the request's URL, and
+    /// through awc otherwise.
+    async fn transmit(
+        &self,
+        req: awc::ClientRequest,
+        body: &Bytes,
+    ) -> Result<Received, SendRequestError> {
+        if let Some(h1) = self.h1.as_ref().filter(|h| h.serves(req.get_uri())) {
+            let timeout = self.settings().client_timeout;
+            return h1
+                .send(
+                    req.get_method(),
+                    req.get_uri(),
+                    req.headers(),
+                    body,
+                    timeout,
+                )
+                .await
+                .map(Received::H1);
+        }
+        req.send_body(body.clone()).await.map(Received::Awc)
     }
 
     /// The shared settings.
@@ -140,7 +189,7 @@ impl Upstream {
         build: impl Fn(Option<&str>) -> awc::ClientRequest,
         body: &Bytes,
         map_error: ErrorMapper,
-        accept: impl AsyncFn(awc::ClientResponse) -> Result<T, Error>,
+        accept: impl AsyncFn(Received) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let stats = &self.config.stats;
         let secrets = &self.config.secrets;
@@ -150,8 +199,8 @@ impl Upstream {
             let key = ring.pick();
             stats.requests.fetch_add(1, Ordering::Relaxed);
             let (err, wait, retryable) =
-                match build(key.map(|k| k.value)).send_body(body.clone()).await {
-                    Ok(mut resp) => {
+                match self.transmit(build(key.map(|k| k.value)), body).await {
+                    Ok(resp) => {
                         let status = resp.status().as_u16();
                         // A success has nothing to wait for: its headers are not searched.
                         let wait = (!resp.status().is_success())
@@ -184,7 +233,8 @@ impl Upstream {
                             (secrets.error(err), None, false)
                         } else {
                             let headers = resp.headers().clone();
-                            let body = resp.body().limit(1 << 20).await.unwrap_or_default();
+                            let timeout = self.settings().client_timeout;
+                            let body = resp.body(1 << 20, timeout).await.unwrap_or_default();
                             let err = map_error(&self.config, status, wait, &headers, &body);
                             let err = secrets.error(err);
                             let retryable = retryable_status(status)
@@ -358,7 +408,7 @@ impl Upstream {
             }
             http
         };
-        let accept = async |resp: awc::ClientResponse| {
+        let accept = async |resp: Received| {
             let s = self.settings();
             if req.stream {
                 let decoder = ChatFromMessagesDecoder::new(&req.model);
@@ -425,7 +475,7 @@ impl Upstream {
         };
         // Every request the API answers counts against the key's daily quota: once it has
         // answered 200, a failure while reading the answer is not retried.
-        let accept = async |resp: awc::ClientResponse| {
+        let accept = async |resp: Received| {
             let body = self.read_body(resp).await.map_err(Error::exhausted)?;
             scira_api::completion(&body, s.scira.citations).map_err(Error::exhausted)
         };
@@ -481,7 +531,7 @@ impl Upstream {
             }
             http
         };
-        let accept = async |resp: awc::ClientResponse| {
+        let accept = async |resp: Received| {
             let decoder = || MessagesStreamDecoder::new(client_model, internal_model);
             self.accept_openai(resp, stream.then_some(decoder), &rewrite, false)
                 .await
@@ -525,7 +575,7 @@ impl Upstream {
             }
             http
         };
-        let accept = async |resp: awc::ClientResponse| {
+        let accept = async |resp: Received| {
             let decoder = || OpenAiStreamDecoder::new(rewrite.clone());
             self.accept_openai(resp, req.stream.then_some(decoder), &rewrite, true)
                 .await
@@ -589,7 +639,7 @@ impl Upstream {
         // Scira spends quota on every request it receives: once it has answered 200, a
         // failure while reading the answer is not retried.
         if req.stream {
-            let accept = async |resp: awc::ClientResponse| {
+            let accept = async |resp: Received| {
                 let decoder = SciraStreamDecoder::new(
                     ChunkEncoder::new(req.model.clone(), req.include_usage),
                     s.scira.citations,
@@ -613,9 +663,8 @@ impl Upstream {
                 .await?;
             Ok(ChatReply::Stream(stream.boxed()))
         } else {
-            let accept = async |resp: awc::ClientResponse| {
-                self.read_body(resp).await.map_err(Error::exhausted)
-            };
+            let accept =
+                async |resp: Received| self.read_body(resp).await.map_err(Error::exhausted);
             let body = self
                 .send(
                     policy,
@@ -665,7 +714,7 @@ impl Upstream {
             }
             http
         };
-        let accept = async |resp: awc::ClientResponse| {
+        let accept = async |resp: Received| {
             let decoder = || ResponsesStreamDecoder::new(client_model, internal_model);
             self.accept_openai(resp, stream.then_some(decoder), &rewrite, false)
                 .await
@@ -695,7 +744,7 @@ impl Upstream {
             };
             self.authorized(self.request(req), key, None)
         };
-        let accept = async |resp: awc::ClientResponse| {
+        let accept = async |resp: Received| {
             let body = self.read_body(resp).await?;
             check_json_object(&body, [], || self.config.host())?;
             Ok(body)
@@ -722,7 +771,7 @@ impl Upstream {
     /// a whole body's `usage` is read in the same pass that checks it.
     async fn accept_openai<D: LineDecoder + Unpin + 'static>(
         &self,
-        resp: awc::ClientResponse,
+        resp: Received,
         stream: Option<impl FnOnce() -> D>,
         rewrite: &ModelRewrite,
         chat_usage: bool,
@@ -756,11 +805,9 @@ impl Upstream {
     }
 
     /// Reads a whole body within `CLIENT_TIMEOUT` and `MAX_BODY_BYTES`.
-    pub(crate) async fn read_body(&self, resp: awc::ClientResponse) -> Result<Bytes, Error> {
+    pub(crate) async fn read_body(&self, resp: Received) -> Result<Bytes, Error> {
         let s = self.settings();
-        let mut resp = resp.timeout(s.client_timeout);
-        resp.body()
-            .limit(s.max_body_bytes)
+        resp.body(s.max_body_bytes, s.client_timeout)
             .await
             .map_err(|e| body_error(e, &self.config))
     }
@@ -773,7 +820,7 @@ impl Upstream {
         let url = self.config.v1_url("models");
         let build =
             |key: Option<&str>| self.authorized(self.request(self.client.get(&url)), key, None);
-        let accept = async |resp: awc::ClientResponse| {
+        let accept = async |resp: Received| {
             let body = self.read_body(resp).await?;
             parse_model_list(&body)
         };

@@ -124,7 +124,7 @@ pub(crate) struct CountedStream {
 }
 
 impl CountedStream {
-    fn new(inner: TcpStream, stats: Arc<ConnStats>) -> Self {
+    pub(crate) fn new(inner: TcpStream, stats: Arc<ConnStats>) -> Self {
         stats.opened.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         CountedStream { inner, stats }

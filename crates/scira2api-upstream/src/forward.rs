@@ -16,6 +16,7 @@ use crate::bounded::{Bounded, Bounds};
 use crate::client::Upstream;
 use crate::errors::{map_openai_error, send_error};
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
+use crate::received::Received;
 use crate::retry::RetryPolicy;
 use crate::stream::{DecodedStream, FrameStream, humantime_short};
 use awc::http::Method;
@@ -96,7 +97,7 @@ impl Bounds for Passthrough {
 impl Upstream {
     /// `resp`'s body streamed within `CLIENT_TIMEOUT` between chunks, and at most `limit` bytes
     /// (none for a download that is never held, only passed on).
-    fn passthrough(&self, resp: awc::ClientResponse, limit: Option<usize>) -> ByteStream {
+    fn passthrough(&self, resp: Received, limit: Option<usize>) -> ByteStream {
         let host = self.config().host().to_owned();
         Box::pin(Bounded::new(
             Box::pin(resp),
@@ -140,7 +141,7 @@ impl Upstream {
             }
             http
         };
-        let accept = async |resp: awc::ClientResponse| match answer {
+        let accept = async |resp: Received| match answer {
             Answer::Binary => {
                 let content_type = resp
                     .headers()
@@ -215,7 +216,7 @@ impl Upstream {
             Some(body) => http.send_stream(body).await,
             None => http.send().await,
         };
-        let resp = sent.map_err(|e| secrets.error(send_error(e, self.config())))?;
+        let resp = Received::Awc(sent.map_err(|e| secrets.error(send_error(e, self.config())))?);
         let status = resp.status();
         if !status.is_success() {
             let wait = crate::errors::retry_after(resp.headers());

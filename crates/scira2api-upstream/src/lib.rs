@@ -19,11 +19,13 @@ mod config;
 mod connect;
 mod errors;
 mod forward;
+mod h1;
 mod keys;
 mod lines;
 mod openai;
 #[cfg(test)]
 mod proptests;
+mod received;
 mod responses;
 mod retry;
 mod scira;
