@@ -22,7 +22,7 @@ use awc::http::header::{
 use awc::http::{Method, StatusCode, Uri};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::Stream;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
@@ -191,7 +191,8 @@ impl H1Client {
         let reusable = head.keep_alive && !matches!(framing, Framing::UntilClose);
         Ok(H1Response {
             status: head.status,
-            headers: head.headers,
+            head: head.raw,
+            headers: OnceCell::new(),
             body: H1Body {
                 lease: Some(lease),
                 framing,
@@ -332,7 +333,8 @@ fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
 /// A parsed answer head.
 struct Head {
     status: StatusCode,
-    headers: HeaderMap,
+    /// The head's bytes, for [`H1Response::headers`].
+    raw: Bytes,
     keep_alive: bool,
     chunked: bool,
     /// `Transfer-Encoding` without `chunked` last: the body runs to the end of the connection.
@@ -417,27 +419,26 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, SendRequestError> {
         let http11 = resp.version == Some(1);
         let mut head = Head {
             status,
-            headers: HeaderMap::with_capacity(resp.headers.len()),
+            raw: Bytes::new(),
             keep_alive: http11,
             chunked: false,
             other_coding: false,
             length: None,
         };
+        // Only the framing headers are read now; the header map is built when asked for (an
+        // error answer, a download's type), from the bytes httparse has already checked.
         for h in resp.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| SendRequestError::Response(ParseError::Header))?;
-            let value = HeaderValue::from_bytes(h.value)
-                .map_err(|_| SendRequestError::Response(ParseError::Header))?;
-            if name == CONNECTION {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
                 let close = tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
                 let keep = tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"keep-alive"));
                 head.keep_alive = !close && (http11 || keep);
-            } else if name == TRANSFER_ENCODING {
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 // Only the last coding frames the body (RFC 9112 §6.1).
                 let last = tokens(h.value).last();
                 head.chunked = last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
                 head.other_coding = !head.chunked;
-            } else if name == CONTENT_LENGTH {
+            } else if name.eq_ignore_ascii_case(b"content-length") {
                 let n = std::str::from_utf8(h.value)
                     .ok()
                     .map(str::trim)
@@ -449,9 +450,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, SendRequestError> {
                 }
                 head.length = Some(n);
             }
-            head.headers.append(name, value);
         }
-        buf.advance(len);
+        head.raw = buf.split_to(len).freeze();
         if head.chunked || head.other_coding {
             // A length beside a transfer coding is ignored (and the connection not trusted).
             head.length = None;
@@ -472,8 +472,38 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// An answer: its status and headers, and its body to read.
 pub(crate) struct H1Response {
     pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
+    head: Bytes,
+    headers: OnceCell<HeaderMap>,
     pub(crate) body: H1Body,
+}
+
+impl H1Response {
+    /// The answer's headers, parsed from its head on first use.
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        self.headers.get_or_init(|| header_map(&self.head))
+    }
+}
+
+/// The header map of a head that [`parse_head`] accepted (so every name is a token and every
+/// value free of control bytes: what the map accepts too).
+fn header_map(head: &[u8]) -> HeaderMap {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let mut map = HeaderMap::new();
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, head, &mut slots);
+    if !matches!(parsed, Ok(httparse::Status::Complete(_))) {
+        return map;
+    }
+    for h in resp.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
 }
 
 /// How the body ends.

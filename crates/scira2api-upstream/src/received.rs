@@ -33,7 +33,7 @@ impl Received {
     pub(crate) fn headers(&self) -> &HeaderMap {
         match self {
             Received::Awc(r) => r.headers(),
-            Received::H1(r) => &r.headers,
+            Received::H1(r) => r.headers(),
         }
     }
 
