@@ -116,7 +116,7 @@ pub(crate) async fn answer(
             log::info!("client closed the connection before the answer: upstream call dropped");
             return Ok(client_gone_response());
         }
-        _ = actix_rt::time::sleep(heartbeat), if framing.stream => {
+        _ = crate::routes::first_heartbeat(heartbeat, framing.stream) => {
             let failed = framing.failed;
             let pending = Box::pin(async move {
                 Ok(match call.await {

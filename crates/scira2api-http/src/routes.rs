@@ -73,7 +73,13 @@ pub(crate) async fn read_body(
     limit: usize,
     deadline: Duration,
 ) -> Result<bytes::Bytes, Error> {
-    match actix_rt::time::timeout(deadline, read_body_within(req, payload, limit)).await {
+    let mut body = std::pin::pin!(read_body_within(req, payload, limit));
+    // A body that has already arrived (the common case) is read without making a timer.
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(body.as_mut().poll(cx))).await;
+    if let std::task::Poll::Ready(body) = first {
+        return body;
+    }
+    match actix_rt::time::timeout(deadline, body).await {
         Ok(body) => body,
         Err(_) => Err(Error::RequestTimeout(format!(
             "The request body did not arrive within {}s (BODY_READ_TIMEOUT).",
@@ -244,6 +250,16 @@ pub(crate) fn client_gone_response() -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)).finish()
 }
 
+/// Ready after `every` for a stream (its first heartbeat is due), never for a JSON answer. The
+/// timer is only made when polled, so a JSON answer reads no clock for it.
+pub(crate) async fn first_heartbeat(every: Duration, stream: bool) {
+    if stream {
+        actix_rt::time::sleep(every).await
+    } else {
+        std::future::pending().await
+    }
+}
+
 /// `POST /v1/chat/completions`.
 pub async fn chat(
     gw: web::Data<Gateway>,
@@ -279,7 +295,7 @@ pub async fn chat(
         biased;
         r = &mut call => First::Answered(r),
         _ = async { match gone.as_mut() { Some(g) => g.await, None => std::future::pending().await } } => First::Gone,
-        _ = actix_rt::time::sleep(heartbeat), if stream => First::Heartbeat,
+        _ = first_heartbeat(heartbeat, stream) => First::Heartbeat,
     };
     let outcome = match first {
         First::Answered(Ok(o)) => o,

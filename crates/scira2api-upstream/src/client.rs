@@ -13,6 +13,7 @@ use crate::errors::{
 use crate::h1::{H1Client, H1Settings};
 use crate::keys::{KeyOutcome, KeyRing};
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
+use crate::outgoing::Outgoing;
 use crate::received::Received;
 use crate::responses::ResponsesStreamDecoder;
 use crate::retry::{RetryPolicy, retryable_status};
@@ -21,8 +22,8 @@ use crate::scira_api;
 use crate::stream::{DecodedStream, LineDecoder};
 use crate::{ChatReply, Reply};
 use awc::error::SendRequestError;
-use awc::http::Uri;
 use awc::http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use awc::http::{Method, Uri};
 use bytes::Bytes;
 use log::debug;
 use scira2api_models::ModelEntry;
@@ -124,22 +125,20 @@ impl Upstream {
     /// through awc otherwise.
     async fn transmit(
         &self,
-        req: awc::ClientRequest,
+        mut req: Outgoing,
         body: &Bytes,
     ) -> Result<Received, SendRequestError> {
-        if let Some(h1) = self.h1.as_ref().filter(|h| h.serves(req.get_uri())) {
+        if let Some(e) = req.error() {
+            return Err(e);
+        }
+        if let Some(h1) = self.h1.as_ref().filter(|h| h.serves(req.uri())) {
             let timeout = self.settings().client_timeout;
             return h1
-                .send(
-                    req.get_method(),
-                    req.get_uri(),
-                    req.headers(),
-                    body,
-                    timeout,
-                )
+                .send(req.method(), req.uri(), req.headers(), body, timeout)
                 .await
                 .map(Received::H1);
         }
+        let req = req.into_awc(&self.client)?;
         req.send_body(body.clone()).await.map(Received::Awc)
     }
 
@@ -153,10 +152,10 @@ impl Upstream {
     }
 
     /// A POST to the chat endpoint.
-    fn post_chat(&self) -> awc::ClientRequest {
+    fn post_chat(&self) -> Outgoing {
         self.request(match &self.chat_uri {
-            Some(uri) => self.client.post(uri.clone()),
-            None => self.client.post(&self.chat_url),
+            Some(uri) => Outgoing::new(Method::POST, uri.clone()),
+            None => Outgoing::new(Method::POST, &self.chat_url),
         })
     }
 
@@ -166,7 +165,7 @@ impl Upstream {
     }
 
     /// `req`, closing its connection afterwards when the pool is off.
-    pub(crate) fn request(&self, req: awc::ClientRequest) -> awc::ClientRequest {
+    pub(crate) fn request(&self, req: Outgoing) -> Outgoing {
         if self.settings().pool.enabled {
             req
         } else {
@@ -186,7 +185,7 @@ impl Upstream {
         policy: RetryPolicy,
         ring: &KeyRing,
         retries: &Cell<u32>,
-        build: impl Fn(Option<&str>) -> awc::ClientRequest,
+        build: impl Fn(Option<&str>) -> Outgoing,
         body: &Bytes,
         map_error: ErrorMapper,
         accept: impl AsyncFn(Received) -> Result<T, Error>,
@@ -347,10 +346,10 @@ impl Upstream {
     /// headers). The credential goes on last, so that no header can replace it.
     pub(crate) fn authorized(
         &self,
-        req: awc::ClientRequest,
+        req: Outgoing,
         key: Option<&str>,
         anthropic: Option<&AnthropicHeaders>,
-    ) -> awc::ClientRequest {
+    ) -> Outgoing {
         match self.settings().provider {
             ProviderKind::Anthropic => {}
             ProviderKind::SciraApi => {
@@ -469,7 +468,7 @@ impl Upstream {
         let body = scira_api::body(endpoint, &req.messages()?, username.as_deref())?;
         let url = format!("{}{}", self.config.base_url, endpoint.path());
         let build = |key: Option<&str>| {
-            self.authorized(self.request(self.client.post(&url)), key, None)
+            self.authorized(self.request(Outgoing::new(Method::POST, &url)), key, None)
                 .insert_header((CONTENT_TYPE, JSON))
                 .insert_header((ACCEPT, JSON))
         };
@@ -550,7 +549,7 @@ impl Upstream {
     }
 
     /// Adds the instance's extra headers.
-    fn with_headers(&self, mut http: awc::ClientRequest) -> awc::ClientRequest {
+    fn with_headers(&self, mut http: Outgoing) -> Outgoing {
         for (k, v) in &self.settings().headers {
             http = http.insert_header((k.as_str(), v.as_str()));
         }
@@ -707,7 +706,7 @@ impl Upstream {
         let rewrite = ModelRewrite::new(client_model, internal_model);
         let build = |key: Option<&str>| {
             let mut http = self
-                .authorized(self.request(self.client.post(&url)), key, None)
+                .authorized(self.request(Outgoing::new(Method::POST, &url)), key, None)
                 .insert_header((CONTENT_TYPE, JSON));
             if stream {
                 http = http.insert_header((ACCEPT, HeaderValue::from_static("text/event-stream")));
@@ -738,9 +737,9 @@ impl Upstream {
         let url = self.config.v1_url(&format!("responses/{id}"));
         let build = |key: Option<&str>| {
             let req = if delete {
-                self.client.delete(&url)
+                Outgoing::new(Method::DELETE, &url)
             } else {
-                self.client.get(&url)
+                Outgoing::new(Method::GET, &url)
             };
             self.authorized(self.request(req), key, None)
         };
@@ -818,8 +817,9 @@ impl Upstream {
             return Ok(Vec::new());
         }
         let url = self.config.v1_url("models");
-        let build =
-            |key: Option<&str>| self.authorized(self.request(self.client.get(&url)), key, None);
+        let build = |key: Option<&str>| {
+            self.authorized(self.request(Outgoing::new(Method::GET, &url)), key, None)
+        };
         let accept = async |resp: Received| {
             let body = self.read_body(resp).await?;
             parse_model_list(&body)

@@ -16,6 +16,7 @@ use crate::bounded::{Bounded, Bounds};
 use crate::client::Upstream;
 use crate::errors::{map_openai_error, send_error};
 use crate::openai::{ModelRewrite, OpenAiStreamDecoder};
+use crate::outgoing::Outgoing;
 use crate::received::Received;
 use crate::retry::RetryPolicy;
 use crate::stream::{DecodedStream, FrameStream, humantime_short};
@@ -134,7 +135,7 @@ impl Upstream {
         let rewrite = ModelRewrite::new(client_model, internal_model);
         let build = |key: Option<&str>| {
             let mut http = self
-                .authorized(self.request(self.client().post(&url)), key, None)
+                .authorized(self.request(Outgoing::new(Method::POST, &url)), key, None)
                 .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
             if answer == Answer::Events {
                 http = http.insert_header((ACCEPT, HeaderValue::from_static("text/event-stream")));
@@ -204,7 +205,7 @@ impl Upstream {
         let url = self.config().v1_url(path_and_query);
         let key = self.config().keys.pick();
         let mut http = self.authorized(
-            self.request(self.client().request(method, &url)),
+            self.request(Outgoing::new(method, &url)),
             key.as_ref().map(|k| k.value),
             None,
         );
@@ -212,9 +213,12 @@ impl Upstream {
             http = http.insert_header((CONTENT_TYPE, ct));
         }
         let secrets = &self.config().secrets;
-        let sent = match body {
-            Some(body) => http.send_stream(body).await,
-            None => http.send().await,
+        let sent = match http.into_awc(self.client()) {
+            Ok(http) => match body {
+                Some(body) => http.send_stream(body).await,
+                None => http.send().await,
+            },
+            Err(e) => Err(e),
         };
         let resp = Received::Awc(sent.map_err(|e| secrets.error(send_error(e, self.config())))?);
         let status = resp.status();

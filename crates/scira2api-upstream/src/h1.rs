@@ -99,15 +99,17 @@ impl Lease {
             return;
         }
         let mut conn = self.conn;
-        if conn.born.elapsed() >= self.pool.settings.lifetime {
+        // One clock read for every check here (this runs once per request).
+        let now = Instant::now();
+        if now.saturating_duration_since(conn.born) >= self.pool.settings.lifetime {
             return;
         }
-        conn.idle_since = Instant::now();
+        conn.idle_since = now;
         let mut idle = self.pool.idle.borrow_mut();
         let timeout = self.pool.settings.idle_timeout;
         while idle
             .front()
-            .is_some_and(|c| c.idle_since.elapsed() >= timeout)
+            .is_some_and(|c| now.saturating_duration_since(c.idle_since) >= timeout)
         {
             idle.pop_front();
         }
@@ -158,7 +160,7 @@ impl H1Client {
         &self,
         method: &Method,
         uri: &Uri,
-        headers: &HeaderMap,
+        headers: &[(HeaderName, HeaderValue)],
         body: &Bytes,
         timeout: Duration,
     ) -> Result<H1Response, SendRequestError> {
@@ -172,7 +174,7 @@ impl H1Client {
         &self,
         method: &Method,
         uri: &Uri,
-        headers: &HeaderMap,
+        headers: &[(HeaderName, HeaderValue)],
         body: &Bytes,
     ) -> Result<H1Response, SendRequestError> {
         let mut lease = self.lease().await?;
@@ -212,12 +214,13 @@ impl H1Client {
             .await
             .map_err(|_| SendRequestError::Connect(ConnectError::Timeout))?;
         let wait = pool.settings.connect_timeout;
+        let now = Instant::now();
         loop {
             let next = pool.idle.borrow_mut().pop_back();
             let Some(mut conn) = next else { break };
             let s = &pool.settings;
-            if conn.idle_since.elapsed() < s.idle_timeout
-                && conn.born.elapsed() < s.lifetime
+            if now.saturating_duration_since(conn.idle_since) < s.idle_timeout
+                && now.saturating_duration_since(conn.born) < s.lifetime
                 && still_open(&mut conn)
             {
                 return Ok(Lease {
@@ -256,7 +259,7 @@ impl Pool {
         &self,
         method: &Method,
         uri: &Uri,
-        headers: &HeaderMap,
+        headers: &[(HeaderName, HeaderValue)],
         body: &[u8],
     ) -> BytesMut {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());

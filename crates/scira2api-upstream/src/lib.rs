@@ -23,6 +23,7 @@ mod h1;
 mod keys;
 mod lines;
 mod openai;
+mod outgoing;
 #[cfg(test)]
 mod proptests;
 mod received;
