@@ -133,6 +133,10 @@ done
 # vector stores: 245 counted, 5 ns). actix-http zeroes a 3 KB header index on each of its ~6
 # decode calls per request: ~18k counted instructions that take ~0.15 µs. So memset's count is
 # reported apart, and the ratios are also given without it.
+# The same pass simulates the caches and branch predictor (--cache-sim, --branch-sim): first-
+# level instruction and data cache misses and mispredicted branches per request. Instructions
+# alone do not explain the CPU time of two proxies that run much the same stack: code and data
+# spread over more cache lines cost misses that the instruction count does not show.
 CG=127.0.0.1:19124
 rm -f "$OUT/instructions.jsonl"
 if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/null 2>&1; then
@@ -146,13 +150,13 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/nu
   for path in nginx bare gateway; do
     rm -f "$OUT/cg/$path.out"*
     case $path in
-      nginx) vg $PROXY_CPU valgrind --tool=callgrind --callgrind-out-file="$PWD/$OUT/cg/$path.out" \
+      nginx) vg $PROXY_CPU valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes --callgrind-out-file="$PWD/$OUT/cg/$path.out" \
                /usr/sbin/nginx -c "$PWD/$OUT/cg/nginx.conf" -p "$PWD/$OUT/cg" > "$OUT/cg/$path.log" 2>&1 & ;;
-      bare) vg $PROXY_CPU valgrind --tool=callgrind --callgrind-out-file="$OUT/cg/$path.out" \
+      bare) vg $PROXY_CPU valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes --callgrind-out-file="$OUT/cg/$path.out" \
                "$BIN/scira2api-bare" --addr "$CG" --upstream "http://$UP" > "$OUT/cg/$path.log" 2>&1 & ;;
       gateway) vg PORT="${CG#*:}" WORKERS=1 BASE_URL="http://$UP" APIKEY=bench MODEL_MAPPINGS=gpt-4o:mock-gpt \
                LOG_LEVEL=warn RETRY=1 MAX_CONNS_PER_HOST=2048 RATE_LIMIT_ENABLED=false CACHE_ENABLED=false \
-               $PROXY_CPU valgrind --tool=callgrind --callgrind-out-file="$OUT/cg/$path.out" \
+               $PROXY_CPU valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes --callgrind-out-file="$OUT/cg/$path.out" \
                "$BIN/scira2api-server" > "$OUT/cg/$path.log" 2>&1 & ;;
     esac
     pids+=($!)
@@ -171,10 +175,12 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/nu
     kill "$vpid" 2>/dev/null || true
     wait "$vpid" 2>/dev/null || true
     dump=$(ls -S "$OUT/cg/$path.out".* 2>/dev/null | head -n 1 || true)
-    ir=$([ -n "$dump" ] && callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}' || true)
+    # Ir I1mr D1mr D1mw Bcm Bim, in that order (the percentages after each are skipped).
+    read -r ir i1 d1r d1w bcm bim < <( ([ -n "$dump" ] && callgrind_annotate --show=Ir,I1mr,D1mr,D1mw,Bcm,Bim "$dump" 2>/dev/null \
+      | awk '/PROGRAM TOTALS/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9][0-9,]*$/) {gsub(",", "", $i); printf "%s ", $i}; print ""; exit}') || true)
     memset=$([ -n "$dump" ] && callgrind_annotate --threshold=100 --auto=no "$dump" 2>/dev/null | awk '/:__memset/ {gsub(",", "", $1); s += $1} END {print s + 0}' || true)
     read -r reqs errs < <(tail -n 1 "$OUT/cg/$path.wrk" | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["requests"], r["errors"])')
-    echo "{\"path\":\"$path\",\"instructions\":${ir:-0},\"memset\":${memset:-0},\"requests\":$reqs,\"errors\":$errs}" >> "$OUT/instructions.jsonl"
+    echo "{\"path\":\"$path\",\"instructions\":${ir:-0},\"memset\":${memset:-0},\"i1_misses\":${i1:-0},\"d1_misses\":$(( ${d1r:-0} + ${d1w:-0} )),\"branch_misses\":$(( ${bcm:-0} + ${bim:-0} )),\"requests\":$reqs,\"errors\":$errs}" >> "$OUT/instructions.jsonl"
   done
 else
   echo "valgrind not installed: no instruction counts (bench/run.sh installs it)" >&2
@@ -224,11 +230,17 @@ if os.path.exists(f"{out}/instructions.jsonl"):
             per = lambda v: round(v / r["requests"])
             instr[r["path"]] = {"requests": r["requests"], "instructions_per_request": per(r["instructions"]),
                                 "memset_per_request": per(r.get("memset", 0)),
-                                "without_memset_per_request": per(r["instructions"] - r.get("memset", 0))}
+                                "without_memset_per_request": per(r["instructions"] - r.get("memset", 0)),
+                                "i1_misses_per_request": per(r.get("i1_misses", 0)),
+                                "d1_misses_per_request": per(r.get("d1_misses", 0)),
+                                "branch_misses_per_request": per(r.get("branch_misses", 0))}
 for a, b2 in (("gateway", "bare"), ("gateway", "nginx"), ("bare", "nginx")):
     if a in instr and b2 in instr:
         ratios[f"instructions_{a}_over_{b2}"] = round(instr[a]["instructions_per_request"] / instr[b2]["instructions_per_request"], 3)
         ratios[f"instructions_without_memset_{a}_over_{b2}"] = round(instr[a]["without_memset_per_request"] / instr[b2]["without_memset_per_request"], 3)
+        for m in ("i1_misses", "d1_misses", "branch_misses"):
+            if instr[b2][f"{m}_per_request"]:
+                ratios[f"{m}_{a}_over_{b2}"] = round(instr[a][f"{m}_per_request"] / instr[b2][f"{m}_per_request"], 3)
 res = {"date": datetime.datetime.utcnow().isoformat(timespec="seconds") + "Z", "pinning": pinning,
        "smoke": smoke == "1", "rows": table, "instructions": instr, "ratios": ratios, "rounds": rows}
 json.dump(res, open(f"{out}/results.json", "w"), indent=2)
@@ -237,8 +249,8 @@ md = [f"Fast upstream (nginx answering from memory), {res['date']}; pinning: {pi
 for r in table:
     md.append(f"| {r['path']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_us']} | {r['p99_us']} | {r['cpu_us_per_request']} | {r['user_us_per_request']} | {r['sys_us_per_request']} | {r['errors']} |")
 if instr:
-    md += ["", "| path (callgrind, wrk -c4) | requests | user-space instructions/request | of which memset (rep stosb, a byte each) | without memset |", "|---|---:|---:|---:|---:|"]
-    md += [f"| {p} | {v['requests']} | {v['instructions_per_request']} | {v['memset_per_request']} | {v['without_memset_per_request']} |" for p, v in instr.items()]
+    md += ["", "| path (callgrind, wrk -c4) | requests | user-space instructions/request | of which memset (rep stosb, a byte each) | without memset | L1i misses | L1d misses | branch mispredictions |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    md += [f"| {p} | {v['requests']} | {v['instructions_per_request']} | {v['memset_per_request']} | {v['without_memset_per_request']} | {v['i1_misses_per_request']} | {v['d1_misses_per_request']} | {v['branch_misses_per_request']} |" for p, v in instr.items()]
 md += ["", "| ratio | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in ratios.items()]
 open(f"{out}/results.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
