@@ -89,11 +89,11 @@ impl Outgoing {
 
     /// The same request as awc's, to send with `client`.
     pub(crate) fn into_awc(
-        self,
+        mut self,
         client: &awc::Client,
     ) -> Result<awc::ClientRequest, SendRequestError> {
-        if let Some(e) = self.err {
-            return Err(SendRequestError::Http(e));
+        if let Some(e) = self.error() {
+            return Err(e);
         }
         let mut req = client.request(self.method, self.uri);
         for header in self.headers {
