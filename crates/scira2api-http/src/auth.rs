@@ -1,15 +1,15 @@
 //! API key check: `Authorization: Bearer <key>` against `APIKEY`, in constant time.
 
 use crate::error::error_for;
+use crate::route_table::RouteSpec;
 use actix_web::HttpMessage;
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::EitherBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{http::Method, web};
+use actix_web::http::Method;
 use scira2api_core::Gateway;
-use scira2api_core::client::{ClientScope, KeyPolicy};
+use scira2api_core::client::ClientScope;
 use scira2api_types::Error;
-use std::sync::Arc;
+use std::future::Future;
 use subtle::ConstantTimeEq;
 
 /// Whether `token` equals one of `keys`. Every key is compared, in constant time per key, so the
@@ -112,16 +112,25 @@ pub(crate) struct ClientKey {
     pub(crate) index: usize,
 }
 
-/// Runs the rest of the chain for a request let in with key number `index`: the key noted in
-/// the request, and its policy (when it has one) in force while the request is handled.
-async fn call_as<B: MessageBody>(
+/// Runs `next` for a request let in with key number `index`: the key noted in the request (for
+/// the limiter, when there is one), and its policy (when it has one) in force while the
+/// request is handled.
+async fn call_as<B, F>(
+    gw: &Gateway,
     req: ServiceRequest,
-    next: Next<B>,
+    next: impl FnOnce(ServiceRequest) -> F,
     index: usize,
-    policy: Option<Arc<KeyPolicy>>,
-) -> Result<ServiceResponse<B>, actix_web::Error> {
-    req.extensions_mut().insert(ClientKey { index });
-    if let Some(name) = policy.as_ref().and_then(|p| p.name.clone()) {
+) -> Result<ServiceResponse<B>, actix_web::Error>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
+    if gw.state().limiter().is_some() {
+        req.extensions_mut().insert(ClientKey { index });
+    }
+    let Some(policy) = gw.state().key_policy(index).cloned() else {
+        return next(req).await;
+    };
+    if let Some(name) = policy.name.clone() {
         if let Some(o) = req
             .extensions()
             .get::<std::rc::Rc<scira2api_core::Observation>>()
@@ -129,41 +138,34 @@ async fn call_as<B: MessageBody>(
             o.client(name);
         }
     }
-    let Some(policy) = policy else {
-        return next.call(req).await;
-    };
     let scope = ClientScope::new(policy);
-    let mut res = scira2api_core::client::scope(scope.clone(), next.call(req)).await?;
+    let mut res = scira2api_core::client::scope(scope.clone(), next(req)).await?;
     if let Some(d) = scope.tokens() {
         crate::limit::add_token_headers(res.headers_mut(), &d);
     }
     Ok(res)
 }
 
-/// Middleware: lets public paths and preflights through, otherwise demands a valid key.
-pub async fn require_key(
+/// The auth step of [`crate::gate`]: lets public paths and preflights through to `next`,
+/// otherwise demands a valid key (`route`: the request's entry in the route table).
+pub(crate) async fn require_key<B, F>(
+    gw: &Gateway,
+    route: Option<&RouteSpec>,
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let Some(gw) = req.app_data::<web::Data<Gateway>>() else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
-    };
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
     let config = gw.state().config();
+    let preflight = req.method() == Method::OPTIONS;
     if let Some(admin) = config.auth.admin_key.as_deref() {
-        if crate::route_table::find(req.path()).is_some_and(|r| r.admin)
-            && req.method() != Method::OPTIONS
-        {
+        if route.is_some_and(|r| r.admin) && !preflight {
             // The operator's routes take the admin key and nothing else, whatever
             // `PUBLIC_PATHS` and `APIKEY` say.
             let given = client_key(req.headers());
             if given.is_some_and(|k| bool::from(admin.as_bytes().ct_eq(k))) {
-                return next
-                    .call(req)
-                    .await
-                    .map(ServiceResponse::map_into_left_body);
+                return next(req).await.map(ServiceResponse::map_into_left_body);
             }
             let err = Error::InvalidApiKey(if given.is_none() {
                 "This path needs the admin key (ADMIN_KEY). Send it as `Authorization: Bearer <key>`."
@@ -174,11 +176,8 @@ pub async fn require_key(
             return Ok(req.into_response(resp).map_into_right_body());
         }
     }
-    if config.auth.api_keys.is_empty() || req.method() == Method::OPTIONS {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
+    if config.auth.api_keys.is_empty() || preflight {
+        return next(req).await.map(ServiceResponse::map_into_left_body);
     }
     let found = client_key(req.headers()).map(|token| key_index(&config.auth.api_keys, token));
     if req.path() == crate::route_table::STATUS_PAGE
@@ -186,11 +185,8 @@ pub async fn require_key(
     {
         // No key needed; a valid one still brings its policy (the model list it may see).
         return match found.flatten() {
-            Some(i) => {
-                let policy = gw.state().key_policy(i).cloned();
-                call_as(req, next, i, policy).await
-            }
-            None => next.call(req).await,
+            Some(i) => call_as(gw, req, next, i).await,
+            None => next(req).await,
         }
         .map(ServiceResponse::map_into_left_body);
     }
@@ -199,8 +195,7 @@ pub async fn require_key(
             "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or `x-api-key: <key>`.",
         ),
         Some(Some(i)) => {
-            let policy = gw.state().key_policy(i).cloned();
-            return call_as(req, next, i, policy)
+            return call_as(gw, req, next, i)
                 .await
                 .map(ServiceResponse::map_into_left_body);
         }

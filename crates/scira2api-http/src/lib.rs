@@ -25,6 +25,7 @@ mod cors;
 mod endpoint;
 mod error;
 mod forward;
+mod gate;
 mod limit;
 mod messages;
 mod observe;
@@ -40,8 +41,6 @@ pub use cors::{EXPOSED_HEADERS, cors};
 pub use error::{AnthropicError, ApiError, anthropic_error_response, error_response};
 pub use sse::{KEEPALIVE, SseBody};
 
-use actix_web::middleware::Condition;
-use actix_web::middleware::from_fn;
 use actix_web::web;
 use scira2api_core::Gateway;
 
@@ -61,23 +60,18 @@ fn resource(r: &route_table::RouteSpec) -> actix_web::Resource {
     (r.route)(web::resource(r.path)).default_service(web::to(routes::method_not_allowed(r.allow)))
 }
 
-/// Registers the gateway's routes with CORS, auth and rate limiting, in that order (CORS first,
-/// so preflights never need a key; the limiter last, so it can tell clients apart by key).
+/// Registers the gateway's routes behind its one middleware: observation, then CORS, auth and
+/// rate limiting, in that order (CORS first, so preflights never need a key; the limiter last,
+/// so it can tell clients apart by key).
 pub fn configure(gateway: Gateway) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
+        let gateway = web::Data::new(gateway);
         let cors = cors(gateway.state().config());
-        // Without a limiter (no global limit, no key with its own) the layer is left out: a
-        // layer that would only pass requests on still costs a boxed call per request.
-        let limited = gateway.state().limiter().is_some();
-        let mut scope = web::scope("")
-            .wrap(Condition::new(limited, from_fn(limit::rate_limit)))
-            .wrap(from_fn(auth::require_key))
-            .wrap(cors::CrossOrigin::new(cors))
-            .wrap(from_fn(observe::observe));
+        let mut scope = web::scope("").wrap(gate::Gate::new(gateway.clone(), cors));
         for r in route_table::ROUTES {
             scope = scope.service(resource(r));
         }
-        cfg.app_data(web::Data::new(gateway))
+        cfg.app_data(gateway)
             .service(scope.default_service(web::to(routes::not_found)));
     }
 }

@@ -6,20 +6,15 @@
 
 use crate::auth::{ClientKey, client_key, key_identity};
 use crate::error::error_for;
+use crate::route_table::RouteSpec;
 use actix_web::HttpMessage;
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::EitherBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::web;
 use scira2api_core::{BucketConfig, Decision, Gateway, RateLimitScope, format_reset};
 use scira2api_types::Error;
-
-/// Paths that are never limited (the route table says which).
-fn exempt(path: &str) -> bool {
-    crate::route_table::find(path).is_some_and(|r| !r.limited)
-}
+use std::future::Future;
 
 /// Adds OpenAI's rate-limit headers for `d` (none when no bucket applied).
 fn add_headers(headers: &mut HeaderMap, d: &Decision) {
@@ -81,28 +76,27 @@ fn bucket_key(req: &ServiceRequest, gw: &Gateway) -> (String, Option<BucketConfi
     }
 }
 
-/// Middleware: takes a token or answers 429 at once.
-pub async fn rate_limit(
+/// The rate-limit step of [`crate::gate`]: takes a token for the request, then runs `next`, or
+/// answers 429 at once (`route`: the request's entry in the route table).
+pub(crate) async fn rate_limit<B, F>(
+    gw: &Gateway,
+    route: Option<&RouteSpec>,
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let decision = match req.app_data::<web::Data<Gateway>>() {
-        Some(gw) if !exempt(req.path()) && req.method() != Method::OPTIONS => {
-            match gw.state().limiter() {
-                Some(limiter) => {
-                    let (key, own) = bucket_key(&req, gw);
-                    Some(limiter.check(&key, own).await)
-                }
-                None => None,
-            }
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
+    let exempt = route.is_some_and(|r| !r.limited) || req.method() == Method::OPTIONS;
+    let decision = match gw.state().limiter() {
+        Some(limiter) if !exempt => {
+            let (key, own) = bucket_key(&req, gw);
+            Some(limiter.check(&key, own).await)
         }
         _ => None,
     };
     let Some(d) = decision else {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
+        return next(req).await.map(ServiceResponse::map_into_left_body);
     };
     if d.unavailable {
         let err = Error::upstream_status(
@@ -128,7 +122,7 @@ pub async fn rate_limit(
         add_headers(resp.headers_mut(), &d);
         return Ok(req.into_response(resp).map_into_right_body());
     }
-    let mut res = next.call(req).await?;
+    let mut res = next(req).await?;
     add_headers(res.headers_mut(), &d);
     Ok(res.map_into_left_body())
 }

@@ -6,12 +6,13 @@
 //! line at info is written per request — for a stream, when the stream ends, with its tokens —
 //! and it never holds a secret or a prompt.
 
+use crate::route_table::RouteSpec;
+use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
 use scira2api_core::{Gateway, Observation, request_id};
+use std::future::Future;
 use std::time::Instant;
 
 /// A 4xx that some layer below answered without a JSON body (actix-cors refusing a preflight,
@@ -59,11 +60,18 @@ fn as_openai_error<B: MessageBody>(res: ServiceResponse<B>) -> ServiceResponse<E
     ServiceResponse::new(req, new).map_into_right_body()
 }
 
-/// Middleware (outermost): id, timing, metrics and the access log for every request.
-pub async fn observe(
+/// The outermost step of [`crate::gate`]: id, timing, metrics and the access log for every
+/// request, around `next` (`route`: the request's entry in the route table).
+pub(crate) async fn observe<B, F>(
+    gw: &Gateway,
+    route: Option<&RouteSpec>,
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    next: impl FnOnce(ServiceRequest) -> F,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
+where
+    B: MessageBody,
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
     const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
     let id = request_id::from_client(
@@ -72,43 +80,33 @@ pub async fn observe(
             .and_then(|v| v.to_str().ok()),
     );
     let start = Instant::now();
-    let gw = req.app_data::<web::Data<Gateway>>().cloned();
-    let _working = gw.as_ref().map(|gw| gw.state().activity().enter());
-    let route = crate::route_table::label(req.path());
-    let anthropic = crate::route_table::family(req.path()) == crate::route_table::Family::Anthropic;
+    let state = gw.state();
+    let _working = state.activity().enter();
+    let label = route.map_or(crate::route_table::UNMATCHED, |r| r.label);
+    let anthropic = route.is_some_and(|r| r.family == crate::route_table::Family::Anthropic);
     // The request's record: handlers and the gateway fill it in, and it writes the metrics
     // and the access line once its last holder lets go (after the response or the stream).
-    let observation = gw.as_ref().map(|gw| {
-        gw.state().metrics().in_flight.inc();
-        let o = Observation::open(
-            gw.state().clone(),
-            id.clone(),
-            start,
-            (req.method().as_str(), req.path()),
-            route,
-            route == crate::route_table::CHAT,
-        );
-        req.extensions_mut().insert(o.clone());
-        o
-    });
-    let res = request_id::scope(id.clone(), next.call(req)).await;
-    if let Some(gw) = &gw {
-        gw.state().metrics().in_flight.dec();
-    }
+    state.metrics().in_flight.inc();
+    let observation = Observation::open(
+        state.clone(),
+        id.clone(),
+        start,
+        (req.method().as_str(), req.path()),
+        label,
+        label == crate::route_table::CHAT,
+    );
+    req.extensions_mut().insert(observation.clone());
+    let res = request_id::scope(id.clone(), next(req)).await;
+    state.metrics().in_flight.dec();
     let res = match res {
         Ok(res) => res,
         Err(e) => {
-            if let Some(o) = &observation {
-                o.set_status(e.as_response_error().status_code().as_u16());
-            }
+            observation.set_status(e.as_response_error().status_code().as_u16());
             return Err(e);
         }
     };
     let mut res = as_openai_error(res);
-    if gw
-        .as_ref()
-        .is_some_and(|gw| gw.state().activity().draining())
-    {
+    if state.activity().draining() {
         // Shutting down: the client should not send another request on this connection.
         res.headers_mut().insert(
             actix_web::http::header::CONNECTION,
@@ -122,8 +120,6 @@ pub async fn observe(
         }
         res.headers_mut().insert(X_REQUEST_ID, v);
     }
-    if let Some(o) = &observation {
-        o.set_status(res.status().as_u16());
-    }
+    observation.set_status(res.status().as_u16());
     Ok(res)
 }

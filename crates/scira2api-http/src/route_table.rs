@@ -38,6 +38,9 @@ pub struct RouteSpec {
 /// The chat route (the hot one, first: the router tries resources in order).
 pub const CHAT: &str = scira2api_core::metrics::CHAT_ROUTE;
 
+/// The metric label of any path that is not a route.
+pub const UNMATCHED: &str = "unmatched";
+
 /// The status page: a static shell holding no data (it asks for the key and reads the
 /// metrics, which are `admin`), so it is served without a key whatever `PUBLIC_PATHS` says —
 /// as a login page is.
@@ -342,7 +345,7 @@ pub fn find(path: &str) -> Option<&'static RouteSpec> {
 
 /// The metric label of a path (`unmatched` for any path that is not a route).
 pub fn label(path: &str) -> &'static str {
-    find(path).map_or("unmatched", |r| r.label)
+    find(path).map_or(UNMATCHED, |r| r.label)
 }
 
 /// The API family of a path (OpenAI's for any path that is not a route).

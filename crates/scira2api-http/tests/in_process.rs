@@ -149,3 +149,97 @@ async fn cors_answers_preflights_before_auth_and_refuses_in_json() {
         "{body}"
     );
 }
+
+const VARY_CORS: &str = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
+
+#[actix_rt::test]
+async fn a_request_without_origin_gets_vary_only_and_a_cross_origin_one_the_cors_headers() {
+    let mock = MockServer::start().unwrap();
+    let app = app!(config(
+        &mock,
+        &[("APIKEY", "sk-a"), ("CORS_ORIGINS", "https://ok.example")]
+    ));
+    // Same origin (an SDK, curl): no CORS headers, the same `Vary` actix-cors writes.
+    let resp = test::call_service(&app, chat(Some("sk-a")).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers().get("vary").unwrap(), VARY_CORS);
+    assert!(!resp.headers().contains_key("access-control-allow-origin"));
+    assert!(!resp.headers().contains_key("access-control-expose-headers"));
+    assert!(resp.headers().contains_key("x-request-id"));
+    // Cross-origin: through actix-cors, and still behind auth.
+    let resp = test::call_service(
+        &app,
+        chat(Some("sk-a"))
+            .insert_header(("origin", "https://ok.example"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers().get("access-control-allow-origin").unwrap(),
+        "https://ok.example"
+    );
+    let exposed = resp.headers().get("access-control-expose-headers").unwrap();
+    assert!(exposed.to_str().unwrap().contains("x-request-id"));
+    assert_eq!(resp.headers().get("vary").unwrap(), VARY_CORS);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let resp = test::call_service(
+        &app,
+        chat(None)
+            .insert_header(("origin", "https://ok.example"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.headers().get("access-control-allow-origin").unwrap(),
+        "https://ok.example",
+        "a browser can read the 401"
+    );
+    let body: serde_json::Value = test::read_body_json(resp).await;
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+    // A public route without `Origin` gets the same `Vary`.
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
+    assert_eq!(resp.headers().get("vary").unwrap(), VARY_CORS);
+}
+
+#[actix_rt::test]
+async fn keys_with_their_own_buckets_are_limited_apart_cross_origin_or_not() {
+    let mock = MockServer::start().unwrap();
+    let app = app!(config(
+        &mock,
+        &[
+            ("APIKEY", "sk-a,sk-b"),
+            ("RATE_LIMIT_ENABLED", "true"),
+            ("RATE_LIMIT_SCOPE", "key"),
+            ("BURST", "1"),
+            ("REQUESTS_PER_SECOND", "0.01"),
+        ]
+    ));
+    let resp = test::call_service(&app, chat(Some("sk-a")).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = test::call_service(
+        &app,
+        chat(Some("sk-a"))
+            .insert_header(("origin", "https://any.example"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "sk-a's bucket is empty"
+    );
+    assert!(resp.headers().contains_key("access-control-allow-origin"));
+    let resp = test::call_service(&app, chat(Some("sk-b")).to_request()).await;
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "sk-b has a bucket of its own"
+    );
+    // A wrong key is refused by auth before it can take a token from anyone's bucket.
+    let resp = test::call_service(&app, chat(Some("sk-x")).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = test::call_service(&app, chat(Some("sk-b")).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+}
