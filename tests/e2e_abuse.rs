@@ -111,6 +111,14 @@ async fn a_stalled_body_gets_408_in_openai_form() {
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("\"code\":\"request_timeout\""), "{reply}");
     assert!(took < Duration::from_secs(3), "{took:?}");
+    // A head that announces a body and not one byte of it: the same deadline.
+    let (reply, took) = raw_exchange(
+        &gw,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
     // The gateway still serves everyone else.
     assert_eq!(post(&gw, "/v1/chat/completions", CHAT).await.status, 200);
 }

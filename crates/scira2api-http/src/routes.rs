@@ -73,10 +73,24 @@ pub(crate) async fn read_body(
     limit: usize,
     deadline: Duration,
 ) -> Result<bytes::Bytes, Error> {
+    use std::task::Poll;
     let mut body = std::pin::pin!(read_body_within(req, payload, limit));
-    // A body that has already arrived (the common case) is read without making a timer.
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(body.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(body) = first {
+    // A body that arrives with its head (the common case) is read without making a timer.
+    // actix-web polls the handler once as soon as the head is decoded, before it hands over
+    // the body bytes that came in the same read; so a first poll that finds nothing asks to be
+    // polled again at once, and only a second one that still finds nothing starts the clock.
+    let mut again = false;
+    let early = std::future::poll_fn(|cx| match body.as_mut().poll(cx) {
+        Poll::Ready(body) => Poll::Ready(Some(body)),
+        Poll::Pending if !again => {
+            again = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    if let Some(body) = early {
         return body;
     }
     match actix_rt::time::timeout(deadline, body).await {

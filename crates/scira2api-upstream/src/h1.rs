@@ -83,6 +83,9 @@ struct Conn {
     idle_since: Instant,
     /// Bytes read and not yet handed out; empty between requests.
     buf: BytesMut,
+    /// The deadline of the request the connection carries, kept between requests so that it
+    /// is moved rather than made anew (`None` until the first request, and while one runs).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// A connection in use, with the slot it occupies.
@@ -164,31 +167,38 @@ impl H1Client {
         body: &Bytes,
         timeout: Duration,
     ) -> Result<H1Response, SendRequestError> {
-        match actix_rt::time::timeout(timeout, self.exchange(method, uri, headers, body)).await {
-            Ok(r) => r,
-            Err(_) => Err(SendRequestError::Timeout),
-        }
-    }
-
-    async fn exchange(
-        &self,
-        method: &Method,
-        uri: &Uri,
-        headers: &[(HeaderName, HeaderValue)],
-        body: &Bytes,
-    ) -> Result<H1Response, SendRequestError> {
-        let mut lease = self.lease().await?;
-        let head = self.pool.request_head(method, uri, headers, body);
-        let written = if body.len() <= COPY_BODY {
-            let mut head = head;
-            head.extend_from_slice(body);
-            lease.conn.io.write_all(&head).await
-        } else {
-            let mut whole = head.freeze().chain(body.clone());
-            lease.conn.io.write_all_buf(&mut whole).await
+        // One clock read for the deadline and the pool's checks.
+        let now = Instant::now();
+        let deadline = tokio::time::Instant::from_std(now + timeout);
+        // A slot and a connection are at hand in the common case; the deadline's timer is made
+        // only when they are not (a full pool, a connection to open).
+        let mut lease = match tokio::time::timeout_at(deadline, self.lease(now)).await {
+            Ok(lease) => lease?,
+            Err(_) => return Err(SendRequestError::Timeout),
         };
-        written.map_err(SendRequestError::Send)?;
-        let head = read_head(&mut lease.conn).await?;
+        // The exchange proper runs against the connection's own timer, moved to this deadline:
+        // a timer still registered from the connection's last request is only pushed later,
+        // where a fresh one per request would be registered and cancelled every time.
+        let mut timer = match lease.conn.timer.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let head = {
+            let mut exchange =
+                std::pin::pin!(self.exchange(&mut lease, method, uri, headers, body));
+            std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+                Poll::Ready(head) => Poll::Ready(head),
+                Poll::Pending => match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(SendRequestError::Timeout)),
+                    Poll::Pending => Poll::Pending,
+                },
+            })
+            .await?
+        };
+        lease.conn.timer = Some(timer);
         let framing = head.framing(method);
         let reusable = head.keep_alive && !matches!(framing, Framing::UntilClose);
         Ok(H1Response {
@@ -203,8 +213,31 @@ impl H1Client {
         })
     }
 
-    /// An idle connection that is still open, or a new one, once a slot is free.
-    async fn lease(&self) -> Result<Lease, SendRequestError> {
+    /// Writes the request on `lease`'s connection and reads the answer head.
+    async fn exchange(
+        &self,
+        lease: &mut Lease,
+        method: &Method,
+        uri: &Uri,
+        headers: &[(HeaderName, HeaderValue)],
+        body: &Bytes,
+    ) -> Result<Head, SendRequestError> {
+        let head = self.pool.request_head(method, uri, headers, body);
+        let written = if body.len() <= COPY_BODY {
+            let mut head = head;
+            head.extend_from_slice(body);
+            lease.conn.io.write_all(&head).await
+        } else {
+            let mut whole = head.freeze().chain(body.clone());
+            lease.conn.io.write_all_buf(&mut whole).await
+        };
+        written.map_err(SendRequestError::Send)?;
+        read_head(&mut lease.conn).await
+    }
+
+    /// An idle connection that is still open, or a new one, once a slot is free (`now`: the
+    /// time the request started, for the idle connections' age checks).
+    async fn lease(&self, now: Instant) -> Result<Lease, SendRequestError> {
         let pool = &self.pool;
         // At the limit, a request waits for a slot (within the caller's deadline, as in awc).
         let permit = pool
@@ -214,7 +247,6 @@ impl H1Client {
             .await
             .map_err(|_| SendRequestError::Connect(ConnectError::Timeout))?;
         let wait = pool.settings.connect_timeout;
-        let now = Instant::now();
         loop {
             let next = pool.idle.borrow_mut().pop_back();
             let Some(mut conn) = next else { break };
@@ -245,6 +277,7 @@ impl H1Client {
                 born: now,
                 idle_since: now,
                 buf: BytesMut::new(),
+                timer: None,
             },
             pool: pool.clone(),
             _permit: permit,

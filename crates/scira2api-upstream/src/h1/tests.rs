@@ -301,6 +301,48 @@ async fn no_answer_head_in_time_is_a_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
+/// `GET /x` on `client` with its own `timeout`.
+async fn get_within(client: &H1Client, timeout: Duration) -> Result<H1Response, SendRequestError> {
+    let uri: Uri = format!("http://{}/x", client.pool.authority)
+        .parse()
+        .unwrap();
+    client
+        .send(&Method::GET, &uri, &[], &Bytes::new(), timeout)
+        .await
+}
+
+#[actix_rt::test]
+async fn a_reused_connection_keeps_each_requests_own_deadline() {
+    // One connection: answers at once, then after 400 ms, then never.
+    let (client, stats) = upstream(|_, mut s| async move {
+        read_request(&mut s).await;
+        write(&mut s, OK).await;
+        read_request(&mut s).await;
+        actix_rt::time::sleep(Duration::from_millis(400)).await;
+        write(&mut s, OK).await;
+        read_request(&mut s).await;
+        actix_rt::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    let resp = get_within(&client, Duration::from_millis(200))
+        .await
+        .unwrap();
+    text(resp).await.unwrap();
+    // The connection's timer, last set 200 ms out, is moved to this request's deadline: the
+    // first request's deadline passes while this one waits, and does not cut it.
+    let resp = get_within(&client, Duration::from_secs(5)).await.unwrap();
+    text(resp).await.unwrap();
+    // A shorter deadline than the one the timer holds is kept too.
+    let started = Instant::now();
+    let err = get_within(&client, Duration::from_millis(200))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, SendRequestError::Timeout), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(stats.opened.load(Ordering::Relaxed), 1, "one connection");
+}
+
 #[actix_rt::test]
 async fn a_refused_connection_is_a_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -578,4 +620,14 @@ async fn at_the_limit_a_request_waits_for_a_free_connection() {
     assert_eq!(text(held).await.unwrap(), "{}");
     assert_eq!(second.await.unwrap(), "{}");
     assert_eq!(stats.opened.load(Ordering::Relaxed), 1);
+    // The wait for a slot counts against the request's deadline.
+    let held = post(&client, "{}").await.unwrap();
+    let started = Instant::now();
+    let err = get_within(&client, Duration::from_millis(200))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, SendRequestError::Timeout), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(text(held).await.unwrap(), "{}");
 }
