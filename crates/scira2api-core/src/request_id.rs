@@ -5,21 +5,49 @@
 //! gateway (retries, upstream errors) logs it without passing it around; the server's log
 //! format reads it with [`current`].
 
+use crate::Observation;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::Arc;
 
+/// What the task-local holds: the id, and the request's record when the HTTP layer keeps one.
+struct Current {
+    id: Arc<str>,
+    observation: Option<Rc<Observation>>,
+}
+
 tokio::task_local! {
-    static REQUEST_ID: Arc<str>;
+    static CURRENT: Current;
 }
 
 /// The id of the request being handled on this task, if any.
 pub fn current() -> Option<Arc<str>> {
-    REQUEST_ID.try_with(Arc::clone).ok()
+    CURRENT.try_with(|c| Arc::clone(&c.id)).ok()
+}
+
+/// The record ([`Observation`]) of the request being handled on this task, if it has one.
+/// Kept here rather than in the request's extensions: the id's task-local is there anyway, and
+/// an extension costs a map insert and a box for every request.
+pub fn observation() -> Option<Rc<Observation>> {
+    CURRENT.try_with(|c| c.observation.clone()).ok().flatten()
 }
 
 /// Runs `f` with `id` as the current request id.
 pub async fn scope<F: Future>(id: Arc<str>, f: F) -> F::Output {
-    REQUEST_ID.scope(id, f).await
+    let current = Current {
+        id,
+        observation: None,
+    };
+    CURRENT.scope(current, f).await
+}
+
+/// Runs `f` with `observation` as the current request's record, and its id as the current id.
+pub async fn scope_observed<F: Future>(observation: Rc<Observation>, f: F) -> F::Output {
+    let current = Current {
+        id: Arc::clone(observation.id()),
+        observation: Some(observation),
+    };
+    CURRENT.scope(current, f).await
 }
 
 /// The client's id when it is usable (1-128 visible ASCII characters), else a fresh one.

@@ -131,10 +131,7 @@ where
         return next(req).await;
     };
     if let Some(name) = policy.name.clone() {
-        if let Some(o) = req
-            .extensions()
-            .get::<std::rc::Rc<scira2api_core::Observation>>()
-        {
+        if let Some(o) = scira2api_core::request_id::observation() {
             o.client(name);
         }
     }

@@ -8,7 +8,6 @@ use crate::routes::{
     X_OVERHEAD, cache_control, check_content_type, client_gone_response, read_body, stream_headers,
 };
 use crate::sse::SseBody;
-use actix_web::HttpMessage;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use scira2api_core::{
@@ -62,7 +61,7 @@ impl CallContext {
 
     pub(crate) fn of(gw: &Gateway, req: &HttpRequest) -> CallContext {
         CallContext {
-            observation: req.extensions().get::<Rc<Observation>>().cloned(),
+            observation: scira2api_core::request_id::observation(),
             client_key: crate::auth::key_for_cache(gw.state().config(), req.headers()),
             cache_control: cache_control(req),
             anthropic: anthropic_headers(req),

@@ -7,7 +7,6 @@
 //! and it never holds a secret or a prompt.
 
 use crate::route_table::RouteSpec;
-use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -95,8 +94,7 @@ where
         label,
         label == crate::route_table::CHAT,
     );
-    req.extensions_mut().insert(observation.clone());
-    let res = request_id::scope(id.clone(), next(req)).await;
+    let res = request_id::scope_observed(observation.clone(), next(req)).await;
     state.metrics().in_flight.dec();
     let res = match res {
         Ok(res) => res,

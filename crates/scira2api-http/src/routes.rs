@@ -3,7 +3,6 @@
 use crate::conn::ConnWatch;
 use crate::error::{ApiError, error_response};
 use crate::sse::SseBody;
-use actix_web::HttpMessage;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -11,11 +10,10 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use scira2api_core::{
     CacheControl, CacheStatus, ChatContext, ChatOutcome, ChatReply, ChatRequest, Gateway,
-    Observation, UsageSource,
+    UsageSource,
 };
 use scira2api_types::Error;
 use serde_json::json;
-use std::rc::Rc;
 use std::time::Duration;
 
 /// `GET /health`: liveness, uptime and version; never needs a key.
@@ -283,7 +281,7 @@ pub async fn chat(
     let config = gw.state().config();
     let body = crate::endpoint::json_body(&gw, &req, payload).await?;
     let chat = ChatRequest::parse(body)?;
-    let observation = req.extensions().get::<Rc<Observation>>().cloned();
+    let observation = scira2api_core::request_id::observation();
     if let Some(o) = &observation {
         o.chat(&chat.model, chat.stream);
     }
