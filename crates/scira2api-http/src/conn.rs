@@ -6,39 +6,99 @@
 //! up to `CLIENT_TIMEOUT`. [`on_connect`] keeps a duplicate of each accepted socket; a handler
 //! races its work against [`ConnWatch::gone`], which the kernel wakes (`EPOLLRDHUP`) the moment
 //! the peer closes, and drops the work — and with it the upstream request — at once.
+//!
+//! The duplicate is registered with the reactor only for a request still running after
+//! [`WATCH_AFTER`], and only while it runs. Registered for the connection's whole life, every
+//! readiness event of the socket — each request arriving, each answer's write space — would
+//! be delivered and handled twice, a cost every fast request paid for a watch that only a slow
+//! one needs. The wait for [`WATCH_AFTER`] makes no timer per request: one worker-wide pulse
+//! wakes every request that is waiting for it.
 
 use actix_web::HttpRequest;
 use actix_web::dev::Extensions;
-use std::cell::OnceCell;
+use std::cell::Cell;
 use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Duration;
 use tokio::io::Interest;
+use tokio::sync::Notify;
 
-/// A connection's watch: a duplicate of its socket, registered with the reactor on first use.
+/// How long a request runs before its client is watched: a client that leaves sooner is
+/// noticed this long after the request began, at most.
+pub const WATCH_AFTER: Duration = Duration::from_millis(100);
+
+/// A connection's watch: a duplicate of its socket, registered with the reactor only while a
+/// slow request on it is being answered.
 pub struct ConnWatch {
-    fd: std::cell::Cell<Option<OwnedFd>>,
-    stream: OnceCell<Option<tokio::net::TcpStream>>,
+    fd: OwnedFd,
+}
+
+/// The worker's pulse: every [`WATCH_AFTER`] it wakes the requests waiting to be watched. Its
+/// task runs only while some request waits.
+struct Pulse {
+    notify: Notify,
+    waiting: Cell<usize>,
+    running: Cell<bool>,
+}
+
+thread_local! {
+    static PULSE: Rc<Pulse> = Rc::new(Pulse {
+        notify: Notify::new(),
+        waiting: Cell::new(0),
+        running: Cell::new(false),
+    });
+}
+
+/// A request counted among those waiting for the pulse, for as long as it is held.
+struct Waiting(Rc<Pulse>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.set(self.0.waiting.get() - 1);
+    }
+}
+
+/// Completes at the worker's next pulse: between no time and [`WATCH_AFTER`] from now.
+async fn next_pulse() {
+    let pulse = PULSE.with(Rc::clone);
+    pulse.waiting.set(pulse.waiting.get() + 1);
+    let waiting = Waiting(pulse);
+    let pulse = &waiting.0;
+    // Made before the pulse task can run, so that its next pulse wakes it.
+    let notified = pulse.notify.notified();
+    if !pulse.running.replace(true) {
+        let pulse = Rc::clone(pulse);
+        actix_rt::spawn(async move {
+            loop {
+                actix_rt::time::sleep(WATCH_AFTER).await;
+                pulse.notify.notify_waiters();
+                if pulse.waiting.get() == 0 {
+                    pulse.running.set(false);
+                    return;
+                }
+            }
+        });
+    }
+    notified.await;
 }
 
 impl ConnWatch {
-    fn stream(&self) -> Option<&tokio::net::TcpStream> {
-        self.stream
-            .get_or_init(|| {
-                let fd = self.fd.take()?;
-                let std = std::net::TcpStream::from(fd);
-                std.set_nonblocking(true).ok()?;
-                tokio::net::TcpStream::from_std(std).ok()
-            })
-            .as_ref()
+    /// The connection's socket registered with the reactor, through a duplicate of its own
+    /// (dropping it deregisters and closes the duplicate only).
+    fn register(&self) -> Option<tokio::net::TcpStream> {
+        let std = std::net::TcpStream::from(self.fd.try_clone().ok()?);
+        std.set_nonblocking(true).ok()?;
+        tokio::net::TcpStream::from_std(std).ok()
     }
 
     /// Completes when the client has closed its side of the connection (or it broke). Pending
     /// forever when the connection cannot be watched.
     pub fn gone(self: Rc<Self>) -> Pin<Box<dyn Future<Output = ()>>> {
         Box::pin(async move {
-            let Some(stream) = self.stream() else {
+            next_pulse().await;
+            let Some(stream) = self.register() else {
                 return std::future::pending().await;
             };
             loop {
@@ -70,10 +130,36 @@ pub fn on_connect(conn: &dyn std::any::Any, ext: &mut Extensions) {
     crate::tcp_nodelay(conn, ext);
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
-            ext.insert(Rc::new(ConnWatch {
-                fd: std::cell::Cell::new(Some(fd)),
-                stream: OnceCell::new(),
-            }));
+            ext.insert(Rc::new(ConnWatch { fd }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[actix_rt::test]
+    async fn the_pulse_wakes_every_waiter_and_stops_when_none_is_left() {
+        let started = Instant::now();
+        futures_util::future::join(next_pulse(), next_pulse()).await;
+        assert!(
+            started.elapsed() < WATCH_AFTER * 3,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(PULSE.with(|p| p.waiting.get()), 0);
+        // A waiter that is dropped leaves the count too.
+        use futures_util::FutureExt;
+        assert!(next_pulse().now_or_never().is_none(), "waits for a pulse");
+        assert_eq!(PULSE.with(|p| p.waiting.get()), 0);
+        // With nobody waiting, the pulse's task ends at its next pulse, and a new waiter
+        // starts it again.
+        actix_rt::time::sleep(WATCH_AFTER * 3).await;
+        assert!(!PULSE.with(|p| p.running.get()));
+        let started = Instant::now();
+        next_pulse().await;
+        assert!(started.elapsed() < WATCH_AFTER * 3);
     }
 }
