@@ -648,10 +648,10 @@ async fn scira_refuses_requirements_and_names_what_it_drops() {
         r.header("x-dropped-params").as_deref(),
         Some("temperature, tools, tool_choice, max_tokens")
     );
-    assert!(
-        gw.log()
-            .contains("accepted without effect: temperature, tools, tool_choice, max_tokens")
-    );
+    // The server's stderr reaches the test through a reader thread: wait for the line.
+    assert!(wait_for(Duration::from_secs(2), || gw.log().contains(
+        "accepted without effect: temperature, tools, tool_choice, max_tokens"
+    )));
     // Streams name them too.
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"x"}],"top_p":0.5}"#;
     let r = post(&gw, "/v1/chat/completions", body).await;
