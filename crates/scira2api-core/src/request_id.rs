@@ -100,7 +100,32 @@ mod tests {
     async fn scoped_id_is_visible_inside_only() {
         assert!(current().is_none());
         let id: Arc<str> = Arc::from("r1");
-        let seen = scope(id, async { current() }).await;
-        assert_eq!(seen.as_deref(), Some("r1"));
+        let seen = scope(id, async { (current(), observation().is_none()) }).await;
+        assert_eq!(seen, (Some(Arc::from("r1")), true));
+    }
+
+    #[actix_rt::test]
+    async fn the_observation_and_its_id_are_visible_inside_only() {
+        let vars = [("BASE_URL", "http://127.0.0.1:9")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let state = crate::GatewayState::new(crate::Config::from_vars(vars).unwrap());
+        let o = Observation::open(
+            state,
+            Arc::from("r2"),
+            std::time::Instant::now(),
+            ("POST", "/v1/chat/completions"),
+            "/v1/chat/completions",
+            true,
+        );
+        let (id, seen) = scope_observed(o.clone(), async {
+            tokio::task::yield_now().await;
+            (current(), observation())
+        })
+        .await;
+        assert_eq!(id.as_deref(), Some("r2"));
+        assert!(seen.is_some_and(|s| Rc::ptr_eq(&s, &o)));
+        assert!(observation().is_none() && current().is_none());
     }
 }
