@@ -198,6 +198,9 @@ impl H1Client {
             })
             .await?
         };
+        // The timer keeps the waker of its last poll: this request's task. A no-op waker in its
+        // place, so that an idle connection's timer does not keep that task's memory alive.
+        let _ = timer.as_mut().poll(&mut Context::from_waker(Waker::noop()));
         lease.conn.timer = Some(timer);
         let framing = head.framing(method);
         let reusable = head.keep_alive && !matches!(framing, Framing::UntilClose);
