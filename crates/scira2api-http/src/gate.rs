@@ -77,22 +77,16 @@ impl<S, B> Guard<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
-    /// Auth, then (with a limiter) the rate limit, then the route.
+    /// Auth, then the rate limit (which passes everything on when no limiter exists), then
+    /// the route.
     async fn run(
         &self,
         route: Option<&RouteSpec>,
         req: ServiceRequest,
     ) -> Result<ServiceResponse<Guarded<B>>, actix_web::Error> {
         let gw = &self.gateway;
-        crate::auth::require_key(gw, route, req, |req| async move {
-            if gw.state().limiter().is_some() {
-                crate::limit::rate_limit(gw, route, req, |req| self.inner.call(req)).await
-            } else {
-                self.inner
-                    .call(req)
-                    .await
-                    .map(ServiceResponse::map_into_left_body)
-            }
+        crate::auth::require_key(gw, route, req, |req| {
+            crate::limit::rate_limit(gw, route, req, |req| self.inner.call(req))
         })
         .await
     }
