@@ -128,6 +128,10 @@ pub struct GatewayState {
     shutdown: tokio::sync::watch::Sender<bool>,
     activity: Arc<crate::Activity>,
     model_tokens: Mutex<HashMap<String, TokenCounters>>,
+    /// Each thread's copy of the names it has met in `model_tokens`, so that counting needs
+    /// neither the lock nor a clone of the counters.
+    model_tokens_here:
+        thread_local::ThreadLocal<std::cell::RefCell<HashMap<String, TokenCounters>>>,
     stream_memory: StreamMemory,
     started: Instant,
     start_unix: u64,
@@ -234,6 +238,7 @@ impl GatewayState {
             shutdown: tokio::sync::watch::Sender::new(false),
             activity: Arc::default(),
             model_tokens: Mutex::new(HashMap::new()),
+            model_tokens_here: thread_local::ThreadLocal::new(),
             stream_memory: StreamMemory::default(),
             config,
             catalog,
@@ -363,13 +368,13 @@ impl GatewayState {
         &self.stream_memory
     }
 
-    /// The token counters of a client-chosen model name: at most `MAX_MODEL_LABELS` names get
-    /// their own series, the rest count as `other`. Resolved once per name, so counting an
-    /// answer's tokens costs one map lookup.
-    fn token_counters(&self, model: &str) -> TokenCounters {
+    /// The token counters of a client-chosen model name, and whether they are its own series:
+    /// at most `MAX_MODEL_LABELS` names get their own, the rest count as `other`. Resolved once
+    /// per name.
+    fn token_counters(&self, model: &str) -> (TokenCounters, bool) {
         let mut known = self.model_tokens.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = known.get(model) {
-            return c.clone();
+            return (c.clone(), true);
         }
         let label = if known.len() < MAX_MODEL_LABELS && model.len() <= MAX_LABEL_LEN {
             model
@@ -381,17 +386,29 @@ impl GatewayState {
             tokens.with_label_values(&[label, "prompt"]),
             tokens.with_label_values(&[label, "completion"]),
         ];
-        if label == model {
+        let own = label == model;
+        if own {
             known.insert(model.to_owned(), c.clone());
         }
-        c
+        (c, own)
     }
 
     /// Counts an answer's tokens for `model`.
     pub(crate) fn record_usage(&self, model: &str, usage: &Usage, source: UsageSource) {
-        let [prompt, completion] = self.token_counters(model);
-        prompt.inc_by(usage.prompt_tokens);
-        completion.inc_by(usage.completion_tokens);
+        let count = |[prompt, completion]: &TokenCounters| {
+            prompt.inc_by(usage.prompt_tokens);
+            completion.inc_by(usage.completion_tokens);
+        };
+        let here = self.model_tokens_here.get_or_default();
+        let known = here.borrow().get(model).map(count).is_some();
+        if !known {
+            let (counters, own) = self.token_counters(model);
+            count(&counters);
+            // Only names with a series of their own (so at most `MAX_MODEL_LABELS` of them).
+            if own {
+                here.borrow_mut().insert(model.to_owned(), counters);
+            }
+        }
         let hot = &self.metrics.hot;
         match source {
             UsageSource::Upstream => hot.usage_upstream.inc(),

@@ -28,6 +28,7 @@ mod native_usage;
 mod observation;
 mod observed_stream;
 mod outcome;
+pub mod per_thread;
 pub mod request_id;
 mod responses;
 mod sections;

@@ -3,16 +3,17 @@
 //! so the two can never disagree.
 
 use crate::GatewayState;
+use crate::per_thread::{PerThreadCounter, PerThreadGauge, PerThreadHistogram};
 use prometheus::core::Collector;
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The chat route's label, as the HTTP layer reports it.
@@ -31,16 +32,17 @@ const OVERHEAD_BUCKETS: &[f64] = &[
 /// Every metric of the gateway.
 pub struct Metrics {
     registry: Registry,
-    /// HTTP requests by route pattern and status.
+    /// HTTP requests by route pattern and status (but the chat route's 200s: `hot.chat_ok`).
     pub requests: IntCounterVec,
-    /// Requests being handled now.
-    pub in_flight: IntGauge,
+    /// Requests being handled now (the `http_requests_in_flight` series, set at each reading).
+    pub in_flight: PerThreadGauge,
+    in_flight_series: IntGauge,
     /// Whole request time by route (for streams: until the stream ended).
-    pub duration: HistogramVec,
+    pub duration: Arc<RouteDurations>,
     /// Time the gateway itself added: total until the response head minus upstream time.
-    pub overhead: Histogram,
+    pub overhead: Arc<PerThreadHistogram>,
     /// Time spent waiting for the upstream (until its answer, or its stream's first event).
-    pub upstream_time: Histogram,
+    pub upstream_time: Arc<PerThreadHistogram>,
     /// Streams being written now.
     pub streams_active: IntGauge,
     /// Streams that ended with `[DONE]` after a complete answer.
@@ -73,17 +75,80 @@ pub struct Metrics {
     pub hot: HotMetrics,
 }
 
-/// Children of the labelled metrics that a chat request always touches, resolved at start-up.
-/// They share their values with the labelled families (same series, same numbers).
+/// The series of labelled counters that a chat request always touches, counted per thread
+/// (see [`crate::per_thread`]) and copied into their labelled families at each reading.
 pub struct HotMetrics {
     /// `http_requests_total{route="/v1/chat/completions",status="200"}`.
-    pub chat_ok: IntCounter,
-    /// `request_duration_seconds{route="/v1/chat/completions"}`.
-    pub chat_duration: Histogram,
+    pub chat_ok: PerThreadCounter,
     /// `usage_total{source="upstream"}`.
-    pub usage_upstream: IntCounter,
+    pub usage_upstream: PerThreadCounter,
     /// `usage_total{source="estimated"}`.
-    pub usage_estimated: IntCounter,
+    pub usage_estimated: PerThreadCounter,
+    /// The three series in their families, in the order above.
+    series: [IntCounter; 3],
+}
+
+impl HotMetrics {
+    /// Copies the per-thread counts into their series.
+    fn refresh(&self) {
+        let counts = [&self.chat_ok, &self.usage_upstream, &self.usage_estimated];
+        for (series, count) in self.series.iter().zip(counts) {
+            catch_up(series, count.get());
+        }
+    }
+}
+
+/// `request_duration_seconds` by route: the chat route's series per thread, the others in a
+/// prometheus vec; one family when read.
+pub struct RouteDurations {
+    chat: PerThreadHistogram,
+    others: HistogramVec,
+}
+
+impl RouteDurations {
+    /// Records a request on `route` (its label) that took `seconds`.
+    pub fn observe(&self, route: &str, seconds: f64) {
+        if route == CHAT_ROUTE {
+            self.chat.observe(seconds);
+        } else {
+            self.others.with_label_values(&[route]).observe(seconds);
+        }
+    }
+}
+
+impl Collector for RouteDurations {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.others.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.others.collect();
+        if let Some(f) = families.first_mut() {
+            f.mut_metric().push(self.chat.metric());
+        }
+        families
+    }
+}
+
+/// A collector the registry holds while the metrics keep using it.
+struct Registered<C>(Arc<C>);
+
+impl<C: Collector> Collector for Registered<C> {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+fn register_shared<C: Collector + 'static>(registry: &Registry, c: C) -> Arc<C> {
+    let c = Arc::new(c);
+    registry
+        .register(Box::new(Registered(c.clone())))
+        .unwrap_or_else(|e| panic!("registering a metric: {e}"));
+    c
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -136,31 +201,33 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ));
         }
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
+        const DURATION_HELP: &str = "Request time by route, until the last byte";
+        let duration = RouteDurations {
+            chat: PerThreadHistogram::new(
                 "request_duration_seconds",
-                "Request time by route, until the last byte",
+                DURATION_HELP,
+                DURATION_BUCKETS,
+                &[("route", CHAT_ROUTE)],
+            ),
+            others: HistogramVec::new(
+                HistogramOpts::new("request_duration_seconds", DURATION_HELP)
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                &["route"],
             )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route"],
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        let overhead = Histogram::with_opts(
-            HistogramOpts::new(
-                "gateway_overhead_seconds",
-                "Time the gateway added: request time until the response head minus upstream time",
-            )
-            .buckets(OVERHEAD_BUCKETS.to_vec()),
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
-        let upstream_time = Histogram::with_opts(
-            HistogramOpts::new(
-                "upstream_duration_seconds",
-                "Time waiting for the upstream answer (or first event)",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-        )
-        .unwrap_or_else(|e| panic!("metric: {e}"));
+            .unwrap_or_else(|e| panic!("metric: {e}")),
+        };
+        let overhead = PerThreadHistogram::new(
+            "gateway_overhead_seconds",
+            "Time the gateway added: request time until the response head minus upstream time",
+            OVERHEAD_BUCKETS,
+            &[],
+        );
+        let upstream_time = PerThreadHistogram::new(
+            "upstream_duration_seconds",
+            "Time waiting for the upstream answer (or first event)",
+            DURATION_BUCKETS,
+            &[],
+        );
         let requests = counter_vec(
             &r,
             "http_requests_total",
@@ -173,19 +240,23 @@ impl Metrics {
             "Answers by where their token usage came from",
             &["source"],
         );
-        let duration = register(&r, duration);
         let hot = HotMetrics {
-            chat_ok: requests.with_label_values(&[CHAT_ROUTE, "200"]),
-            chat_duration: duration.with_label_values(&[CHAT_ROUTE]),
-            usage_upstream: usage_source.with_label_values(&["upstream"]),
-            usage_estimated: usage_source.with_label_values(&["estimated"]),
+            chat_ok: PerThreadCounter::default(),
+            usage_upstream: PerThreadCounter::default(),
+            usage_estimated: PerThreadCounter::default(),
+            series: [
+                requests.with_label_values(&[CHAT_ROUTE, "200"]),
+                usage_source.with_label_values(&["upstream"]),
+                usage_source.with_label_values(&["estimated"]),
+            ],
         };
         Metrics {
             requests,
-            in_flight: gauge(&r, "http_requests_in_flight", "HTTP requests being handled"),
-            duration,
-            overhead: register(&r, overhead),
-            upstream_time: register(&r, upstream_time),
+            in_flight: PerThreadGauge::default(),
+            in_flight_series: gauge(&r, "http_requests_in_flight", "HTTP requests being handled"),
+            duration: register_shared(&r, duration),
+            overhead: register_shared(&r, overhead),
+            upstream_time: register_shared(&r, upstream_time),
             streams_active: gauge(&r, "streams_active", "Streams being written"),
             streams_completed: counter(
                 &r,
@@ -270,6 +341,8 @@ impl Metrics {
     /// Copies the counters that live elsewhere (cache, pool, limiter, upstream) into the registry.
     fn refresh(&self, state: &GatewayState) {
         let _one_at_a_time = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
+        self.hot.refresh();
+        self.in_flight_series.set(self.in_flight.get());
         let cache = state.cache_stats();
         catch_up(&self.cache_hits, cache.hits);
         catch_up(&self.cache_misses, cache.misses);
@@ -711,11 +784,11 @@ fn upstream_errors(state: &GatewayState) -> u64 {
 /// Mean upstream time of the whole gateway, milliseconds (what a lone instance took).
 fn upstream_mean_ms(state: &GatewayState) -> f64 {
     let h = &state.metrics().upstream_time;
-    let n = h.get_sample_count();
+    let n = h.sample_count();
     if n == 0 {
         0.0
     } else {
-        h.get_sample_sum() / n as f64 * 1000.0
+        h.sample_sum() / n as f64 * 1000.0
     }
 }
 

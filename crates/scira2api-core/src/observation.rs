@@ -40,7 +40,7 @@ pub struct Observation {
     start: Instant,
     /// The route's metric label.
     route: &'static str,
-    /// Whether the route is the chat route (its 200s use pre-resolved metric handles).
+    /// Whether the route is the chat route (its 200s are counted per thread).
     hot: bool,
     /// Method and path, kept only when an access line will be written.
     line: Option<(String, String)>,
@@ -49,14 +49,13 @@ pub struct Observation {
 
 impl Observation {
     /// Opens the record of a request with id `id`, started at `start`, on the route labelled
-    /// `route` (`hot`: the chat route).
+    /// `route`.
     pub fn open(
         state: Arc<GatewayState>,
         id: Arc<str>,
         start: Instant,
         (method, path): (&str, &str),
         route: &'static str,
-        hot: bool,
     ) -> Rc<Observation> {
         let line = access_log_enabled().then(|| (method.to_owned(), path.to_owned()));
         Rc::new(Observation {
@@ -64,7 +63,7 @@ impl Observation {
             id,
             start,
             route,
-            hot,
+            hot: route == crate::metrics::CHAT_ROUTE,
             line,
             facts: RefCell::new(Facts::default()),
         })
@@ -149,16 +148,13 @@ impl Drop for Observation {
         let m = self.state.metrics();
         if self.hot && f.status == 200 {
             m.hot.chat_ok.inc();
-            m.hot.chat_duration.observe(total.as_secs_f64());
         } else {
             let status = f.status.to_string();
             m.requests
                 .with_label_values(&[self.route, status.as_str()])
                 .inc();
-            m.duration
-                .with_label_values(&[self.route])
-                .observe(total.as_secs_f64());
         }
+        m.duration.observe(self.route, total.as_secs_f64());
         let Some((method, path)) = &self.line else {
             return;
         };

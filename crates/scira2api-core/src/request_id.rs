@@ -117,7 +117,6 @@ mod tests {
             std::time::Instant::now(),
             ("POST", "/v1/chat/completions"),
             "/v1/chat/completions",
-            true,
         );
         let (id, seen) = scope_observed(o.clone(), async {
             tokio::task::yield_now().await;

@@ -92,7 +92,6 @@ where
         start,
         (req.method().as_str(), req.path()),
         label,
-        label == crate::route_table::CHAT,
     );
     let res = request_id::scope_observed(observation.clone(), next(req)).await;
     state.metrics().in_flight.dec();
