@@ -6,36 +6,52 @@
 //! on those connections), waits until nothing is in progress or the grace period is over, and
 //! only then closes what is left: idle keep-alive connections.
 
+use crate::per_thread::PerThreadGauge;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The gateway's count of work in progress.
-#[derive(Debug, Default)]
+/// The gateway's count of work in progress (counted per thread: every request enters it).
+#[derive(Default)]
 pub struct Activity {
-    active: AtomicUsize,
+    active: PerThreadGauge,
     draining: AtomicBool,
 }
 
-/// One piece of work in progress; it ends when dropped.
-#[derive(Debug)]
+/// One piece of work in progress that outlives its caller (a response body); it ends when
+/// dropped.
 pub struct ActivityGuard(Arc<Activity>);
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.active.dec();
+    }
+}
+
+/// One piece of work in progress within its caller's scope; it ends when dropped.
+pub struct Working<'a>(&'a Activity);
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        self.0.active.dec();
     }
 }
 
 impl Activity {
-    /// Starts counting one piece of work.
+    /// Starts counting one piece of work that a response body carries on.
     pub fn enter(self: &Arc<Self>) -> ActivityGuard {
-        self.active.fetch_add(1, Ordering::AcqRel);
+        self.active.inc();
         ActivityGuard(self.clone())
+    }
+
+    /// Starts counting one piece of work that ends in the caller's scope.
+    pub fn working(&self) -> Working<'_> {
+        self.active.inc();
+        Working(self)
     }
 
     /// Work in progress now.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        usize::try_from(self.active.get()).unwrap_or(0)
     }
 
     /// Marks the server as shutting down.
@@ -59,6 +75,10 @@ mod tests {
         let g1 = a.enter();
         let g2 = a.enter();
         assert_eq!(a.active(), 2);
+        {
+            let _w = a.working();
+            assert_eq!(a.active(), 3);
+        }
         drop(g1);
         assert_eq!(a.active(), 1);
         drop(g2);

@@ -38,7 +38,7 @@ mod tpm;
 mod translated_stream;
 mod uploads;
 
-pub use activity::{Activity, ActivityGuard};
+pub use activity::{Activity, ActivityGuard, Working};
 pub use config::{Config, ConfigError, demo_model_mappings};
 pub use endpoints::{ForwardOutcome, Forwarded, JsonEndpoint};
 pub use gateway::{Gateway, GatewayState, MODELS_CREATED};

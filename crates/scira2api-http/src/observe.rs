@@ -80,7 +80,7 @@ where
     );
     let start = Instant::now();
     let state = gw.state();
-    let _working = state.activity().enter();
+    let _working = state.activity().working();
     let label = route.map_or(crate::route_table::UNMATCHED, |r| r.label);
     let anthropic = route.is_some_and(|r| r.family == crate::route_table::Family::Anthropic);
     // The request's record: handlers and the gateway fill it in, and it writes the metrics
