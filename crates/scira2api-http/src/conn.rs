@@ -16,14 +16,14 @@
 
 use actix_web::HttpRequest;
 use actix_web::dev::Extensions;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 use tokio::io::Interest;
-use tokio::sync::Notify;
 
 /// How long a request runs before its client is watched: a client that leaves sooner is
 /// noticed this long after the request began, at most.
@@ -36,52 +36,118 @@ pub struct ConnWatch {
 }
 
 /// The worker's pulse: every [`WATCH_AFTER`] it wakes the requests waiting to be watched. Its
-/// task runs only while some request waits.
+/// task runs only while some request waits. It lives on one worker thread, so its waiters are
+/// kept in plain cells: waiting costs no lock and no atomic beyond the waker's own clone.
 struct Pulse {
-    notify: Notify,
-    waiting: Cell<usize>,
+    /// Counts the pulses: a waiter that saw another number than the current one is done.
+    beat: Cell<u64>,
+    /// This beat's waiters' wakers, by slot; a waiter that leaves empties its slot.
+    wakers: RefCell<Vec<Option<Waker>>>,
+    /// Slots emptied during this beat, for the next waiters.
+    free: RefCell<Vec<usize>>,
     running: Cell<bool>,
 }
 
 thread_local! {
     static PULSE: Rc<Pulse> = Rc::new(Pulse {
-        notify: Notify::new(),
-        waiting: Cell::new(0),
+        beat: Cell::new(0),
+        wakers: RefCell::new(Vec::new()),
+        free: RefCell::new(Vec::new()),
         running: Cell::new(false),
     });
 }
 
-/// A request counted among those waiting for the pulse, for as long as it is held.
-struct Waiting(Rc<Pulse>);
+impl Pulse {
+    /// Waiters of this beat still waiting.
+    fn waiting(&self) -> usize {
+        self.wakers.borrow().len() - self.free.borrow().len()
+    }
+
+    /// Ends the beat: wakes its waiters and forgets their slots.
+    fn beat(&self) {
+        self.beat.set(self.beat.get() + 1);
+        self.free.borrow_mut().clear();
+        let mut wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        wakers.drain(..).flatten().for_each(Waker::wake);
+        // The emptied list, to keep its room for the next beat's waiters.
+        let mut now = self.wakers.borrow_mut();
+        if now.is_empty() {
+            *now = wakers;
+        }
+    }
+}
+
+/// A request waiting for the pulse: its beat and its slot, emptied when it is dropped.
+struct Waiting {
+    pulse: Rc<Pulse>,
+    beat: u64,
+    slot: Option<usize>,
+}
+
+impl Waiting {
+    fn poll(&mut self, waker: &Waker) -> Poll<()> {
+        let pulse = &self.pulse;
+        if pulse.beat.get() != self.beat {
+            self.slot = None;
+            return Poll::Ready(());
+        }
+        let mut wakers = pulse.wakers.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut wakers[i] {
+                Some(w) if w.will_wake(waker) => {}
+                w => *w = Some(waker.clone()),
+            },
+            None => {
+                let i = match pulse.free.borrow_mut().pop() {
+                    Some(i) => {
+                        wakers[i] = Some(waker.clone());
+                        i
+                    }
+                    None => {
+                        wakers.push(Some(waker.clone()));
+                        wakers.len() - 1
+                    }
+                };
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.0.waiting.set(self.0.waiting.get() - 1);
+        // A slot of an ended beat is gone already.
+        if let Some(i) = self.slot.filter(|_| self.pulse.beat.get() == self.beat) {
+            self.pulse.wakers.borrow_mut()[i] = None;
+            self.pulse.free.borrow_mut().push(i);
+        }
     }
 }
 
 /// Completes at the worker's next pulse: between no time and [`WATCH_AFTER`] from now.
 async fn next_pulse() {
     let pulse = PULSE.with(Rc::clone);
-    pulse.waiting.set(pulse.waiting.get() + 1);
-    let waiting = Waiting(pulse);
-    let pulse = &waiting.0;
-    // Made before the pulse task can run, so that its next pulse wakes it.
-    let notified = pulse.notify.notified();
     if !pulse.running.replace(true) {
-        let pulse = Rc::clone(pulse);
+        let pulse = Rc::clone(&pulse);
         actix_rt::spawn(async move {
             loop {
                 actix_rt::time::sleep(WATCH_AFTER).await;
-                pulse.notify.notify_waiters();
-                if pulse.waiting.get() == 0 {
+                let idle = pulse.waiting() == 0;
+                pulse.beat();
+                if idle {
                     pulse.running.set(false);
                     return;
                 }
             }
         });
     }
-    notified.await;
+    let mut waiting = Waiting {
+        beat: pulse.beat.get(),
+        pulse,
+        slot: None,
+    };
+    std::future::poll_fn(|cx| waiting.poll(cx.waker())).await;
 }
 
 impl ConnWatch {
@@ -149,11 +215,13 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert_eq!(PULSE.with(|p| p.waiting.get()), 0);
-        // A waiter that is dropped leaves the count too.
+        assert_eq!(PULSE.with(|p| p.waiting()), 0);
+        // A waiter that is dropped leaves the count too, and its slot is used again.
         use futures_util::FutureExt;
         assert!(next_pulse().now_or_never().is_none(), "waits for a pulse");
-        assert_eq!(PULSE.with(|p| p.waiting.get()), 0);
+        assert_eq!(PULSE.with(|p| p.waiting()), 0);
+        assert!(next_pulse().now_or_never().is_none(), "waits for a pulse");
+        assert_eq!(PULSE.with(|p| p.wakers.borrow().len()), 1);
         // With nobody waiting, the pulse's task ends at its next pulse, and a new waiter
         // starts it again.
         actix_rt::time::sleep(WATCH_AFTER * 3).await;
