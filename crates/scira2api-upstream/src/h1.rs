@@ -72,7 +72,7 @@ struct Pool {
     /// The `Host` header, as awc writes it (no port when it is 80).
     host_header: Bytes,
     settings: H1Settings,
-    idle: RefCell<VecDeque<Conn>>,
+    idle: RefCell<VecDeque<Box<Conn>>>,
     permits: Arc<Semaphore>,
     stats: Arc<ConnStats>,
 }
@@ -88,9 +88,11 @@ struct Conn {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-/// A connection in use, with the slot it occupies.
+/// A connection in use, with the slot it occupies. The connection is boxed (once, when it is
+/// opened) so that a lease, and the answer that carries it, moves a pointer rather than the
+/// connection through each layer of the call.
 struct Lease {
-    conn: Conn,
+    conn: Box<Conn>,
     pool: Rc<Pool>,
     _permit: OwnedSemaphorePermit,
 }
@@ -275,13 +277,13 @@ impl H1Client {
         let _ = stream.set_nodelay(true);
         let now = Instant::now();
         Ok(Lease {
-            conn: Conn {
+            conn: Box::new(Conn {
                 io: CountedStream::new(stream, pool.stats.clone()),
                 born: now,
                 idle_since: now,
                 buf: BytesMut::new(),
                 timer: None,
-            },
+            }),
             pool: pool.clone(),
             _permit: permit,
         })
