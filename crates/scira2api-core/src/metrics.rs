@@ -1,6 +1,7 @@
 //! What the gateway counts, kept in a `prometheus` registry: the Prometheus text exposition is
 //! that registry's own encoding, and the JSON view of `/metrics` is read from the same values,
-//! so the two can never disagree.
+//! so the two can never disagree. The series every chat request updates are counted per thread
+//! ([`crate::per_thread`]) and brought into the registry at each reading.
 
 use crate::GatewayState;
 use crate::per_thread::{PerThreadCounter, PerThreadGauge, PerThreadHistogram};
