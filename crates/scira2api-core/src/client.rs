@@ -115,9 +115,10 @@ tokio::task_local! {
     static SCOPE: Rc<ClientScope>;
 }
 
-/// Runs `f` (a request's handling) under the client key's policy.
-pub async fn scope<F: Future>(scope: Rc<ClientScope>, f: F) -> F::Output {
-    SCOPE.scope(scope, f).await
+/// Runs `f` (a request's handling) under the client key's policy. (A plain function: an
+/// `async fn` would hold `f` twice, see `request_id::scope`.)
+pub fn scope<F: Future>(scope: Rc<ClientScope>, f: F) -> impl Future<Output = F::Output> {
+    SCOPE.scope(scope, f)
 }
 
 /// The policy of the request being handled on this task, if its key has one.

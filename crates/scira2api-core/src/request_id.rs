@@ -32,22 +32,29 @@ pub fn observation() -> Option<Rc<Observation>> {
     CURRENT.try_with(|c| c.observation.clone()).ok().flatten()
 }
 
+// These two are plain functions returning the task-local's future, not `async fn`s: an
+// `async fn` would keep `f` in its own state beside the task-local future it moves `f` into,
+// twice the size (the gate's future, 1.9 KB, held the chat route's chain that way).
+
 /// Runs `f` with `id` as the current request id.
-pub async fn scope<F: Future>(id: Arc<str>, f: F) -> F::Output {
+pub fn scope<F: Future>(id: Arc<str>, f: F) -> impl Future<Output = F::Output> {
     let current = Current {
         id,
         observation: None,
     };
-    CURRENT.scope(current, f).await
+    CURRENT.scope(current, f)
 }
 
 /// Runs `f` with `observation` as the current request's record, and its id as the current id.
-pub async fn scope_observed<F: Future>(observation: Rc<Observation>, f: F) -> F::Output {
+pub fn scope_observed<F: Future>(
+    observation: Rc<Observation>,
+    f: F,
+) -> impl Future<Output = F::Output> {
     let current = Current {
         id: Arc::clone(observation.id()),
         observation: Some(observation),
     };
-    CURRENT.scope(current, f).await
+    CURRENT.scope(current, f)
 }
 
 /// The client's id when it is usable (1-128 visible ASCII characters), else a fresh one.
