@@ -804,11 +804,13 @@ impl Upstream {
     }
 
     /// Reads a whole body within `CLIENT_TIMEOUT` and `MAX_BODY_BYTES`.
-    pub(crate) async fn read_body(&self, resp: Received) -> Result<Bytes, Error> {
+    pub(crate) async fn read_body(&self, mut resp: Received) -> Result<Bytes, Error> {
         let s = self.settings();
-        resp.body(s.max_body_bytes, s.client_timeout)
-            .await
-            .map_err(|e| body_error(e, &self.config))
+        let whole = match resp.already_read(s.max_body_bytes) {
+            Some(whole) => whole,
+            None => resp.body(s.max_body_bytes, s.client_timeout).await,
+        };
+        whole.map_err(|e| body_error(e, &self.config))
     }
 
     /// Fetches the upstream's own model list (`GET /v1/models`), for providers that have one.

@@ -37,6 +37,15 @@ impl Received {
         }
     }
 
+    /// The whole body when it has already arrived with the head (the lean client's usual case
+    /// for a small answer), taken without a read, a deadline or a future; `None` otherwise.
+    pub(crate) fn already_read(&mut self, limit: usize) -> Option<Result<Bytes, PayloadError>> {
+        match self {
+            Received::Awc(_) => None,
+            Received::H1(r) => r.body.already_read(limit),
+        }
+    }
+
     /// The whole body: at most `limit` bytes, read within `timeout`.
     pub(crate) async fn body(self, limit: usize, timeout: Duration) -> Result<Bytes, PayloadError> {
         match self {
