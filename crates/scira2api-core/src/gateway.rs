@@ -534,8 +534,16 @@ impl Gateway {
                     up.chat_with(req, model, &retries, Some(attempts)).await
                 };
                 let tokens = asked.map(|(p, c)| p.saturating_add(c));
-                self.route_within(&req.model, &retries, state.route_attempts, tokens, send)
-                    .await
+                // Boxed: the routed path's future is the larger, and inline it would size (and
+                // have every chat request copy) the whole chat future by it.
+                Box::pin(self.route_within(
+                    &req.model,
+                    &retries,
+                    state.route_attempts,
+                    tokens,
+                    send,
+                ))
+                .await
             }
         };
         let (instance, served_model, deployment, held) = served;
