@@ -136,10 +136,10 @@ impl Upstream {
             return h1
                 .send(req.method(), req.uri(), req.headers(), body, timeout)
                 .await
-                .map(Received::H1);
+                .map(Received::h1);
         }
         let req = req.into_awc(&self.client)?;
-        req.send_body(body.clone()).await.map(Received::Awc)
+        req.send_body(body.clone()).await.map(Received::awc)
     }
 
     /// The shared settings.

@@ -220,7 +220,7 @@ impl Upstream {
             },
             Err(e) => Err(e),
         };
-        let resp = Received::Awc(sent.map_err(|e| secrets.error(send_error(e, self.config())))?);
+        let resp = Received::awc(sent.map_err(|e| secrets.error(send_error(e, self.config())))?);
         let status = resp.status();
         if !status.is_success() {
             let wait = crate::errors::retry_after(resp.headers());
