@@ -42,34 +42,35 @@ impl PerThreadCounter {
         add(&self.0.get_or_default().0, n);
     }
 
-    /// The sum over every thread.
+    /// The sum over every thread (wrapping, as the cells do).
     pub fn get(&self) -> u64 {
-        self.0.iter().map(|c| c.0.load(Relaxed)).sum()
+        self.0
+            .iter()
+            .fold(0u64, |sum, c| sum.wrapping_add(c.0.load(Relaxed)))
     }
 }
 
-/// A gauge that each thread moves on its own. A value raised on one thread and lowered on
-/// another still sums right (one cell goes up, the other down).
+/// A gauge that each thread moves on its own: a counter whose decrements add `u64::MAX`. A
+/// value raised on one thread and lowered on another still sums right (one cell goes up, the
+/// other down).
 #[derive(Default)]
-pub struct PerThreadGauge(ThreadLocal<Own<AtomicU64>>);
+pub struct PerThreadGauge(PerThreadCounter);
 
 impl PerThreadGauge {
     /// Adds one.
     pub fn inc(&self) {
-        add(&self.0.get_or_default().0, 1);
+        self.0.inc();
     }
 
     /// Takes one away.
     pub fn dec(&self) {
-        add(&self.0.get_or_default().0, u64::MAX);
+        self.0.inc_by(u64::MAX);
     }
 
     /// The sum over every thread.
     pub fn get(&self) -> i64 {
         // Two's complement: the cells' wrapping sum is the signed value.
-        self.0
-            .iter()
-            .fold(0u64, |sum, c| sum.wrapping_add(c.0.load(Relaxed))) as i64
+        self.0.get() as i64
     }
 }
 
